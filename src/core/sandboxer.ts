@@ -1,0 +1,90 @@
+/** What the engine needs from a sandbox kind. Implementations live in src/backends/<kind>/. */
+
+export interface MountSpec {
+  type: string;
+  source: string;
+  /** Relative to the container's rootfs directory; empty means the rootfs itself. */
+  target?: string;
+  options: string[];
+}
+
+export interface SandboxSpec {
+  sandboxId: string;
+  name: string;
+  namespace: string;
+  hostname: string;
+  /** A network namespace prepared by someone else (CNI/containerd) to join instead of creating one. */
+  netnsPath?: string;
+  annotations: Record<string, string>;
+}
+
+export interface StdioPaths {
+  /** Each is a host path: a FIFO (containerd) or a regular file (our own log). Absent means /dev/null. */
+  stdin?: string;
+  stdout?: string;
+  stderr?: string;
+}
+
+export interface ContainerSpec {
+  sandboxId: string;
+  containerId: string;
+  /** Host directory holding config.json; rootfs is mounted at `<bundleDir>/rootfs`. */
+  bundleDir: string;
+  rootfsMounts: MountSpec[];
+  stdio: StdioPaths;
+}
+
+export interface ProcessExit {
+  /** The exit code, or 128 + signal number for a process killed by a signal. */
+  exitStatus: number;
+  exitedAt: Date;
+}
+
+export type ContainerRuntimeState = 'created' | 'running' | 'stopped' | 'absent';
+
+export interface ContainerStatus {
+  state: ContainerRuntimeState;
+  pid?: number;
+  /** Present when the exit was recorded (possibly while the daemon was down). */
+  exit?: ProcessExit;
+}
+
+export interface ContainerStats {
+  cpuUsageNanos: number;
+  cpuUserNanos: number;
+  cpuKernelNanos: number;
+  memoryUsageBytes: number;
+  memoryLimitBytes: number;
+  pidsCurrent: number;
+  pidsLimit: number;
+}
+
+/** An OCI runtime-spec Process, as JSON. */
+export type OciProcess = Record<string, unknown>;
+
+export interface Sandboxer {
+  readonly kind: string;
+  /** Start the sandbox's holder of namespaces; returns the pid whose /proc/<pid>/ns/* are the pod's namespaces. */
+  startSandbox(spec: SandboxSpec): Promise<{ pid: number }>;
+  /** Kill every container and the holder; idempotent. */
+  stopSandbox(sandboxId: string, options: { timeoutMs: number }): Promise<ProcessExit>;
+  sandboxStatus(sandboxId: string): Promise<{ alive: boolean; pid?: number }>;
+  /** Resolves when the sandbox's holder exits, whether or not this daemon started it. */
+  waitSandboxExit(sandboxId: string): Promise<ProcessExit>;
+  /** Remove every file, mount and process of the sandbox; idempotent. */
+  removeSandbox(sandboxId: string): Promise<void>;
+
+  createContainer(spec: ContainerSpec): Promise<{ pid: number }>;
+  startContainer(sandboxId: string, containerId: string): Promise<{ pid: number }>;
+  killContainer(sandboxId: string, containerId: string, signal: number, all: boolean): Promise<void>;
+  /** runc delete (forced), unmount the rootfs; idempotent. */
+  deleteContainer(sandboxId: string, containerId: string): Promise<void>;
+  containerStatus(sandboxId: string, containerId: string): Promise<ContainerStatus>;
+  execProcess(sandboxId: string, containerId: string, execId: string, process: OciProcess, stdio: StdioPaths): Promise<{ pid: number }>;
+  /** Resolves with the exit of a container init or exec process of this sandbox, also one that exited while the daemon was down. */
+  waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit>;
+  pids(sandboxId: string, containerId: string): Promise<number[]>;
+  stats(sandboxId: string, containerId: string): Promise<ContainerStats>;
+  /** Stop watchers and timers; leaves sandboxes running. */
+  close(): Promise<void>;
+}

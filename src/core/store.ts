@@ -1,0 +1,103 @@
+/**
+ * The event store: one append-only, hash-chained log of every transition, one stream per
+ * sandbox (`sandbox-<id>`) and per container (`container-<id>`), ordered by a global sequence.
+ * better-sqlite3 is synchronous, so is this interface: a call that returns has committed.
+ */
+
+export interface NewEvent {
+  /** Past-tense fact, e.g. `SandboxStarted`. */
+  type: string;
+  payload: Record<string, unknown>;
+  stateBefore: string;
+  stateAfter: string;
+  traceId?: string;
+  spanId?: string;
+  /** Who caused it: e.g. `grpc:containerd.services.sandbox.v1.Controller/Stop peer=… ns=k8s.io` or `recovery`. */
+  caller?: string;
+}
+
+export interface StoredEvent extends NewEvent {
+  sequence: number;
+  streamId: string;
+  /** 1-based position of the event in its stream. */
+  streamVersion: number;
+  /** ISO-8601 UTC. */
+  time: string;
+  prevHash: string;
+  hash: string;
+}
+
+export interface SandboxRow {
+  id: string;
+  name: string;
+  namespace: string;
+  kind: string;
+  state: string;
+  pid: number | null;
+  taskAddress: string | null;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+  /** Free-form JSON the engine keeps for listings (uid, hostname, labels…). */
+  metadata: Record<string, unknown>;
+}
+
+export interface ContainerRow {
+  id: string;
+  sandboxId: string;
+  name: string;
+  state: string;
+  pid: number | null;
+  exitStatus: number | null;
+  exitedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+  metadata: Record<string, unknown>;
+}
+
+/** A read-model row written in the same transaction as the events it reflects. */
+export type Projection = { table: 'sandboxes'; row: SandboxRow } | { table: 'containers'; row: ContainerRow };
+
+export interface AppendOptions {
+  /** Number of events the writer saw in the stream (0 for a new stream); a mismatch throws a `conflict` KtsError. */
+  expectedVersion: number;
+  projection?: Projection;
+}
+
+export interface AppendResult {
+  nextExpectedVersion: number;
+  lastSequence: number;
+}
+
+export type ChainVerification =
+  | { ok: true; eventCount: number }
+  | { ok: false; eventCount: number; brokenAtSequence: number; reason: string };
+
+export interface Snapshot {
+  streamId: string;
+  version: number;
+  state: unknown;
+}
+
+export interface EventStore {
+  appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult;
+  readStream(streamId: string, options?: { fromVersion?: number }): StoredEvent[];
+  readAll(options?: { afterSequence?: number; limit?: number }): StoredEvent[];
+  /** Stream ids starting with `prefix`, in order of first appearance. */
+  listStreams(prefix: string): string[];
+  saveSnapshot(snapshot: Snapshot): void;
+  loadSnapshot(streamId: string): Snapshot | undefined;
+  verifyChain(): ChainVerification;
+  getSandbox(id: string): SandboxRow | undefined;
+  listSandboxes(): SandboxRow[];
+  getContainer(id: string): ContainerRow | undefined;
+  listContainers(sandboxId?: string): ContainerRow[];
+  /**
+   * Called after each committed append, in process. Guarantee: at most once per append, and lost
+   * if the process dies right after the commit — subscribers that must not miss events re-read
+   * with `readAll({ afterSequence })`.
+   */
+  onAppended(listener: (events: StoredEvent[]) => void): () => void;
+  close(): void;
+}
