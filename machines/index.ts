@@ -1,0 +1,54 @@
+import { createActor, type AnyMachineSnapshot, type AnyStateMachine, type EventFromLogic, type EventObject, type SnapshotFrom } from 'xstate';
+
+export * from './sandboxMachine.js';
+export * from './containerMachine.js';
+
+/** A stored event the machine does not accept in the state the earlier events led to: the log and the machine disagree. */
+export class IllegalTransitionError extends Error {
+  constructor(
+    readonly eventType: string,
+    readonly stateValue: string,
+    /** 0-based position of the rejected event in the replayed list. */
+    readonly eventIndex: number,
+  ) {
+    super(`event ${eventType} (#${eventIndex}) is not accepted in state ${stateValue}`);
+    this.name = 'IllegalTransitionError';
+  }
+}
+
+/** Whether the machine in `snapshot` would take `event`; the engine asks this before appending the event. */
+export function acceptsEvent<TEvent extends EventObject>(snapshot: { can(event: TEvent): boolean }, event: TEvent): boolean {
+  return snapshot.can(event);
+}
+
+/** Folds `events` into a fresh actor of `machine` and returns its last snapshot; throws on the first event it rejects. */
+export function replay<TMachine extends AnyStateMachine>(
+  machine: TMachine,
+  events: readonly EventFromLogic<TMachine>[],
+): SnapshotFrom<TMachine> {
+  // Typed as any machine inside: xstate's generic snapshot types do not resolve for an unknown TMachine.
+  const actor = createActor(machine as AnyStateMachine);
+  // An action that throws puts the snapshot in 'error'; observing it keeps xstate from rethrowing it later.
+  actor.subscribe({ error: () => {} });
+  actor.start();
+  try {
+    events.forEach((event, eventIndex) => {
+      const snapshot: AnyMachineSnapshot = actor.getSnapshot();
+      if (!snapshot.can(event)) {
+        throw new IllegalTransitionError(event.type, describeState(snapshot.value), eventIndex);
+      }
+      actor.send(event);
+      const next: AnyMachineSnapshot = actor.getSnapshot();
+      if (next.status === 'error') {
+        throw new Error(`event ${event.type} (#${eventIndex}) failed in state ${describeState(snapshot.value)}: ${String(next.error)}`);
+      }
+    });
+    return actor.getSnapshot() as SnapshotFrom<TMachine>;
+  } finally {
+    actor.stop();
+  }
+}
+
+function describeState(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}

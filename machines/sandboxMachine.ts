@@ -1,0 +1,238 @@
+/**
+ * The life of one sandbox as a pure state machine. Its events are the domain events stored in the
+ * sandbox's stream: the engine asks `snapshot.can(event)` before appending one, then sends it;
+ * replaying a stream is sending its events in order to a fresh actor. No I/O here.
+ */
+import { assertEvent, assign, setup } from 'xstate';
+
+export type SandboxEvent =
+  | {
+      type: 'SandboxCreated';
+      sandboxId: string;
+      kind: string;
+      name: string;
+      namespace: string;
+      uid: string;
+      hostname: string;
+      netnsPath?: string;
+      annotations: Record<string, string>;
+      labels: Record<string, string>;
+      logDirectory?: string;
+      /** ISO-8601 UTC. */
+      createdAt: string;
+    }
+  | { type: 'SandboxStartRequested' }
+  | { type: 'SandboxStarted'; pid: number; taskAddress: string; startedAt: string }
+  | { type: 'SandboxStartFailed'; reason: string }
+  | {
+      type: 'SandboxUpdated';
+      annotations?: Record<string, string>;
+      labels?: Record<string, string>;
+      resources?: Record<string, unknown>;
+    }
+  | { type: 'SandboxReattached'; pid: number }
+  | { type: 'SandboxExited'; exitStatus: number; exitedAt: string }
+  | { type: 'SandboxStopRequested'; timeoutMs: number }
+  | { type: 'SandboxStopped'; exitStatus: number; exitedAt: string }
+  | { type: 'SandboxStopFailed'; reason: string }
+  | { type: 'SandboxShutdownRequested' }
+  | { type: 'SandboxRemoved' }
+  | { type: 'SandboxShutdownFailed'; reason: string };
+
+export type SandboxEventType = SandboxEvent['type'];
+
+// A mapped object rather than a bare array so that adding an event type without listing it fails to compile.
+const sandboxEventTypeSet: { [K in SandboxEventType]: true } = {
+  SandboxCreated: true,
+  SandboxStartRequested: true,
+  SandboxStarted: true,
+  SandboxStartFailed: true,
+  SandboxUpdated: true,
+  SandboxReattached: true,
+  SandboxExited: true,
+  SandboxStopRequested: true,
+  SandboxStopped: true,
+  SandboxStopFailed: true,
+  SandboxShutdownRequested: true,
+  SandboxRemoved: true,
+  SandboxShutdownFailed: true,
+};
+
+export const SANDBOX_EVENT_TYPES = Object.keys(sandboxEventTypeSet) as readonly SandboxEventType[];
+
+export const SANDBOX_STATES = [
+  'absent',
+  'created',
+  'starting',
+  'ready',
+  'failed',
+  'stopping',
+  'stopped',
+  'shuttingDown',
+  'removed',
+] as const;
+
+export type SandboxStateValue = (typeof SANDBOX_STATES)[number];
+
+export interface SandboxContext {
+  /** Empty until `SandboxCreated`; likewise kind, name, namespace, uid, hostname and createdAt. */
+  sandboxId: string;
+  kind: string;
+  name: string;
+  namespace: string;
+  uid: string;
+  hostname: string;
+  netnsPath: string | null;
+  annotations: Record<string, string>;
+  labels: Record<string, string>;
+  logDirectory: string | null;
+  createdAt: string;
+  /** The process holding the sandbox's namespaces (hypervisor or sandbox init); kept after it exits. */
+  pid: number | null;
+  taskAddress: string | null;
+  startedAt: string | null;
+  exitStatus: number | null;
+  exitedAt: string | null;
+  lastError: string | null;
+  resources: Record<string, unknown>;
+}
+
+const initialSandboxContext: SandboxContext = {
+  sandboxId: '',
+  kind: '',
+  name: '',
+  namespace: '',
+  uid: '',
+  hostname: '',
+  netnsPath: null,
+  annotations: {},
+  labels: {},
+  logDirectory: null,
+  createdAt: '',
+  pid: null,
+  taskAddress: null,
+  startedAt: null,
+  exitStatus: null,
+  exitedAt: null,
+  lastError: null,
+  resources: {},
+};
+
+export const sandboxMachine = setup({
+  types: {
+    context: {} as SandboxContext,
+    events: {} as SandboxEvent,
+  },
+  actions: {
+    recordCreation: assign(({ event }) => {
+      assertEvent(event, 'SandboxCreated');
+      return {
+        sandboxId: event.sandboxId,
+        kind: event.kind,
+        name: event.name,
+        namespace: event.namespace,
+        uid: event.uid,
+        hostname: event.hostname,
+        netnsPath: event.netnsPath ?? null,
+        annotations: event.annotations,
+        labels: event.labels,
+        logDirectory: event.logDirectory ?? null,
+        createdAt: event.createdAt,
+      };
+    }),
+    recordStart: assign(({ event }) => {
+      assertEvent(event, 'SandboxStarted');
+      return { pid: event.pid, taskAddress: event.taskAddress, startedAt: event.startedAt, lastError: null };
+    }),
+    recordUpdate: assign(({ context, event }) => {
+      assertEvent(event, 'SandboxUpdated');
+      // Each field given replaces the old one whole, as CRI updates do; absent fields are left alone.
+      return {
+        annotations: event.annotations ?? context.annotations,
+        labels: event.labels ?? context.labels,
+        resources: event.resources ?? context.resources,
+      };
+    }),
+    recordReattach: assign(({ event }) => {
+      assertEvent(event, 'SandboxReattached');
+      return { pid: event.pid };
+    }),
+    recordExit: assign(({ event }) => {
+      assertEvent(event, ['SandboxExited', 'SandboxStopped']);
+      return { exitStatus: event.exitStatus, exitedAt: event.exitedAt };
+    }),
+    recordFailure: assign(({ event }) => {
+      assertEvent(event, ['SandboxStartFailed', 'SandboxStopFailed', 'SandboxShutdownFailed']);
+      return { lastError: event.reason };
+    }),
+  },
+  guards: {
+    hasStarted: ({ context }) => context.startedAt !== null,
+  },
+}).createMachine({
+  id: 'sandbox',
+  initial: 'absent',
+  context: initialSandboxContext,
+  states: {
+    // Nothing is known of this sandbox: no record, no process, no files.
+    absent: {
+      on: { SandboxCreated: { target: 'created', actions: 'recordCreation' } },
+    },
+    // The sandbox is recorded with its metadata; no process has been launched for it.
+    created: {
+      on: {
+        SandboxStartRequested: { target: 'starting' },
+        SandboxStopRequested: { target: 'stopping' },
+        SandboxShutdownRequested: { target: 'shuttingDown' },
+        SandboxUpdated: { target: 'created', actions: 'recordUpdate' },
+      },
+    },
+    // Launching the sandbox (VM / init process) was decided; it may be partly up, not yet serving tasks.
+    starting: {
+      on: {
+        SandboxStarted: { target: 'ready', actions: 'recordStart' },
+        SandboxStartFailed: { target: 'failed', actions: 'recordFailure' },
+      },
+    },
+    // The sandbox process runs and its task address accepts container calls.
+    ready: {
+      on: {
+        SandboxStopRequested: { target: 'stopping' },
+        SandboxExited: { target: 'stopped', actions: 'recordExit' },
+        SandboxUpdated: { target: 'ready', actions: 'recordUpdate' },
+        SandboxReattached: { target: 'ready', actions: 'recordReattach' },
+      },
+    },
+    // A start (or a stop before any start) failed: no sandbox process serves; leftovers may remain.
+    failed: {
+      on: {
+        SandboxStopRequested: { target: 'stopping' },
+        SandboxShutdownRequested: { target: 'shuttingDown' },
+      },
+    },
+    // Stopping the sandbox process was decided; it may still be running.
+    stopping: {
+      on: {
+        SandboxStopped: { target: 'stopped', actions: 'recordExit' },
+        // A sandbox that never started has no process to fall back to, so a failed stop leaves it failed.
+        SandboxStopFailed: [
+          { guard: 'hasStarted', target: 'ready', actions: 'recordFailure' },
+          { target: 'failed', actions: 'recordFailure' },
+        ],
+      },
+    },
+    // No sandbox process runs; its files and record remain.
+    stopped: {
+      on: { SandboxShutdownRequested: { target: 'shuttingDown' } },
+    },
+    // Removing the sandbox's processes, mounts and files was decided; some may remain.
+    shuttingDown: {
+      on: {
+        SandboxRemoved: { target: 'removed' },
+        SandboxShutdownFailed: { target: 'stopped', actions: 'recordFailure' },
+      },
+    },
+    // Nothing of the sandbox remains on the host but its event log.
+    removed: { type: 'final' },
+  },
+});

@@ -1,0 +1,234 @@
+import { describe, expect, it } from 'vitest';
+import { IllegalTransitionError, acceptsEvent, replay } from './index.js';
+import {
+  SANDBOX_EVENT_TYPES,
+  SANDBOX_STATES,
+  sandboxMachine,
+  type SandboxEvent,
+  type SandboxEventType,
+  type SandboxStateValue,
+} from './sandboxMachine.js';
+import {
+  declaredTransitions,
+  describeWalk,
+  rowKey,
+  shortestHistoryPerState,
+  shortestWalkPerTransition,
+  sortedKeys,
+  walkEveryTransition,
+  walkKey,
+  type TransitionRow,
+} from './machineGraph.testkit.js';
+
+/** The specification: every legal (state, event) → state of a sandbox. Anything else is illegal. */
+const TRANSITIONS: Array<TransitionRow & { from: SandboxStateValue; event: SandboxEventType; to: SandboxStateValue }> = [
+  { from: 'absent', event: 'SandboxCreated', to: 'created' },
+  { from: 'created', event: 'SandboxStartRequested', to: 'starting' },
+  { from: 'created', event: 'SandboxStopRequested', to: 'stopping' },
+  { from: 'created', event: 'SandboxShutdownRequested', to: 'shuttingDown' },
+  { from: 'created', event: 'SandboxUpdated', to: 'created' },
+  { from: 'starting', event: 'SandboxStarted', to: 'ready' },
+  { from: 'starting', event: 'SandboxStartFailed', to: 'failed' },
+  { from: 'ready', event: 'SandboxStopRequested', to: 'stopping' },
+  { from: 'ready', event: 'SandboxExited', to: 'stopped' },
+  { from: 'ready', event: 'SandboxUpdated', to: 'ready' },
+  { from: 'ready', event: 'SandboxReattached', to: 'ready' },
+  { from: 'failed', event: 'SandboxStopRequested', to: 'stopping' },
+  { from: 'failed', event: 'SandboxShutdownRequested', to: 'shuttingDown' },
+  { from: 'stopping', event: 'SandboxStopped', to: 'stopped' },
+  // Back to ready when the sandbox had started; a never-started sandbox has no process to be ready with.
+  { from: 'stopping', event: 'SandboxStopFailed', to: 'ready' },
+  { from: 'stopping', event: 'SandboxStopFailed', to: 'failed' },
+  { from: 'stopped', event: 'SandboxShutdownRequested', to: 'shuttingDown' },
+  { from: 'shuttingDown', event: 'SandboxRemoved', to: 'removed' },
+  { from: 'shuttingDown', event: 'SandboxShutdownFailed', to: 'stopped' },
+];
+
+const created: SandboxEvent = {
+  type: 'SandboxCreated',
+  sandboxId: 'sb-1',
+  kind: 'runc',
+  name: 'web-0',
+  namespace: 'k8s.io',
+  uid: '6f1c2a9e-0000-4000-8000-000000000001',
+  hostname: 'web-0',
+  annotations: { 'io.kubernetes.cri.sandbox-name': 'web-0' },
+  labels: { app: 'web' },
+  createdAt: '2026-01-01T00:00:00.000Z',
+};
+const startRequested: SandboxEvent = { type: 'SandboxStartRequested' };
+const started: SandboxEvent = {
+  type: 'SandboxStarted',
+  pid: 4242,
+  taskAddress: 'unix:///run/kts/sb-1/task.sock',
+  startedAt: '2026-01-01T00:00:01.000Z',
+};
+const startFailed: SandboxEvent = { type: 'SandboxStartFailed', reason: 'guest boot timed out after 30000 ms' };
+const updated: SandboxEvent = { type: 'SandboxUpdated', labels: { app: 'web', tier: 'frontend' }, resources: { cpuShares: 512 } };
+const reattached: SandboxEvent = { type: 'SandboxReattached', pid: 4343 };
+const exited: SandboxEvent = { type: 'SandboxExited', exitStatus: 137, exitedAt: '2026-01-01T00:00:05.000Z' };
+const stopRequested: SandboxEvent = { type: 'SandboxStopRequested', timeoutMs: 10_000 };
+const stopped: SandboxEvent = { type: 'SandboxStopped', exitStatus: 0, exitedAt: '2026-01-01T00:00:06.000Z' };
+const stopFailed: SandboxEvent = { type: 'SandboxStopFailed', reason: 'kill: operation not permitted' };
+const shutdownRequested: SandboxEvent = { type: 'SandboxShutdownRequested' };
+const removed: SandboxEvent = { type: 'SandboxRemoved' };
+const shutdownFailed: SandboxEvent = { type: 'SandboxShutdownFailed', reason: 'umount: target is busy' };
+
+/** One sample of every event type: the graph traversal offers these in every state. */
+const SAMPLE_EVENTS: SandboxEvent[] = [
+  created,
+  startRequested,
+  started,
+  startFailed,
+  updated,
+  reattached,
+  exited,
+  stopRequested,
+  stopped,
+  stopFailed,
+  shutdownRequested,
+  removed,
+  shutdownFailed,
+];
+
+const walks = walkEveryTransition(sandboxMachine, SAMPLE_EVENTS);
+const walkPerTransition = shortestWalkPerTransition(walks);
+const historyPerState = shortestHistoryPerState('absent', walks);
+
+describe('sandboxMachine: the transition table', () => {
+  it('has one sample event per event type and lists every state', () => {
+    expect(SAMPLE_EVENTS.map((event) => event.type).sort()).toEqual([...SANDBOX_EVENT_TYPES].sort());
+    expect(Object.keys(sandboxMachine.root.states).sort()).toEqual([...SANDBOX_STATES].sort());
+  });
+
+  it('declares exactly the transitions of the table', () => {
+    expect(sortedKeys(declaredTransitions(sandboxMachine))).toEqual(sortedKeys(TRANSITIONS));
+  });
+
+  it('walks every transition of the table, and nothing else, along generated paths', () => {
+    expect(sortedKeys(walkPerTransition.map((walk) => ({ from: walk.from, event: walk.when.type, to: walk.to })))).toEqual(
+      sortedKeys(TRANSITIONS),
+    );
+  });
+
+  it.each(walkPerTransition.map((walk) => [describeWalk(walk), walk] as const))('%s', (_name, walk) => {
+    const before = replay(sandboxMachine, walk.given);
+    expect(before.value).toBe(walk.from);
+    expect(acceptsEvent(before, walk.when)).toBe(true);
+    expect(replay(sandboxMachine, [...walk.given, walk.when]).value).toBe(walk.to);
+    expect(TRANSITIONS.map(rowKey)).toContain(walkKey(walk));
+  });
+});
+
+describe('sandboxMachine: illegal transitions are rejected', () => {
+  const legal = new Set(TRANSITIONS.map((row) => `${row.from} ${row.event}`));
+  const illegal = SANDBOX_STATES.flatMap((state) =>
+    SAMPLE_EVENTS.filter((event) => !legal.has(`${state} ${event.type}`)).map((event) => [state, event.type, event] as const),
+  );
+
+  it('reaches every state along generated paths', () => {
+    expect([...historyPerState.keys()].sort()).toEqual([...SANDBOX_STATES].sort());
+  });
+
+  it.each(illegal)('given a sandbox %s, when %s, then it is rejected', (state, _type, event) => {
+    const given = historyPerState.get(state)!;
+    const snapshot = replay(sandboxMachine, given);
+    expect(snapshot.value).toBe(state);
+    expect(acceptsEvent(snapshot, event)).toBe(false);
+    expect(() => replay(sandboxMachine, [...given, event])).toThrow(IllegalTransitionError);
+  });
+
+  it('names the rejected event and the state in the error', () => {
+    expect(() => replay(sandboxMachine, [created, started])).toThrow(
+      'event SandboxStarted (#1) is not accepted in state created',
+    );
+  });
+});
+
+describe('sandboxMachine: context', () => {
+  it('given nothing, when SandboxCreated, then the metadata is recorded and nothing runs', () => {
+    const snapshot = replay(sandboxMachine, [created]);
+    expect(snapshot.context).toMatchObject({
+      sandboxId: 'sb-1',
+      kind: 'runc',
+      name: 'web-0',
+      namespace: 'k8s.io',
+      uid: '6f1c2a9e-0000-4000-8000-000000000001',
+      hostname: 'web-0',
+      netnsPath: null,
+      logDirectory: null,
+      annotations: { 'io.kubernetes.cri.sandbox-name': 'web-0' },
+      labels: { app: 'web' },
+      createdAt: '2026-01-01T00:00:00.000Z',
+      pid: null,
+      taskAddress: null,
+      exitStatus: null,
+    });
+  });
+
+  it('given nothing, when SandboxCreated with a netns and log directory, then both are recorded', () => {
+    const snapshot = replay(sandboxMachine, [{ ...created, netnsPath: '/var/run/netns/cni-1', logDirectory: '/var/log/pods/web-0' }]);
+    expect(snapshot.context.netnsPath).toBe('/var/run/netns/cni-1');
+    expect(snapshot.context.logDirectory).toBe('/var/log/pods/web-0');
+  });
+
+  it('given a starting sandbox, when SandboxStarted, then its pid and task address are recorded', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, started]);
+    expect(snapshot.context).toMatchObject({
+      pid: 4242,
+      taskAddress: 'unix:///run/kts/sb-1/task.sock',
+      startedAt: '2026-01-01T00:00:01.000Z',
+    });
+  });
+
+  it('given a ready sandbox, when SandboxReattached, then the new pid is recorded', () => {
+    expect(replay(sandboxMachine, [created, startRequested, started, reattached]).context.pid).toBe(4343);
+  });
+
+  it('given a ready sandbox, when SandboxExited, then the exit is recorded and the pid kept', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, started, exited]);
+    expect(snapshot.value).toBe('stopped');
+    expect(snapshot.context).toMatchObject({ exitStatus: 137, exitedAt: '2026-01-01T00:00:05.000Z', pid: 4242 });
+  });
+
+  it('given a stopping sandbox, when SandboxStopped, then the exit is recorded', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, started, stopRequested, stopped]);
+    expect(snapshot.context).toMatchObject({ exitStatus: 0, exitedAt: '2026-01-01T00:00:06.000Z' });
+  });
+
+  it('given a ready sandbox, when SandboxUpdated with labels and resources, then those replace the old ones and annotations stay', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, started, updated]);
+    expect(snapshot.context.labels).toEqual({ app: 'web', tier: 'frontend' });
+    expect(snapshot.context.resources).toEqual({ cpuShares: 512 });
+    expect(snapshot.context.annotations).toEqual({ 'io.kubernetes.cri.sandbox-name': 'web-0' });
+  });
+
+  it('given a starting sandbox, when SandboxStartFailed, then the reason is recorded', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, startFailed]);
+    expect(snapshot.value).toBe('failed');
+    expect(snapshot.context.lastError).toBe('guest boot timed out after 30000 ms');
+  });
+
+  it('given a started sandbox being stopped, when SandboxStopFailed, then it is ready again with the reason recorded', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, started, stopRequested, stopFailed]);
+    expect(snapshot.value).toBe('ready');
+    expect(snapshot.context.lastError).toBe('kill: operation not permitted');
+  });
+
+  it('given a never-started sandbox being stopped, when SandboxStopFailed, then it is failed', () => {
+    expect(replay(sandboxMachine, [created, stopRequested, stopFailed]).value).toBe('failed');
+    expect(replay(sandboxMachine, [created, startRequested, startFailed, stopRequested, stopFailed]).value).toBe('failed');
+  });
+
+  it('given a sandbox shutting down, when SandboxShutdownFailed, then it is stopped with the reason recorded', () => {
+    const snapshot = replay(sandboxMachine, [created, shutdownRequested, shutdownFailed]);
+    expect(snapshot.value).toBe('stopped');
+    expect(snapshot.context.lastError).toBe('umount: target is busy');
+  });
+
+  it('given a sandbox shutting down, when SandboxRemoved, then the machine is done', () => {
+    const snapshot = replay(sandboxMachine, [created, shutdownRequested, removed]);
+    expect(snapshot.value).toBe('removed');
+    expect(snapshot.status).toBe('done');
+  });
+});

@@ -1,0 +1,55 @@
+import { createHash } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import type { ChainVerification } from '../core/store.js';
+import { stableStringify } from './canonicalJson.js';
+import type { EventRecord } from './rows.js';
+
+/** prev_hash of the first event ever appended. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/**
+ * sha256 hex of the canonical JSON array [prevHash, sequence, streamId, streamVersion, type, payload,
+ * stateBefore, stateAfter, traceId, spanId, caller, time] (absent ids and caller are null). The payload
+ * goes in as its stored text, which is already canonical JSON: the hash covers exactly what the table holds.
+ */
+export function eventHash(record: Omit<EventRecord, 'hash'>): string {
+  const head = stableStringify([record.prev_hash, record.sequence, record.stream_id, record.stream_version, record.type]);
+  const tail = stableStringify([record.state_before, record.state_after, record.trace_id, record.span_id, record.caller, record.time]);
+  const canonical = `${head.slice(0, -1)},${record.payload},${tail.slice(1)}`;
+  return createHash('sha256').update(canonical, 'utf8').digest('hex');
+}
+
+/**
+ * Walks every event in sequence order, recomputing each hash and checking each prev link, the
+ * sequence and each stream's version numbering; stops at the first break. Truncation of the newest
+ * events is only evident against a head (`eventCount`, last hash) recorded elsewhere.
+ */
+export function verifyChainOf(db: Database.Database): ChainVerification {
+  const rows = db.prepare<[], EventRecord>('SELECT * FROM events ORDER BY sequence').iterate();
+  const streamVersions = new Map<string, number>();
+  let previous: EventRecord | undefined;
+  let eventCount = 0;
+  for (const row of rows) {
+    const reason = findBreak(row, previous, streamVersions);
+    // Leaving the loop early closes the statement's iterator.
+    if (reason !== undefined) return { ok: false, eventCount, brokenAtSequence: row.sequence, reason };
+    streamVersions.set(row.stream_id, row.stream_version);
+    previous = row;
+    eventCount += 1;
+  }
+  return { ok: true, eventCount };
+}
+
+function findBreak(row: EventRecord, previous: EventRecord | undefined, streamVersions: Map<string, number>): string | undefined {
+  const expectedSequence = (previous?.sequence ?? 0) + 1;
+  if (row.sequence !== expectedSequence) return `sequence ${row.sequence} follows ${expectedSequence - 1}: events are missing`;
+  const expectedPrev = previous?.hash ?? GENESIS_HASH;
+  if (row.prev_hash !== expectedPrev) return `prev_hash ${row.prev_hash} does not match the hash of the event before (${expectedPrev})`;
+  const expectedVersion = (streamVersions.get(row.stream_id) ?? 0) + 1;
+  if (row.stream_version !== expectedVersion) {
+    return `stream ${row.stream_id} jumps to version ${row.stream_version}, expected ${expectedVersion}`;
+  }
+  const recomputed = eventHash(row);
+  if (recomputed !== row.hash) return `stored hash ${row.hash} does not match the recomputed ${recomputed}: the event was altered`;
+  return undefined;
+}

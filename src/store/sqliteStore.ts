@@ -1,0 +1,311 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { KtsError, conflict, errorMessage, failedPrecondition, internal, invalidArgument, unavailable } from '../core/errors.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  ChainVerification,
+  ContainerRow,
+  EventStore,
+  NewEvent,
+  Projection,
+  SandboxRow,
+  Snapshot,
+  StoredEvent,
+} from '../core/store.js';
+import { stableStringify } from './canonicalJson.js';
+import { GENESIS_HASH, eventHash, verifyChainOf } from './eventChain.js';
+import { defaultMigrationsDir, migrate } from './migrate.js';
+import {
+  type ContainerRecord,
+  type EventRecord,
+  type SandboxRecord,
+  containerFromRecord,
+  containerToRecord,
+  eventFromRecord,
+  sandboxFromRecord,
+  sandboxToRecord,
+} from './rows.js';
+
+const BUSY_TIMEOUT_MS = 5_000;
+
+/**
+ * Opens (creating it and its parent directory if needed) the SQLite event store at `path` and
+ * migrates it. WAL + synchronous=FULL: a call that returns has committed, and survives a power cut.
+ */
+export function openSqliteStore(path: string): EventStore {
+  if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
+  const db = new Database(path);
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    migrate(db, defaultMigrationsDir());
+    return new SqliteEventStore(db);
+  } catch (error) {
+    db.close();
+    if (error instanceof KtsError) throw error;
+    throw new KtsError('failed_precondition', `cannot open event store ${path}: ${errorMessage(error)}`, { cause: error });
+  }
+}
+
+/** An event ready to insert: its payload already in the canonical JSON text that is stored and hashed. */
+interface PendingEvent {
+  event: NewEvent;
+  payloadJson: string;
+}
+
+interface SnapshotRecord {
+  stream_id: string;
+  version: number;
+  state: string;
+}
+
+type AppendedListener = (events: StoredEvent[]) => void;
+type Statements = ReturnType<typeof prepareStatements>;
+
+class SqliteEventStore implements EventStore {
+  private readonly statements: Statements;
+  private readonly appendInTransaction: Database.Transaction<SqliteEventStore['writeEvents']>;
+  private readonly snapshotInTransaction: Database.Transaction<SqliteEventStore['writeSnapshot']>;
+  /** Called after commit, outside the transaction: at most once per append, lost on a crash. */
+  private readonly appendedListeners = new Set<AppendedListener>();
+
+  constructor(private readonly db: Database.Database) {
+    this.statements = prepareStatements(db);
+    this.appendInTransaction = db.transaction(this.writeEvents.bind(this));
+    this.snapshotInTransaction = db.transaction(this.writeSnapshot.bind(this));
+  }
+
+  appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult {
+    validateAppend(streamId, events, options);
+    const pending = events.map((event) => ({ event, payloadJson: stableStringify(event.payload) }));
+    const stored = translateSqliteErrors(() => this.appendInTransaction.immediate(streamId, pending, options));
+    this.notifyAppended(stored);
+    const last = stored[stored.length - 1]!;
+    return { nextExpectedVersion: last.streamVersion, lastSequence: last.sequence };
+  }
+
+  readStream(streamId: string, options: { fromVersion?: number } = {}): StoredEvent[] {
+    return this.statements.readStream.all(streamId, options.fromVersion ?? 1).map(eventFromRecord);
+  }
+
+  readAll(options: { afterSequence?: number; limit?: number } = {}): StoredEvent[] {
+    // LIMIT -1 is SQLite for "no limit".
+    return this.statements.readAll.all(options.afterSequence ?? 0, options.limit ?? -1).map(eventFromRecord);
+  }
+
+  listStreams(prefix: string): string[] {
+    return this.statements.listStreams.all(prefix).map((row) => row.stream_id);
+  }
+
+  saveSnapshot(snapshot: Snapshot): void {
+    const stateJson = stableStringify(snapshot.state);
+    translateSqliteErrors(() => this.snapshotInTransaction.immediate(snapshot, stateJson));
+  }
+
+  loadSnapshot(streamId: string): Snapshot | undefined {
+    const record = this.statements.loadSnapshot.get(streamId);
+    return record && { streamId: record.stream_id, version: record.version, state: JSON.parse(record.state) as unknown };
+  }
+
+  verifyChain(): ChainVerification {
+    return verifyChainOf(this.db);
+  }
+
+  getSandbox(id: string): SandboxRow | undefined {
+    const record = this.statements.getSandbox.get(id);
+    return record && sandboxFromRecord(record);
+  }
+
+  listSandboxes(): SandboxRow[] {
+    return this.statements.listSandboxes.all().map(sandboxFromRecord);
+  }
+
+  getContainer(id: string): ContainerRow | undefined {
+    const record = this.statements.getContainer.get(id);
+    return record && containerFromRecord(record);
+  }
+
+  listContainers(sandboxId?: string): ContainerRow[] {
+    const records = sandboxId === undefined ? this.statements.listContainers.all() : this.statements.listContainersOf.all(sandboxId);
+    return records.map(containerFromRecord);
+  }
+
+  onAppended(listener: AppendedListener): () => void {
+    this.appendedListeners.add(listener);
+    return () => this.appendedListeners.delete(listener);
+  }
+
+  close(): void {
+    this.appendedListeners.clear();
+    if (this.db.open) this.db.close();
+  }
+
+  /** Runs inside the IMMEDIATE transaction: version check, chained inserts and projection commit together. */
+  private writeEvents(streamId: string, pending: PendingEvent[], options: AppendOptions): StoredEvent[] {
+    const { version } = this.statements.streamVersion.get(streamId)!;
+    if (version !== options.expectedVersion) {
+      throw conflict(`stream ${streamId} is at version ${version}, but the writer expected ${options.expectedVersion}`);
+    }
+    const head = this.statements.head.get();
+    let previous = { sequence: head?.sequence ?? 0, hash: head?.hash ?? GENESIS_HASH };
+    const time = new Date().toISOString();
+    const records = pending.map(({ event, payloadJson }, index) => {
+      const record = chainedRecord(event, payloadJson, {
+        streamId,
+        streamVersion: version + index + 1,
+        sequence: previous.sequence + 1,
+        prevHash: previous.hash,
+        time,
+      });
+      this.statements.insertEvent.run(record);
+      previous = record;
+      return record;
+    });
+    if (options.projection) this.project(options.projection);
+    return records.map(eventFromRecord);
+  }
+
+  private project(projection: Projection): void {
+    if (projection.table === 'sandboxes') this.statements.upsertSandbox.run(sandboxToRecord(projection.row));
+    else this.statements.upsertContainer.run(containerToRecord(projection.row));
+  }
+
+  private writeSnapshot(snapshot: Snapshot, stateJson: string): void {
+    const { version } = this.statements.streamVersion.get(snapshot.streamId)!;
+    if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 1 || snapshot.version > version) {
+      throw failedPrecondition(`snapshot of ${snapshot.streamId} at version ${snapshot.version} does not match the stream (version ${version})`);
+    }
+    this.statements.saveSnapshot.run(snapshot.streamId, snapshot.version, stateJson, new Date().toISOString());
+  }
+
+  private notifyAppended(events: StoredEvent[]): void {
+    for (const listener of this.appendedListeners) {
+      try {
+        listener(events);
+      } catch (error) {
+        // The append has committed; a failing subscriber is its own problem, reported but not rethrown.
+        process.emitWarning(`onAppended listener threw: ${errorMessage(error)}`, { code: 'KTS_STORE_LISTENER' });
+      }
+    }
+  }
+}
+
+function chainedRecord(
+  event: NewEvent,
+  payloadJson: string,
+  position: { streamId: string; streamVersion: number; sequence: number; prevHash: string; time: string },
+): EventRecord {
+  const unhashed: Omit<EventRecord, 'hash'> = {
+    sequence: position.sequence,
+    stream_id: position.streamId,
+    stream_version: position.streamVersion,
+    type: event.type,
+    payload: payloadJson,
+    state_before: event.stateBefore,
+    state_after: event.stateAfter,
+    trace_id: event.traceId ?? null,
+    span_id: event.spanId ?? null,
+    caller: event.caller ?? null,
+    time: position.time,
+    prev_hash: position.prevHash,
+  };
+  return { ...unhashed, hash: eventHash(unhashed) };
+}
+
+function prepareStatements(db: Database.Database) {
+  const containerOrder = 'ORDER BY created_at, id';
+  return {
+    streamVersion: db.prepare<[string], { version: number }>(
+      'SELECT COALESCE(MAX(stream_version), 0) AS version FROM events WHERE stream_id = ?',
+    ),
+    head: db.prepare<[], { sequence: number; hash: string }>('SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1'),
+    insertEvent: db.prepare<[EventRecord]>(
+      `INSERT INTO events (sequence, stream_id, stream_version, type, payload, state_before, state_after,
+         trace_id, span_id, caller, time, prev_hash, hash)
+       VALUES (@sequence, @stream_id, @stream_version, @type, @payload, @state_before, @state_after,
+         @trace_id, @span_id, @caller, @time, @prev_hash, @hash)`,
+    ),
+    readStream: db.prepare<[string, number], EventRecord>(
+      'SELECT * FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version',
+    ),
+    readAll: db.prepare<[number, number], EventRecord>('SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?'),
+    // A stream's version-1 event is its first appearance; instr() = 1 is a prefix test with no LIKE escaping.
+    listStreams: db.prepare<[string], { stream_id: string }>(
+      'SELECT stream_id FROM events WHERE stream_version = 1 AND instr(stream_id, ?) = 1 ORDER BY sequence',
+    ),
+    saveSnapshot: db.prepare<[string, number, string, string]>(
+      `INSERT INTO snapshots (stream_id, version, state, saved_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, state = excluded.state, saved_at = excluded.saved_at`,
+    ),
+    loadSnapshot: db.prepare<[string], SnapshotRecord>('SELECT stream_id, version, state FROM snapshots WHERE stream_id = ?'),
+    upsertSandbox: db.prepare<[SandboxRecord]>(upsertSql('sandboxes', SANDBOX_COLUMNS)),
+    getSandbox: db.prepare<[string], SandboxRecord>('SELECT * FROM sandboxes WHERE id = ?'),
+    listSandboxes: db.prepare<[], SandboxRecord>('SELECT * FROM sandboxes ORDER BY created_at, id'),
+    upsertContainer: db.prepare<[ContainerRecord]>(upsertSql('containers', CONTAINER_COLUMNS)),
+    getContainer: db.prepare<[string], ContainerRecord>('SELECT * FROM containers WHERE id = ?'),
+    listContainers: db.prepare<[], ContainerRecord>(`SELECT * FROM containers ${containerOrder}`),
+    listContainersOf: db.prepare<[string], ContainerRecord>(`SELECT * FROM containers WHERE sandbox_id = ? ${containerOrder}`),
+  };
+}
+
+const SANDBOX_COLUMNS: (keyof SandboxRecord)[] = [
+  'id', 'name', 'namespace', 'kind', 'state', 'pid', 'task_address', 'created_at', 'updated_at', 'version', 'metadata',
+];
+const CONTAINER_COLUMNS: (keyof ContainerRecord)[] = [
+  'id', 'sandbox_id', 'name', 'state', 'pid', 'exit_status', 'exited_at', 'created_at', 'updated_at', 'version', 'metadata',
+];
+
+function upsertSql(table: string, columns: string[]): string {
+  const updates = columns.filter((column) => column !== 'id').map((column) => `${column} = excluded.${column}`);
+  return `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((column) => `@${column}`).join(', ')})
+    ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`;
+}
+
+/** Turns SQLite's errors into KtsError kinds; KtsErrors thrown inside pass through unchanged. */
+function translateSqliteErrors<T>(operation: () => T): T {
+  try {
+    return operation();
+  } catch (error) {
+    if (error instanceof KtsError) throw error;
+    const code = error instanceof Database.SqliteError ? error.code : '';
+    const message = errorMessage(error);
+    if (code.startsWith('SQLITE_BUSY')) throw unavailable(`event store is locked by another writer: ${message}`);
+    if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw failedPrecondition(`container row refers to a sandbox with no row: ${message}`);
+    if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw conflict(`concurrent append: ${message}`);
+    if (code.startsWith('SQLITE_CONSTRAINT')) throw invalidArgument(`record rejected by the schema: ${message}`);
+    throw internal(`event store failed: ${message}`, error);
+  }
+}
+
+// Lone surrogates would be replaced by U+FFFD on the way into SQLite, and the stored text would no longer match its hash.
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+function validateAppend(streamId: string, events: NewEvent[], options: AppendOptions): void {
+  if (typeof streamId !== 'string' || streamId.length === 0 || LONE_SURROGATE.test(streamId)) {
+    throw invalidArgument('stream id must be a non-empty, well-formed string');
+  }
+  if (!Array.isArray(events) || events.length === 0) throw invalidArgument(`append to ${streamId} needs at least one event`);
+  if (!Number.isSafeInteger(options.expectedVersion) || options.expectedVersion < 0) {
+    throw invalidArgument(`expected version of ${streamId} must be a non-negative integer, got ${String(options.expectedVersion)}`);
+  }
+  events.forEach((event, index) => validateEvent(event, `event ${index} appended to ${streamId}`));
+}
+
+function validateEvent(event: NewEvent, where: string): void {
+  for (const field of ['type', 'stateBefore', 'stateAfter'] as const) {
+    if (typeof event[field] !== 'string' || event[field].length === 0) throw invalidArgument(`${where}: ${field} must be a non-empty string`);
+  }
+  for (const field of ['type', 'stateBefore', 'stateAfter', 'traceId', 'spanId', 'caller'] as const) {
+    const value: unknown = event[field];
+    if (value !== undefined && (typeof value !== 'string' || LONE_SURROGATE.test(value))) {
+      throw invalidArgument(`${where}: ${field} must be a well-formed string`);
+    }
+  }
+  if (event.payload === null || typeof event.payload !== 'object' || Array.isArray(event.payload)) {
+    throw invalidArgument(`${where}: payload must be a JSON object`);
+  }
+}
