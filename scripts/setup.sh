@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what kuasar-ts needs on Debian 12 (as root) and builds it: Debian packages, npm
+# dependencies, the TypeScript, the native sandbox init, and the local busybox image.
+# Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGES_DIR="${KTS_IMAGES_DIR:-/var/lib/kts/images}"
+PACKAGES=(runc busybox-static gcc libc6-dev tar gzip iproute2 procps util-linux)
+
+need_node() {
+  if ! command -v node >/dev/null; then echo "setup: Node.js 20 or newer is required (node not found)" >&2; exit 1; fi
+  local major; major="$(node -p 'process.versions.node.split(".")[0]')"
+  if (( major < 20 )); then echo "setup: Node.js 20 or newer is required (found $(node --version))" >&2; exit 1; fi
+}
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if (( ${#missing[@]} > 0 )); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+need_node
+
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "setup: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "setup: building"
+npm run --silent build
+bash scripts/build-images.sh "$IMAGES_DIR"
+echo "setup: done (kts is $(pwd)/bin/kts.js)"

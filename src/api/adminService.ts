@@ -1,0 +1,234 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
+import { validateId } from '../core/ids.js';
+import type { SandboxRow, StoredEvent } from '../core/store.js';
+import type { Engine } from '../engine/engine.js';
+import { containerStream, sandboxStream } from '../engine/engine.js';
+import type { ImageStore } from '../images/imageStore.js';
+import { buildContainerSpec, overlayRootfsMount } from '../oci/containerSpec.js';
+import { serverStream, unary } from './rpc.js';
+import { validateStringMap } from './validate.js';
+
+const SERVICE = 'kts.admin.v1.Admin';
+const LOG_POLL_MS = 200;
+
+export interface AdminOptions {
+  engine: Engine;
+  logger: Logger;
+  images: ImageStore;
+  rootDir: string;
+}
+
+/** Where a container made from a local image keeps its bundle, writable layer and log. */
+export function imageContainerDir(rootDir: string, sandboxId: string, containerId: string): string {
+  return path.join(rootDir, 'bundles', sandboxId, containerId);
+}
+
+/**
+ * Removes a kts-made container's files once its ContainerDeleted event is committed, and on start
+ * sweeps any whose deletion was missed (the append hook is lost if the daemon dies right then).
+ */
+export function removeBundlesOfDeletedContainers(engine: Engine, rootDir: string): void {
+  const remove = (containerId: string) => {
+    const row = engine.store.getContainer(containerId);
+    if (!row || row.state !== 'deleted') return;
+    void rm(imageContainerDir(rootDir, row.sandboxId, containerId), { recursive: true, force: true })
+      .then(() => rmdirIfEmpty(path.join(rootDir, 'bundles', row.sandboxId)));
+  };
+  engine.store.onAppended((events) => {
+    for (const event of events) if (event.type === 'ContainerDeleted') remove(event.streamId.slice('container-'.length));
+  });
+  for (const row of engine.store.listContainers()) if (row.state === 'deleted') remove(row.id);
+}
+
+async function rmdirIfEmpty(dir: string): Promise<void> {
+  await rmdir(dir).catch(() => undefined);
+}
+
+function eventMessage(event: StoredEvent) {
+  return {
+    sequence: event.sequence, streamId: event.streamId, streamVersion: event.streamVersion, type: event.type,
+    payloadJson: JSON.stringify(event.payload), stateBefore: event.stateBefore, stateAfter: event.stateAfter,
+    traceId: event.traceId ?? '', spanId: event.spanId ?? '', caller: event.caller ?? '', time: event.time, prevHash: event.prevHash, hash: event.hash,
+  };
+}
+
+function sandboxMessage(row: SandboxRow) {
+  return {
+    id: row.id, name: row.name, namespace: row.namespace, kind: row.kind, state: row.state, pid: row.pid ?? 0,
+    taskAddress: row.taskAddress ?? '', createdAt: row.createdAt, updatedAt: row.updatedAt, metadataJson: JSON.stringify(row.metadata),
+  };
+}
+
+/** Finds a sandbox, live or removed, by id, `name`, `namespace/name`, or the id of one of its containers. */
+export function resolveSandboxRef(engine: Engine, ref: string): SandboxRow {
+  if (!ref) throw invalidArgument('a pod name or id is required');
+  const rows = engine.store.listSandboxes();
+  const byId = rows.find((row) => row.id === ref);
+  if (byId) return byId;
+  const [namespace, name] = ref.includes('/') ? ref.split('/', 2) : [undefined, ref];
+  const byName = rows.filter((row) => row.name === name && (namespace === undefined || row.namespace === namespace));
+  const live = byName.filter((row) => row.state !== 'removed');
+  if (live.length === 1 || (live.length === 0 && byName.length >= 1)) return (live[0] ?? byName[byName.length - 1])!;
+  if (live.length > 1) throw invalidArgument(`pod name "${ref}" is ambiguous: ${live.map((row) => row.id).join(', ')}; use an id`);
+  const container = engine.store.getContainer(ref);
+  const owner = container && rows.find((row) => row.id === container.sandboxId);
+  if (owner) return owner;
+  throw notFound(`no pod or container "${ref}"`);
+}
+
+export function adminService(options: AdminOptions): UntypedServiceImplementation {
+  const { engine, logger } = options;
+  removeBundlesOfDeletedContainers(engine, options.rootDir);
+  const rpc = <Req, Res>(method: string, handler: Parameters<typeof unary<Req, Res>>[2]) => unary<Req, Res>(`${SERVICE}/${method}`, logger, handler);
+  const stream = <Req, Res>(method: string, handler: Parameters<typeof serverStream<Req, Res>>[2]) => serverStream<Req, Res>(`${SERVICE}/${method}`, logger, handler);
+  return {
+    ListSandboxes: rpc('ListSandboxes', async () => ({ sandboxes: engine.store.listSandboxes().filter((row) => row.state !== 'removed').map(sandboxMessage) })),
+    ListContainers: rpc<{ sandboxId: string }, object>('ListContainers', async (request) => ({
+      containers: engine.store.listContainers(request.sandboxId || undefined).filter((row) => row.state !== 'deleted').map((row) => ({
+        id: row.id, sandboxId: row.sandboxId, name: row.name, state: row.state, pid: row.pid ?? 0, exitStatus: row.exitStatus ?? 0,
+        exited: row.exitedAt !== null, exitedAt: row.exitedAt ?? '', createdAt: row.createdAt, image: String(row.metadata.image ?? ''),
+        logPath: String(row.metadata.logPath ?? ''), metadataJson: JSON.stringify(row.metadata),
+      })),
+    })),
+    History: rpc<{ ref: string }, object>('History', async (request) => {
+      const sandbox = resolveSandboxRef(engine, request.ref);
+      const streams = [sandboxStream(sandbox.id), ...engine.store.listContainers(sandbox.id).map((row) => containerStream(row.id))];
+      const events = streams.flatMap((streamId) => engine.store.readStream(streamId)).sort((a, b) => a.sequence - b.sequence);
+      const chain = engine.store.verifyChain();
+      return { sandboxId: sandbox.id, events: events.map(eventMessage), chainOk: chain.ok, chainError: chain.ok ? '' : `broken at sequence ${chain.brokenAtSequence}: ${chain.reason}` };
+    }),
+    Verify: rpc('Verify', async () => {
+      const chain = engine.store.verifyChain();
+      return chain.ok ? { ok: true, eventCount: chain.eventCount } : { ok: false, eventCount: chain.eventCount, brokenAtSequence: chain.brokenAtSequence, reason: chain.reason };
+    }),
+    WatchEvents: stream<{ afterSequence: number }, object>('WatchEvents', (call) => watchEvents(engine, call)),
+    RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => runContainer(options, request, meta)),
+    Exec: rpc<{ containerId: string; args: string[]; env: Record<string, string> }, object>('Exec', async (request, { meta }) => execAndCollect(options, request, meta)),
+    Logs: stream<{ containerId: string; follow: boolean }, object>('Logs', (call) => streamLogs(engine, call)),
+    Prepare: rpc('Prepare', async () => {
+      throw failedPrecondition('Prepare is answered by containerd-style Task Create for runc sandboxes: create the container with the Task API');
+    }),
+    Purge: rpc<{ sandboxId: string; containerId: string }, object>('Purge', async (request, { meta }) => {
+      engine.sandbox(request.sandboxId);
+      await engine.deleteContainer(request.containerId, meta);
+      return {};
+    }),
+    UpdateResources: rpc<{ sandboxId: string; containerId: string; resourcesJson: string }, object>('UpdateResources', async (request, { meta }) => {
+      let resources: unknown;
+      try {
+        resources = JSON.parse(request.resourcesJson || '{}');
+      } catch (error) {
+        throw invalidArgument(`resources_json is not valid JSON: ${(error as Error).message}`);
+      }
+      if (typeof resources !== 'object' || resources === null) throw invalidArgument('resources_json must be a JSON object (OCI LinuxResources)');
+      if (request.containerId) await engine.updateContainer(request.containerId, resources as Record<string, unknown>, meta);
+      else await engine.updateSandbox(request.sandboxId, { resources: resources as Record<string, unknown> }, meta);
+      return {};
+    }),
+  };
+}
+
+interface RunContainerRequest {
+  sandboxId: string; name: string; image: string; command: string[]; args: string[]; env: Record<string, string>;
+  workingDir: string; labels: Record<string, string>; start: boolean;
+}
+
+async function runContainer(options: AdminOptions, request: RunContainerRequest, meta: { caller: string }) {
+  const { engine } = options;
+  const sandbox = engine.sandbox(request.sandboxId);
+  if (sandbox.state !== 'ready' || sandbox.context.pid === null) throw failedPrecondition(`sandbox ${request.sandboxId} is ${sandbox.state}; containers need a ready sandbox`);
+  if (!request.name) throw invalidArgument('container name must not be empty');
+  validateStringMap('label', request.labels);
+  const image = await options.images.resolve(request.image || 'busybox');
+  const containerId = `${validateId('container name', request.name).slice(0, 40)}-${randomBytes(6).toString('hex')}`;
+  const dir = imageContainerDir(options.rootDir, request.sandboxId, containerId);
+  const bundleDir = path.join(dir, 'bundle');
+  const logPath = path.join(dir, 'container.log');
+  await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
+  await mkdir(path.join(dir, 'upper'), { recursive: true });
+  await mkdir(path.join(dir, 'work'), { recursive: true });
+  const spec = buildContainerSpec({
+    containerId, sandboxId: request.sandboxId, holderPid: sandbox.context.pid, hostname: sandbox.context.hostname,
+    cgroupsPath: `/kts/${request.sandboxId}/${containerId}`, image: image.config,
+    container: {
+      metadata: { name: request.name }, command: request.command, args: request.args,
+      envs: Object.entries(request.env).map(([key, value]) => ({ key, value })), workingDir: request.workingDir || undefined,
+    },
+  });
+  await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(spec, null, 2));
+  await writeFile(logPath, '');
+  const created = await engine.createContainer(
+    {
+      sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath,
+      rootfsMounts: [overlayRootfsMount(image.rootfsDir, path.join(dir, 'upper'), path.join(dir, 'work'))],
+      stdio: { stdout: logPath, stderr: logPath }, args: spec.process.args,
+    },
+    meta,
+  );
+  const started = request.start ? await engine.startContainer(containerId, meta) : created;
+  return { containerId, pid: started.pid, logPath };
+}
+
+async function execAndCollect(options: AdminOptions, request: { containerId: string; args: string[]; env: Record<string, string> }, meta: { caller: string }) {
+  const { engine } = options;
+  if (request.args.length === 0) throw invalidArgument('exec needs a command');
+  const container = engine.container(request.containerId);
+  const execId = `kts-exec-${randomBytes(6).toString('hex')}`;
+  const dir = path.join(options.rootDir, 'exec', execId);
+  await mkdir(dir, { recursive: true });
+  const stdout = path.join(dir, 'stdout');
+  const stderr = path.join(dir, 'stderr');
+  try {
+    const env = Object.entries(request.env).map(([key, value]) => `${key}=${value}`);
+    const process = { args: request.args, cwd: '/', env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env], user: { uid: 0, gid: 0 }, terminal: false };
+    await engine.createExec(container.context.containerId, execId, process, { stdout, stderr }, meta);
+    await engine.startExec(container.context.containerId, execId, meta);
+    const exit = await engine.waitExec(container.context.containerId, execId);
+    await engine.deleteExec(container.context.containerId, execId, meta);
+    return { exitStatus: exit.exitStatus, stdout: await readFile(stdout).catch(() => Buffer.alloc(0)), stderr: await readFile(stderr).catch(() => Buffer.alloc(0)) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function watchEvents(engine: Engine, call: ServerWritableStream<{ afterSequence: number }, object>): Promise<void> {
+  let last = call.request.afterSequence;
+  const send = (event: StoredEvent) => {
+    if (event.sequence <= last) return;
+    last = event.sequence;
+    call.write(eventMessage(event));
+  };
+  const unsubscribe = engine.store.onAppended((events) => events.forEach(send));
+  try {
+    for (const event of engine.store.readAll({ afterSequence: last })) send(event);
+    await new Promise<void>((resolve) => { call.once('cancelled', resolve); call.once('close', resolve); });
+  } finally {
+    unsubscribe();
+  }
+}
+
+async function streamLogs(engine: Engine, call: ServerWritableStream<{ containerId: string; follow: boolean }, object>): Promise<void> {
+  const row = engine.store.getContainer(validateId('container id', call.request.containerId));
+  if (!row) throw notFound(`container ${call.request.containerId} not found`);
+  const logPath = row.metadata.logPath;
+  if (typeof logPath !== 'string' || !logPath) throw failedPrecondition(`container ${row.id} writes to its creator's FIFOs, not a log file kts keeps`);
+  let offset = 0;
+  let cancelled = false;
+  call.once('cancelled', () => { cancelled = true; });
+  for (;;) {
+    const size = (await stat(logPath).catch(() => ({ size: offset }))).size;
+    if (size > offset) {
+      for await (const chunk of createReadStream(logPath, { start: offset, end: size - 1 })) call.write({ data: chunk });
+      offset = size;
+    }
+    const live = engine.store.getContainer(row.id);
+    if (!call.request.follow || cancelled || !live || !['created', 'running', 'starting', 'creating'].includes(live.state)) return;
+    await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
+  }
+}

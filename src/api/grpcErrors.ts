@@ -1,0 +1,21 @@
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { KtsError, type ErrorKind } from '../core/errors.js';
+
+const CODES: Record<ErrorKind, status> = {
+  invalid_argument: status.INVALID_ARGUMENT,
+  not_found: status.NOT_FOUND,
+  already_exists: status.ALREADY_EXISTS,
+  failed_precondition: status.FAILED_PRECONDITION,
+  conflict: status.ABORTED,
+  unavailable: status.UNAVAILABLE,
+  deadline_exceeded: status.DEADLINE_EXCEEDED,
+  unimplemented: status.UNIMPLEMENTED,
+  internal: status.INTERNAL,
+};
+
+/** The one place that knows gRPC codes: a domain error kind becomes a status with its message. */
+export function toServiceError(error: unknown): ServiceError {
+  const code = error instanceof KtsError ? CODES[error.kind] : status.INTERNAL;
+  const message = error instanceof Error ? error.message : String(error);
+  return Object.assign(new Error(message), { code, details: message, metadata: new Metadata() });
+}

@@ -1,0 +1,215 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ServiceDefinition } from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
+import type { ContainerStats } from '../core/sandboxer.js';
+import { errorMessage, internal, invalidArgument } from '../core/errors.js';
+
+/** The repo's proto/ dir: the nearest ancestor holding package.json and proto/ (works from src/ and dist/src/). */
+export const PROTO_DIR = findProtoDir(path.dirname(fileURLToPath(import.meta.url)));
+
+const GRPC_PROTO_FILES = [
+  'containerd/services/sandbox/v1/sandbox.proto',
+  'containerd/runtime/task/v3/shim.proto',
+  'kts/admin/v1/admin.proto',
+];
+// Admin is left out so a change there never breaks decoding of containerd's types.
+const TYPE_PROTO_FILES = [
+  'k8s/cri/runtime/v1/api.proto',
+  'containerd/cgroups/v1/metrics.proto',
+  'containerd/cgroups/v2/metrics.proto',
+  'containerd/services/sandbox/v1/sandbox.proto',
+  'containerd/runtime/task/v3/shim.proto',
+];
+
+const TASK_V3_PREFIX = '/containerd.task.v3.Task/';
+const TASK_V2_PREFIX = '/containerd.task.v2.Task/';
+
+/** containerd's CRI marshals PodSandboxConfig with typeurl (gogo MessageName: no URL prefix); we accept both forms. */
+export const POD_SANDBOX_CONFIG_TYPE = 'runtime.v1.PodSandboxConfig';
+export const POD_SANDBOX_CONFIG_TYPE_URL = `type.googleapis.com/${POD_SANDBOX_CONFIG_TYPE}`;
+/** containerd's typeurl.TypeURL of an unregistered proto message is its bare full name. */
+export const CGROUP_V1_METRICS_TYPE_URL = 'io.containerd.cgroups.v1.Metrics';
+
+/** google.protobuf.Any as grpc-js/proto-loader hand it to us (keepCase false). */
+export interface AnyMessage {
+  /** proto-loader keeps google.protobuf.Any's field name as on the wire, even with camelCase on. */
+  type_url: string;
+  value: Buffer;
+}
+
+export interface PodSandboxMetadata {
+  name: string;
+  uid: string;
+  namespace: string;
+  attempt: number;
+}
+
+/** The part of CRI's PodSandboxConfig that kts uses. */
+export interface PodSandboxConfig {
+  metadata: PodSandboxMetadata;
+  hostname: string;
+  logDirectory: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  linux: { cgroupParent: string };
+}
+
+export interface PodSandboxConfigInput {
+  metadata?: Partial<PodSandboxMetadata>;
+  hostname?: string;
+  logDirectory?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  linux?: { cgroupParent?: string };
+}
+
+export interface GrpcDefinitions {
+  sandboxController: ServiceDefinition;
+  taskV3: ServiceDefinition;
+  taskV2: ServiceDefinition;
+  admin: ServiceDefinition;
+}
+
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+  includeDirs: [PROTO_DIR],
+};
+
+const TO_OBJECT_OPTIONS: protobuf.IConversionOptions = { longs: Number, enums: String, defaults: true, oneofs: true };
+
+let grpcDefinitions: GrpcDefinitions | undefined;
+let typesRoot: protobuf.Root | undefined;
+
+function findProtoDir(startDir: string): string {
+  for (let dir = startDir; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'proto'))) return path.join(dir, 'proto');
+    if (path.dirname(dir) === dir) throw internal(`no proto/ directory above ${startDir}`);
+  }
+}
+
+/** Service definitions for grpc-js; taskV2 is taskV3 served under containerd.task.v2.Task paths. */
+export function loadGrpcDefinitions(): GrpcDefinitions {
+  if (grpcDefinitions) return grpcDefinitions;
+  const packageDefinition = protoLoader.loadSync(GRPC_PROTO_FILES, LOADER_OPTIONS);
+  const taskV3 = serviceDefinition(packageDefinition, 'containerd.task.v3.Task');
+  grpcDefinitions = {
+    sandboxController: serviceDefinition(packageDefinition, 'containerd.services.sandbox.v1.Controller'),
+    taskV3,
+    taskV2: renameTaskPaths(taskV3),
+    admin: serviceDefinition(packageDefinition, 'kts.admin.v1.Admin'),
+  };
+  return grpcDefinitions;
+}
+
+function serviceDefinition(packageDefinition: protoLoader.PackageDefinition, name: string): ServiceDefinition {
+  const definition = packageDefinition[name];
+  if (!definition || 'format' in definition || 'type' in definition) throw internal(`${name} is not a service in ${PROTO_DIR}`);
+  return definition as ServiceDefinition;
+}
+
+function renameTaskPaths(taskV3: ServiceDefinition): ServiceDefinition {
+  const renamed: Record<string, ServiceDefinition[string]> = {};
+  for (const [method, definition] of Object.entries(taskV3)) {
+    if (!definition.path.startsWith(TASK_V3_PREFIX)) throw internal(`unexpected task method path ${definition.path}`);
+    renamed[method] = { ...definition, path: TASK_V2_PREFIX + definition.path.slice(TASK_V3_PREFIX.length) };
+  }
+  return renamed;
+}
+
+/** One protobufjs Root over every proto we ship (same include path as the gRPC loader). */
+export function protoTypes(): protobuf.Root {
+  if (typesRoot) return typesRoot;
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(PROTO_DIR, target));
+  root.loadSync(TYPE_PROTO_FILES, { keepCase: false });
+  root.resolveAll();
+  typesRoot = root;
+  return root;
+}
+
+function messageType(name: string): protobuf.Type {
+  return protoTypes().lookupType(name);
+}
+
+/** True when typeUrl names typeName, bare or behind any URL prefix ("type.googleapis.com/…"). */
+function namesType(typeUrl: string, typeName: string): boolean {
+  return typeUrl === typeName || typeUrl.endsWith(`/${typeName}`);
+}
+
+function decodeAny(any: AnyMessage | null | undefined, typeName: string, what: string): Record<string, unknown> {
+  if (!any || typeof any.type_url !== 'string') throw invalidArgument(`${what}: missing Any`);
+  if (!namesType(any.type_url, typeName)) throw invalidArgument(`${what}: type_url ${JSON.stringify(any.type_url)} is not ${typeName}`);
+  const type = messageType(typeName);
+  try {
+    return type.toObject(type.decode(any.value ?? Buffer.alloc(0)), TO_OBJECT_OPTIONS);
+  } catch (error) {
+    throw invalidArgument(`${what}: cannot decode ${typeName}: ${errorMessage(error)}`);
+  }
+}
+
+function encodeAny(typeUrl: string, typeName: string, value: Record<string, unknown>): AnyMessage {
+  const type = messageType(typeName);
+  return { type_url: typeUrl, value: Buffer.from(type.encode(type.fromObject(value)).finish()) };
+}
+
+type Fields = Record<string, unknown>;
+const fieldsOf = (value: unknown): Fields => (value && typeof value === 'object' ? (value as Fields) : {});
+const stringOf = (value: unknown): string => (typeof value === 'string' ? value : '');
+const numberOf = (value: unknown): number => (typeof value === 'number' ? value : 0);
+const stringMapOf = (value: unknown): Record<string, string> =>
+  Object.fromEntries(Object.entries(fieldsOf(value)).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+
+/** Decodes ControllerCreateRequest.options as CRI's PodSandboxConfig; anything else is invalid_argument. */
+export function decodePodSandboxConfig(any: AnyMessage | null | undefined): PodSandboxConfig {
+  const config = decodeAny(any, POD_SANDBOX_CONFIG_TYPE, 'sandbox options');
+  const metadata = fieldsOf(config.metadata);
+  return {
+    metadata: {
+      name: stringOf(metadata.name),
+      uid: stringOf(metadata.uid),
+      namespace: stringOf(metadata.namespace),
+      attempt: numberOf(metadata.attempt),
+    },
+    hostname: stringOf(config.hostname),
+    logDirectory: stringOf(config.logDirectory),
+    labels: stringMapOf(config.labels),
+    annotations: stringMapOf(config.annotations),
+    linux: { cgroupParent: stringOf(fieldsOf(config.linux).cgroupParent) },
+  };
+}
+
+export function encodePodSandboxConfig(config: PodSandboxConfigInput): AnyMessage {
+  return encodeAny(POD_SANDBOX_CONFIG_TYPE_URL, POD_SANDBOX_CONFIG_TYPE, { ...config });
+}
+
+/** Packs a stats sample as io.containerd.cgroups.v1.Metrics, the type containerd's CRI unpacks for Linux stats. */
+export function encodeCgroupV1Metrics(stats: ContainerStats): AnyMessage {
+  return encodeAny(CGROUP_V1_METRICS_TYPE_URL, CGROUP_V1_METRICS_TYPE_URL, {
+    pids: { current: stats.pidsCurrent, limit: stats.pidsLimit },
+    cpu: { usage: { total: stats.cpuUsageNanos, user: stats.cpuUserNanos, kernel: stats.cpuKernelNanos } },
+    memory: { usage: { usage: stats.memoryUsageBytes, limit: stats.memoryLimitBytes } },
+  });
+}
+
+export function decodeCgroupV1Metrics(any: AnyMessage | null | undefined): ContainerStats {
+  const metrics = decodeAny(any, CGROUP_V1_METRICS_TYPE_URL, 'cgroup metrics');
+  const cpuUsage = fieldsOf(fieldsOf(metrics.cpu).usage);
+  const memoryUsage = fieldsOf(fieldsOf(metrics.memory).usage);
+  const pids = fieldsOf(metrics.pids);
+  return {
+    cpuUsageNanos: numberOf(cpuUsage.total),
+    cpuUserNanos: numberOf(cpuUsage.user),
+    cpuKernelNanos: numberOf(cpuUsage.kernel),
+    memoryUsageBytes: numberOf(memoryUsage.usage),
+    memoryLimitBytes: numberOf(memoryUsage.limit),
+    pidsCurrent: numberOf(pids.current),
+    pidsLimit: numberOf(pids.limit),
+  };
+}

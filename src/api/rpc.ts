@@ -1,0 +1,61 @@
+import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
+import { SpanKind } from '@opentelemetry/api';
+import type { Logger } from 'pino';
+import type { CommandMeta } from '../engine/entity.js';
+import { extractContext, withSpan } from '../telemetry/tracing.js';
+import { toServiceError } from './grpcErrors.js';
+
+export interface CallInfo {
+  meta: CommandMeta;
+  /** containerd's namespace (metadata `containerd-namespace`), empty for other clients. */
+  namespace: string;
+}
+
+function metadataRecord(metadata: Metadata): Record<string, string> {
+  const record: Record<string, string> = {};
+  for (const [key, value] of Object.entries(metadata.getMap())) record[key] = typeof value === 'string' ? value : value.toString('utf8');
+  return record;
+}
+
+function callInfo(fullMethod: string, headers: Record<string, string>, peer: string): CallInfo {
+  const namespace = headers['containerd-namespace'] ?? '';
+  const agent = headers['user-agent'] ?? 'unknown';
+  return { namespace, meta: { caller: `grpc ${fullMethod} peer=${peer} agent=${agent.split(' ')[0]}${namespace ? ` ns=${namespace}` : ''}` } };
+}
+
+/**
+ * Wraps a unary handler: a SERVER span named after the gRPC method, parented on the W3C trace
+ * context in the request metadata; errors become gRPC statuses; unexpected ones are logged.
+ */
+export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (request: Req, call: CallInfo) => Promise<Res>) {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    const headers = metadataRecord(call.metadata);
+    const info = callInfo(fullMethod, headers, call.getPeer());
+    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: { 'rpc.system': 'grpc', 'rpc.method': fullMethod } }, () =>
+      handler(call.request, info),
+    ).then(
+      (response) => callback(null, response),
+      (error) => {
+        const serviceError = toServiceError(error);
+        if (serviceError.code === 13) logger.error({ err: error, method: fullMethod }, 'request failed unexpectedly');
+        else logger.debug({ method: fullMethod, code: serviceError.code, message: serviceError.message }, 'request rejected');
+        callback(serviceError);
+      },
+    );
+  };
+}
+
+/** Wraps a server-streaming handler the same way; the handler writes and resolves when done. */
+export function serverStream<Req, Res>(fullMethod: string, logger: Logger, handler: (call: ServerWritableStream<Req, Res>, info: CallInfo) => Promise<void>) {
+  return (call: ServerWritableStream<Req, Res>) => {
+    const headers = metadataRecord(call.metadata);
+    const info = callInfo(fullMethod, headers, call.getPeer());
+    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: { 'rpc.system': 'grpc', 'rpc.method': fullMethod } }, () => handler(call, info)).then(
+      () => call.end(),
+      (error) => {
+        logger.debug({ err: error, method: fullMethod }, 'stream ended with error');
+        call.destroy(toServiceError(error));
+      },
+    );
+  };
+}

@@ -1,0 +1,147 @@
+import { failedPrecondition, internal, notFound } from '../../core/errors.js';
+import type { ContainerRuntimeState, ContainerStats } from '../../core/sandboxer.js';
+import { runCommand, type CommandResult } from './command.js';
+
+export interface RuncState {
+  status: ContainerRuntimeState;
+  pid?: number;
+}
+
+/** runc's own wording for a container id it has no state for. */
+const NOT_EXIST = /does not exist/i;
+const NOT_RUNNING = /not running|process already finished/i;
+
+/**
+ * runc subcommands. create and exec are only built here (they run as children of the sandbox
+ * init, which reaps what they leave); the rest run from the daemon directly.
+ */
+export class RuncCli {
+  constructor(
+    private readonly binary: string,
+    /** runc --root: our containers only, never another runtime's. */
+    private readonly root: string,
+  ) {}
+
+  /** The full argv, program first, for the sandbox init to execute. */
+  createArgv(containerId: string, bundleDir: string, pidFile: string, logFile: string): string[] {
+    return [this.binary, ...this.global(logFile), 'create', '--bundle', bundleDir, '--pid-file', pidFile, containerId];
+  }
+
+  execArgv(containerId: string, processFile: string, pidFile: string, logFile: string): string[] {
+    return [this.binary, ...this.global(logFile), 'exec', '--detach', '--pid-file', pidFile, '--process', processFile, containerId];
+  }
+
+  /** undefined when runc has no such container. */
+  async state(containerId: string): Promise<RuncState | undefined> {
+    const result = await this.run(['state', containerId]);
+    if (result.code !== 0 && NOT_EXIST.test(result.stderr)) return undefined;
+    const state = parseJson(this.check(result, 'state', containerId).stdout, 'runc state') as { status?: unknown; pid?: unknown };
+    const pid = typeof state.pid === 'number' && state.pid > 0 ? state.pid : undefined;
+    return { status: runtimeState(state.status), pid };
+  }
+
+  async start(containerId: string): Promise<void> {
+    this.check(await this.run(['start', containerId]), 'start', containerId);
+  }
+
+  async kill(containerId: string, signal: number, all: boolean): Promise<void> {
+    const args = ['kill', ...(all ? ['--all'] : []), containerId, String(signal)];
+    this.check(await this.run(args), 'kill', containerId);
+  }
+
+  /** Forced, and quiet about a container runc does not know: delete is idempotent. */
+  async forceDelete(containerId: string): Promise<void> {
+    const result = await this.run(['delete', '--force', containerId]);
+    if (result.code !== 0 && NOT_EXIST.test(result.stderr)) return;
+    this.check(result, 'delete', containerId);
+  }
+
+  async ps(containerId: string): Promise<number[]> {
+    const result = this.check(await this.run(['ps', '--format', 'json', containerId]), 'ps', containerId);
+    const pids = parseJson(result.stdout, 'runc ps');
+    return Array.isArray(pids) ? pids.filter((pid): pid is number => Number.isInteger(pid)) : [];
+  }
+
+  async stats(containerId: string): Promise<ContainerStats> {
+    const result = this.check(await this.run(['events', '--stats', containerId]), 'events --stats', containerId);
+    return containerStats(parseJson(result.stdout, 'runc events --stats'));
+  }
+
+  private global(logFile?: string): string[] {
+    const log = logFile === undefined ? [] : ['--log', logFile, '--log-format', 'json'];
+    return ['--root', this.root, ...log];
+  }
+
+  private run(args: string[]): Promise<CommandResult> {
+    return runCommand(this.binary, [...this.global(), ...args]);
+  }
+
+  private check(result: CommandResult, command: string, containerId: string): CommandResult {
+    if (result.code === 0) return result;
+    const message = `runc ${command} ${containerId}: ${result.stderr.trim() || `exit status ${result.code}`}`;
+    if (NOT_EXIST.test(result.stderr)) throw notFound(message);
+    if (NOT_RUNNING.test(result.stderr)) throw failedPrecondition(message);
+    throw internal(message);
+  }
+}
+
+/** The error lines of a `--log-format json` log: what runc says went wrong. */
+export function runcLogErrors(logText: string): string {
+  const messages: string[] = [];
+  for (const line of logText.split('\n')) {
+    try {
+      const entry = JSON.parse(line) as { level?: unknown; msg?: unknown };
+      if ((entry.level === 'error' || entry.level === 'fatal') && typeof entry.msg === 'string') messages.push(entry.msg);
+    } catch {
+      // A partial or non-JSON line: not an error report.
+    }
+  }
+  return messages.join('; ');
+}
+
+function runtimeState(status: unknown): ContainerRuntimeState {
+  switch (status) {
+    case 'creating':
+    case 'created':
+      return 'created';
+    case 'running':
+    case 'paused':
+      return 'running';
+    default:
+      return 'stopped';
+  }
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw internal(`${what} printed something that is not JSON: ${text.slice(0, 200)}`, error);
+  }
+}
+
+/** runc's libcontainer stats (omitempty: a zero is left out). */
+function containerStats(event: unknown): ContainerStats {
+  const data = field(event, 'data');
+  const cpu = field(field(data, 'cpu'), 'usage');
+  const memory = field(field(data, 'memory'), 'usage');
+  const pids = field(data, 'pids');
+  return {
+    cpuUsageNanos: numberField(cpu, 'total'),
+    cpuUserNanos: numberField(cpu, 'user'),
+    cpuKernelNanos: numberField(cpu, 'kernel'),
+    memoryUsageBytes: numberField(memory, 'usage'),
+    memoryLimitBytes: numberField(memory, 'limit'),
+    pidsCurrent: numberField(pids, 'current'),
+    pidsLimit: numberField(pids, 'limit'),
+  };
+}
+
+function field(value: unknown, key: string): unknown {
+  return typeof value === 'object' && value !== null ? (value as Record<string, unknown>)[key] : undefined;
+}
+
+function numberField(value: unknown, key: string): number {
+  const found = field(value, key);
+  return typeof found === 'number' && Number.isFinite(found) ? found : 0;
+}

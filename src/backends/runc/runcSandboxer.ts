@@ -1,0 +1,348 @@
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { alreadyExists, errorMessage, failedPrecondition, internal, isKtsError, notFound } from '../../core/errors.js';
+import { validateId } from '../../core/ids.js';
+import type {
+  ContainerSpec,
+  ContainerStats,
+  ContainerStatus,
+  OciProcess,
+  ProcessExit,
+  SandboxSpec,
+  Sandboxer,
+  StdioPaths,
+} from '../../core/sandboxer.js';
+import { removeCgroupDir } from './cgroups.js';
+import { readExitFile, readInitIdentity, SandboxWatch } from './exitWatcher.js';
+import { mountRootfs, unmountUnder } from './mounts.js';
+import { containerPaths, sandboxPaths, type ContainerPaths, type SandboxPaths } from './paths.js';
+import { isProcessAlive, readPidFile } from './procfs.js';
+import { RuncCli, runcLogErrors } from './runcCli.js';
+import { runInSandbox, spawnSandboxInit, waitForHolder, writeFileAtomic, type SandboxCommandResult } from './sandboxInit.js';
+
+export interface RuncLogger {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+export interface RuncSandboxerOptions {
+  /** Sandboxes live in `<rootDir>/sandboxes/<sandboxId>`. */
+  rootDir: string;
+  runcBinary?: string;
+  /** runc --root: a state directory of our own, so we never see other runtimes' containers. */
+  runcRoot?: string;
+  /** kts-sandbox-init, built by scripts/build-native.sh. */
+  initBinary?: string;
+  sandboxReadyDeadlineMs?: number;
+  /** How long removeSandbox lets a live sandbox stop before killing it. */
+  removeStopTimeoutMs?: number;
+  logger?: RuncLogger;
+}
+
+const silentLogger: RuncLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+/** `<repo>/dist/native/kts-sandbox-init`, found from this module's location in src/ or dist/src/. */
+export function defaultInitBinary(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return join(dir, 'dist', 'native', 'kts-sandbox-init');
+}
+
+/**
+ * Sandboxes whose pods are namespaces held by one kts-sandbox-init each, and whose containers are
+ * run by runc as children of that init (see sandbox-init.c for why).
+ */
+export class RuncSandboxer implements Sandboxer {
+  readonly kind = 'runc';
+  private readonly runc: RuncCli;
+  private readonly initBinary: string;
+  private readonly readyDeadlineMs: number;
+  private readonly removeStopTimeoutMs: number;
+  private readonly logger: RuncLogger;
+  private readonly watches = new Map<string, SandboxWatch>();
+
+  constructor(private readonly options: RuncSandboxerOptions) {
+    this.runc = new RuncCli(options.runcBinary ?? 'runc', options.runcRoot ?? '/run/kts-runc');
+    this.initBinary = options.initBinary ?? defaultInitBinary();
+    this.readyDeadlineMs = options.sandboxReadyDeadlineMs ?? 10_000;
+    this.removeStopTimeoutMs = options.removeStopTimeoutMs ?? 10_000;
+    this.logger = options.logger ?? silentLogger;
+  }
+
+  // ------------------------------------------------------------------ sandboxes
+
+  async startSandbox(spec: SandboxSpec): Promise<{ pid: number }> {
+    const paths = this.paths(spec.sandboxId);
+    await mkdir(dirname(paths.dir), { recursive: true });
+    await mkdir(paths.dir).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'EEXIST' ? alreadyExists(`sandbox ${spec.sandboxId} already exists`) : error;
+    });
+    try {
+      await mkdir(paths.containersDir);
+      const watch = this.watch(spec.sandboxId);
+      const init = await spawnSandboxInit({
+        initBinary: this.initBinary,
+        paths,
+        hostname: spec.hostname,
+        netnsPath: spec.netnsPath,
+        onExit: () => watch.notifyInitExited(),
+      });
+      const holderPid = await waitForHolder(paths, watch.initExited(), this.readyDeadlineMs);
+      this.logger.info({ sandboxId: spec.sandboxId, initPid: init.identity.pid, holderPid }, 'runc sandbox started');
+      return { pid: holderPid };
+    } catch (error) {
+      await this.discardFailedStart(spec.sandboxId, paths);
+      throw error;
+    }
+  }
+
+  private async discardFailedStart(sandboxId: string, paths: SandboxPaths): Promise<void> {
+    const init = await readInitIdentity(paths);
+    // SIGKILL the init: its holder follows through PR_SET_PDEATHSIG.
+    if (init && (await isProcessAlive(init))) process.kill(init.pid, 'SIGKILL');
+    this.dropWatch(sandboxId);
+    await rm(paths.dir, { recursive: true, force: true });
+  }
+
+  async stopSandbox(sandboxId: string, options: { timeoutMs: number }): Promise<ProcessExit> {
+    const paths = await this.existingSandbox(sandboxId);
+    const watch = this.watch(sandboxId);
+    const init = await readInitIdentity(paths);
+    if (init && (await isProcessAlive(init))) {
+      await this.killAllContainers(paths);
+      // SIGTERM makes the init kill the holder (and so the pod's pid namespace) and record every exit.
+      process.kill(init.pid, 'SIGTERM');
+      const stopped = await Promise.race([watch.initExited().then(() => true), sleep(options.timeoutMs, false)]);
+      if (!stopped && (await isProcessAlive(init))) {
+        this.logger.warn({ sandboxId, initPid: init.pid, timeoutMs: options.timeoutMs }, 'sandbox init ignored SIGTERM; killing it');
+        process.kill(init.pid, 'SIGKILL');
+      }
+    }
+    const exit = await watch.waitSandboxExit();
+    this.logger.info({ sandboxId, exitStatus: exit.exitStatus }, 'runc sandbox stopped');
+    return exit;
+  }
+
+  private async killAllContainers(paths: SandboxPaths): Promise<void> {
+    const containerIds = await this.containerIds(paths);
+    await Promise.all(
+      containerIds.map((containerId) =>
+        this.runc.kill(containerId, 9, true).catch((error: unknown) => {
+          // A stopped or never-started container has nothing left to kill.
+          if (!isKtsError(error, 'failed_precondition') && !isKtsError(error, 'not_found')) throw error;
+        }),
+      ),
+    );
+  }
+
+  async sandboxStatus(sandboxId: string): Promise<{ alive: boolean; pid?: number }> {
+    const paths = this.paths(sandboxId);
+    const [init, holderPid] = await Promise.all([readInitIdentity(paths), readPidFile(paths.holderPid)]);
+    const alive = init !== undefined && (await isProcessAlive(init));
+    return holderPid === undefined ? { alive } : { alive, pid: holderPid };
+  }
+
+  async waitSandboxExit(sandboxId: string): Promise<ProcessExit> {
+    await this.existingSandbox(sandboxId);
+    return this.watch(sandboxId).waitSandboxExit();
+  }
+
+  async removeSandbox(sandboxId: string): Promise<void> {
+    const paths = this.paths(sandboxId);
+    if (!existsSync(paths.dir)) {
+      this.dropWatch(sandboxId);
+      return;
+    }
+    await this.stopSandbox(sandboxId, { timeoutMs: this.removeStopTimeoutMs });
+    for (const containerId of await this.containerIds(paths)) {
+      await this.removeContainerState(containerId, containerPaths(paths, containerId));
+    }
+    await unmountUnder(paths.dir);
+    await this.removeCgroupParents(paths);
+    const watch = this.watches.get(sandboxId);
+    await watch?.settle();
+    this.dropWatch(sandboxId);
+    await rm(paths.dir, { recursive: true, force: true });
+    this.logger.info({ sandboxId }, 'runc sandbox removed');
+  }
+
+  // ------------------------------------------------------------------ containers
+
+  async createContainer(spec: ContainerSpec): Promise<{ pid: number }> {
+    const paths = await this.existingSandbox(spec.sandboxId);
+    const container = containerPaths(paths, validateId('container id', spec.containerId));
+    await mkdir(container.dir).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'EEXIST' ? alreadyExists(`container ${spec.containerId} already exists`) : error;
+    });
+    const rootfs = join(spec.bundleDir, 'rootfs');
+    try {
+      await writeFileAtomic(container.bundleRecord, spec.bundleDir);
+      await mkdir(rootfs, { recursive: true });
+      await mountRootfs(spec.rootfsMounts, rootfs);
+      await this.recordCgroupParent(paths, spec.bundleDir);
+      const result = await this.runInSandbox(spec.sandboxId, (log) =>
+        this.runc.createArgv(spec.containerId, spec.bundleDir, container.initPid, log), spec.stdio);
+      return { pid: await this.commandPid(result, `runc create ${spec.containerId}`, container.initPid) };
+    } catch (error) {
+      await this.undoCreate(spec.containerId, container, rootfs, error);
+      throw error;
+    }
+  }
+
+  /** Leaves nothing of a failed create; a runc container of the same id that is not ours stays. */
+  private async undoCreate(containerId: string, container: ContainerPaths, rootfs: string, cause: unknown): Promise<void> {
+    try {
+      if (!isKtsError(cause, 'already_exists')) await this.runc.forceDelete(containerId);
+      await unmountUnder(rootfs);
+      await rm(container.dir, { recursive: true, force: true });
+    } catch (error) {
+      this.logger.error({ containerId, error: errorMessage(error) }, 'cleanup after a failed runc create failed');
+    }
+  }
+
+  async startContainer(sandboxId: string, containerId: string): Promise<{ pid: number }> {
+    const container = await this.existingContainer(sandboxId, containerId);
+    await this.runc.start(containerId);
+    const pid = await readPidFile(container.initPid);
+    if (pid === undefined) throw internal(`container ${containerId} has no recorded init pid`);
+    return { pid };
+  }
+
+  async killContainer(sandboxId: string, containerId: string, signal: number, all: boolean): Promise<void> {
+    await this.existingContainer(sandboxId, containerId);
+    await this.runc.kill(containerId, signal, all);
+  }
+
+  async deleteContainer(sandboxId: string, containerId: string): Promise<void> {
+    const container = containerPaths(this.paths(sandboxId), validateId('container id', containerId));
+    // No directory, no container of this sandbox: deleting is idempotent, and never touches another sandbox's id.
+    if (!existsSync(container.dir)) return;
+    await this.removeContainerState(containerId, container);
+  }
+
+  private async removeContainerState(containerId: string, container: ContainerPaths): Promise<void> {
+    await this.runc.forceDelete(containerId);
+    const bundleDir = await readFile(container.bundleRecord, 'utf8').catch(() => undefined);
+    if (bundleDir !== undefined) await unmountUnder(join(bundleDir, 'rootfs'));
+    await rm(container.dir, { recursive: true, force: true });
+  }
+
+  async containerStatus(sandboxId: string, containerId: string): Promise<ContainerStatus> {
+    const paths = this.paths(sandboxId);
+    const container = containerPaths(paths, validateId('container id', containerId));
+    if (!existsSync(container.dir)) return { state: 'absent' };
+    const state = await this.runc.state(containerId);
+    if (state === undefined) return { state: 'absent' };
+    // runc reports pid 0 once the container stopped; the pid file from create still names it.
+    const pid = state.pid ?? (await readPidFile(container.initPid));
+    const exit = pid === undefined ? undefined : await readExitFile(join(paths.exitsDir, String(pid)));
+    return { state: state.status, ...(pid !== undefined && { pid }), ...(exit && { exit }) };
+  }
+
+  async execProcess(sandboxId: string, containerId: string, execId: string, process: OciProcess, stdio: StdioPaths): Promise<{ pid: number }> {
+    const container = await this.existingContainer(sandboxId, containerId);
+    const processFile = container.execProcess(validateId('exec id', execId));
+    await writeFile(processFile, JSON.stringify(process), { flag: 'wx' }).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'EEXIST' ? alreadyExists(`exec ${execId} already exists in container ${containerId}`) : error;
+    });
+    const pidFile = container.execPid(execId);
+    const result = await this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio);
+    return { pid: await this.commandPid(result, `runc exec ${containerId} (exec ${execId})`, pidFile) };
+  }
+
+  async waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit> {
+    await this.existingSandbox(sandboxId);
+    return this.watch(sandboxId).waitProcessExit(pid);
+  }
+
+  async pids(sandboxId: string, containerId: string): Promise<number[]> {
+    await this.existingContainer(sandboxId, containerId);
+    return this.runc.ps(containerId);
+  }
+
+  async stats(sandboxId: string, containerId: string): Promise<ContainerStats> {
+    await this.existingContainer(sandboxId, containerId);
+    return this.runc.stats(containerId);
+  }
+
+  async close(): Promise<void> {
+    for (const sandboxId of [...this.watches.keys()]) this.dropWatch(sandboxId);
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private paths(sandboxId: string): SandboxPaths {
+    return sandboxPaths(this.options.rootDir, validateId('sandbox id', sandboxId));
+  }
+
+  private async existingSandbox(sandboxId: string): Promise<SandboxPaths> {
+    const paths = this.paths(sandboxId);
+    if (!existsSync(paths.dir)) throw notFound(`runc sandbox ${sandboxId} not found`);
+    return paths;
+  }
+
+  private async existingContainer(sandboxId: string, containerId: string): Promise<ContainerPaths> {
+    const container = containerPaths(await this.existingSandbox(sandboxId), validateId('container id', containerId));
+    if (!existsSync(container.dir)) throw notFound(`container ${containerId} not found in sandbox ${sandboxId}`);
+    return container;
+  }
+
+  private async containerIds(paths: SandboxPaths): Promise<string[]> {
+    return readdir(paths.containersDir).catch(() => []);
+  }
+
+  private watch(sandboxId: string): SandboxWatch {
+    let watch = this.watches.get(sandboxId);
+    if (!watch) {
+      watch = new SandboxWatch(this.paths(sandboxId));
+      this.watches.set(sandboxId, watch);
+    }
+    return watch;
+  }
+
+  private dropWatch(sandboxId: string): void {
+    this.watches.get(sandboxId)?.close();
+    this.watches.delete(sandboxId);
+  }
+
+  private runInSandbox(sandboxId: string, buildArgv: (logFile: string) => string[], stdio: StdioPaths): Promise<SandboxCommandResult> {
+    return runInSandbox(this.paths(sandboxId), this.watch(sandboxId), buildArgv, stdio);
+  }
+
+  /** The pid runc wrote, or the reason it failed in runc's own words. */
+  private async commandPid(result: SandboxCommandResult, what: string, pidFile: string): Promise<number> {
+    if (result.status !== 0) {
+      const reason = runcLogErrors(result.logText) || result.startError || `exit status ${result.status}`;
+      if (/container with id exists|already exists/i.test(reason)) throw alreadyExists(`${what}: ${reason}`);
+      throw failedPrecondition(`${what} failed: ${reason}`);
+    }
+    const pid = await readPidFile(pidFile);
+    if (pid === undefined) throw internal(`${what} succeeded but wrote no pid file`);
+    return pid;
+  }
+
+  /** Remembers the parent of the container's cgroup so that removeSandbox can remove it. */
+  private async recordCgroupParent(paths: SandboxPaths, bundleDir: string): Promise<void> {
+    let cgroupsPath: unknown;
+    try {
+      const config = JSON.parse(await readFile(join(bundleDir, 'config.json'), 'utf8')) as { linux?: { cgroupsPath?: unknown } };
+      cgroupsPath = config.linux?.cgroupsPath;
+    } catch {
+      return; // runc create reports a missing or broken config.json in its own words
+    }
+    // "slice:prefix:name" is the systemd driver's syntax; systemd cleans up its own units.
+    if (typeof cgroupsPath !== 'string' || !cgroupsPath.startsWith('/') || cgroupsPath.includes(':')) return;
+    const parent = dirname(cgroupsPath);
+    if (parent !== '/') await appendFile(paths.cgroupParents, `${parent}\n`);
+  }
+
+  private async removeCgroupParents(paths: SandboxPaths): Promise<void> {
+    const text = await readFile(paths.cgroupParents, 'utf8').catch(() => '');
+    const parents = new Set(text.split('\n').filter((line) => line.length > 0));
+    await Promise.all([...parents].map((parent) => removeCgroupDir(parent)));
+  }
+}

@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import { Command, Option } from 'commander';
+import { encodePodSandboxConfig } from '../api/protos.js';
+import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
+import { errorMessage } from '../core/errors.js';
+import { startDaemon } from '../daemon.js';
+import { readContainerConfigFile, readPodSandboxConfigFile } from '../oci/podConfig.js';
+import { createLogger } from '../telemetry/logger.js';
+import { initTracing, shutdownTracing, withSpan } from '../telemetry/tracing.js';
+import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
+import { ago, formatTable } from './format.js';
+
+const out = (text: string) => process.stdout.write(text);
+
+/** Runs a client command against the daemon; errors become one line on stderr and exit code 1. */
+async function withClient<T>(options: { socket?: string }, work: (client: KtsClient) => Promise<T>): Promise<T> {
+  const client = connectClient(socketPath(options.socket));
+  try {
+    return await work(client);
+  } finally {
+    client.close();
+  }
+}
+
+async function resolvePod(client: KtsClient, ref: string): Promise<string> {
+  const history = await client.admin.History!({ ref });
+  return String(history.sandboxId);
+}
+
+function program(): Command {
+  const cli = new Command('kts')
+    .description('kuasar-ts: one daemon for many sandboxes, behind containerd\'s Sandbox and Task APIs, with every transition in an audited event log')
+    .version('0.1.0')
+    .showHelpAfterError('(run "kts <command> --help" for usage)')
+    .addHelpText('after', `
+Examples:
+  kts daemon --root /var/lib/kts                      serve on ${DEFAULT_SOCKET}
+  kts run examples/pod.yaml examples/busybox.yaml     start a pod with one container
+  kts pods; kts ps --json                             list them
+  kts logs <container>; kts exec <container> -- ls /  look inside
+  kts history <pod>                                   every transition, with trace ids
+  kts stop <pod>; kts rm <pod>                        stop, then remove everything
+
+Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEFAULT_SOCKET}.`);
+  const socketOption = () => new Option('--socket <path>', 'daemon socket (default: $KTS_SOCKET or ' + DEFAULT_SOCKET + ')');
+
+  cli.command('daemon')
+    .description('run the daemon: gRPC on a unix socket (Sandbox Controller, Task v2/v3, kts admin)')
+    .option('--config <file>', `TOML config (default ${DEFAULT_CONFIG_PATH} if it exists)`)
+    .option('--listen <socket>', 'unix socket to serve on')
+    .option('--root <dir>', 'state directory (sandboxes, images, database)')
+    .option('--db <file>', 'SQLite event store (default <root>/kts.db)')
+    .action(async (options: { config?: string; listen?: string; root?: string; db?: string }) => {
+      const config = loadConfig(options.config, { listen: options.listen, root: options.root, db: options.db });
+      const logger = createLogger(config.logLevel);
+      const daemon = await startDaemon(config, logger);
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'stopping: sandboxes keep running and are reattached on the next start');
+        await daemon.close();
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.on('SIGINT', () => void stop('SIGINT'));
+    });
+
+  cli.command('run')
+    .description('start a pod and one container in it, like "crictl run"; prints the container id')
+    .argument('<pod.yaml>', 'pod config (crictl format: metadata.name, namespace, hostname, labels…)')
+    .argument('<container.yaml>', 'container config (crictl format: metadata.name, image.image, command, args, envs…)')
+    .option('--runtime <kind>', 'sandbox kind (default: the daemon\'s default_sandbox_kind, runc)')
+    .option('--json', 'print {"podId", "containerId", "pid"} as JSON')
+    .addOption(socketOption())
+    .action(async (podFile: string, containerFile: string, options: { runtime?: string; json?: boolean; socket?: string }) => {
+      const pod = await readPodSandboxConfigFile(podFile);
+      const container = await readContainerConfigFile(containerFile);
+      initTracing('kts-cli');
+      const result = await withClient(options, (client) => withSpan('kts run', {}, async () => {
+        const sandboxId = randomBytes(16).toString('hex');
+        await client.controller.Create!({ sandboxId, options: encodePodSandboxConfig(pod), sandboxer: options.runtime ?? '' });
+        await client.controller.Start!({ sandboxId });
+        const run = await client.admin.RunContainer!({
+          sandboxId, name: container.metadata.name, image: container.image.image, command: container.command, args: container.args,
+          env: Object.fromEntries(container.envs.map((kv) => [kv.key, kv.value])), workingDir: container.workingDir ?? '', labels: container.labels, start: true,
+        });
+        return { podId: sandboxId, containerId: String(run.containerId), pid: Number(run.pid) };
+      }));
+      await shutdownTracing();
+      out(options.json ? JSON.stringify(result) + '\n' : `${result.containerId}\n`);
+    });
+
+  cli.command('pods')
+    .description('list pods (sandboxes) that are not removed')
+    .option('--json', 'print an array of pods')
+    .addOption(socketOption())
+    .action(async (options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const { sandboxes } = (await client.admin.ListSandboxes!({})) as { sandboxes: Array<Record<string, string | number>> };
+      const pods = sandboxes.map((s) => ({ id: String(s.id), name: String(s.name), namespace: String(s.namespace), kind: String(s.kind), state: String(s.state), pid: Number(s.pid), createdAt: String(s.createdAt) }));
+      if (options.json) return void out(JSON.stringify(pods, null, 2) + '\n');
+      out(formatTable(['POD ID', 'NAME', 'NAMESPACE', 'KIND', 'STATE', 'CREATED'], pods.map((p) => [p.id.slice(0, 13), p.name, p.namespace, p.kind, p.state, ago(p.createdAt)])));
+    }));
+
+  cli.command('ps')
+    .description('list containers that are not deleted')
+    .option('--pod <id>', 'only the containers of this pod id')
+    .option('--json', 'print an array of containers: id, name, podId, state, pid, exitCode, image')
+    .addOption(socketOption())
+    .action(async (options: { pod?: string; json?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const { containers } = (await client.admin.ListContainers!({ sandboxId: options.pod ?? '' })) as { containers: Array<Record<string, string | number | boolean>> };
+      const rows = containers.map((c) => ({
+        id: String(c.id), name: String(c.name), podId: String(c.sandboxId), state: String(c.state), pid: Number(c.pid),
+        exitCode: c.exited ? Number(c.exitStatus) : null, image: String(c.image), createdAt: String(c.createdAt),
+      }));
+      if (options.json) return void out(JSON.stringify(rows, null, 2) + '\n');
+      out(formatTable(['CONTAINER', 'NAME', 'POD ID', 'STATE', 'PID', 'EXIT', 'IMAGE', 'CREATED'],
+        rows.map((c) => [c.id, c.name, c.podId.slice(0, 13), c.state, c.pid ? String(c.pid) : '-', c.exitCode === null ? '-' : String(c.exitCode), c.image, ago(c.createdAt)])));
+    }));
+
+  cli.command('logs')
+    .description('print a container\'s output (stdout and stderr)')
+    .argument('<container>', 'container id')
+    .option('-f, --follow', 'keep printing until the container exits')
+    .addOption(socketOption())
+    .action(async (containerId: string, options: { follow?: boolean; socket?: string }) => withClient(options, (client) =>
+      client.adminStream('Logs', { containerId, follow: Boolean(options.follow) }, (chunk) => process.stdout.write(chunk.data as Buffer)),
+    ));
+
+  cli.command('exec')
+    .description('run a command in a running container and print its output; exits with its exit code')
+    .argument('<container>', 'container id')
+    .argument('<command...>', 'the command and its arguments (put them after --)')
+    .addOption(socketOption())
+    .action(async (containerId: string, command: string[], options: { socket?: string }) => withClient(options, async (client) => {
+      const result = await client.admin.Exec!({ containerId, args: command });
+      process.stdout.write(result.stdout as Buffer);
+      process.stderr.write(result.stderr as Buffer);
+      process.exitCode = Number(result.exitStatus);
+    }));
+
+  cli.command('stop')
+    .description('stop a pod: kill its containers and its sandbox (the record stays until rm)')
+    .argument('<pod>', 'pod id, name or namespace/name')
+    .option('--timeout <seconds>', 'grace period before SIGKILL', '10')
+    .addOption(socketOption())
+    .action(async (ref: string, options: { timeout: string; socket?: string }) => withClient(options, async (client) => {
+      const sandboxId = await resolvePod(client, ref);
+      await client.controller.Stop!({ sandboxId, timeoutSecs: Number(options.timeout) });
+      out(`${sandboxId}\n`);
+    }));
+
+  cli.command('rm')
+    .description('remove a pod: stop it if needed, delete its containers, processes, mounts and files')
+    .argument('<pod>', 'pod id, name or namespace/name')
+    .addOption(socketOption())
+    .action(async (ref: string, options: { socket?: string }) => withClient(options, async (client) => {
+      const sandboxId = await resolvePod(client, ref);
+      await client.controller.Shutdown!({ sandboxId });
+      out(`${sandboxId}\n`);
+    }));
+
+  cli.command('history')
+    .description('every transition of a pod and its containers from the event log, and whether the hash chain verifies')
+    .argument('<pod>', 'pod id, name, namespace/name, or one of its container ids')
+    .option('--json', 'print the events as a JSON array')
+    .addOption(socketOption())
+    .action(async (ref: string, options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const history = await client.admin.History!({ ref });
+      const events = (history.events as Array<Record<string, string | number>>).map((e) => ({ ...e, payload: JSON.parse(String(e.payloadJson)) as unknown })) as Array<Record<string, unknown>>;
+      if (options.json) return void out(JSON.stringify({ sandboxId: history.sandboxId, chainOk: history.chainOk, events }, null, 2) + '\n');
+      out(formatTable(['SEQ', 'TIME', 'STREAM', 'EVENT', 'FROM → TO', 'CAUSE', 'TRACE ID'],
+        events.map((e) => [String(e.sequence), String(e.time), String(e.streamId), String(e.type), `${e.stateBefore} → ${e.stateAfter}`, String(e.caller).split(' peer=')[0]!, String(e.traceId) || '-'])));
+      out(history.chainOk ? 'hash chain: verified\n' : `hash chain: BROKEN (${history.chainError})\n`);
+      if (!history.chainOk) process.exitCode = 3;
+    }));
+
+  cli.command('events')
+    .description('stream events as they are recorded (JSON lines)')
+    .option('--after <sequence>', 'start after this sequence number (0 = from the beginning)', '0')
+    .addOption(socketOption())
+    .action(async (options: { after: string; socket?: string }) => withClient(options, (client) =>
+      client.adminStream('WatchEvents', { afterSequence: Number(options.after) }, (event) => out(JSON.stringify(event) + '\n')),
+    ));
+
+  cli.command('verify')
+    .description('verify the whole event log\'s hash chain; exits 3 if it is broken')
+    .addOption(socketOption())
+    .action(async (options: { socket?: string }) => withClient(options, async (client) => {
+      const result = await client.admin.Verify!({});
+      if (result.ok) out(`ok: ${result.eventCount} events, hash chain intact\n`);
+      else {
+        out(`BROKEN at sequence ${result.brokenAtSequence}: ${result.reason}\n`);
+        process.exitCode = 3;
+      }
+    }));
+  return cli;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (error) {
+    const message = error instanceof ClientError ? error.message : errorMessage(error);
+    process.stderr.write(`kts: ${message}\n`);
+    process.exitCode = process.exitCode && process.exitCode !== 0 ? process.exitCode : 1;
+  }
+}

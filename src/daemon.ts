@@ -1,0 +1,77 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import path from 'node:path';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { adminService } from './api/adminService.js';
+import { loadGrpcDefinitions } from './api/protos.js';
+import { sandboxControllerService } from './api/sandboxController.js';
+import { taskService } from './api/taskService.js';
+import { RuncSandboxer } from './backends/runc/runcSandboxer.js';
+import type { DaemonConfig } from './config.js';
+import { unavailable } from './core/errors.js';
+import type { Sandboxer } from './core/sandboxer.js';
+import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
+import { ImageStore } from './images/imageStore.js';
+import { openSqliteStore } from './store/sqliteStore.js';
+import { createLogger, type Logger } from './telemetry/logger.js';
+import { initTracing, shutdownTracing } from './telemetry/tracing.js';
+
+export interface RunningDaemon {
+  socketPath: string;
+  recovery: RecoveryReport;
+  /** Stops serving and releases the store; sandboxes and containers keep running. */
+  close(): Promise<void>;
+}
+
+/** Wires store, backends, engine and gRPC services together; the only place that knows them all. */
+export async function startDaemon(config: DaemonConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningDaemon> {
+  initTracing();
+  await mkdir(config.root, { recursive: true, mode: 0o700 });
+  await mkdir(path.dirname(config.listen), { recursive: true });
+  await refuseIfServed(config.listen);
+  const store = openSqliteStore(config.db);
+  const sandboxers: Record<string, Sandboxer> = {
+    runc: new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger }),
+  };
+  const engine = new DaemonEngine({
+    store, sandboxers, logger, taskAddress: `grpc+${config.listen}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
+  });
+  const recovery = await engine.recover();
+  logger.info({ ...recovery, db: config.db }, 'recovered state from the event log');
+
+  const images = new ImageStore({ imagesDir: config.images.dir, cacheDir: path.join(config.root, 'image-cache') });
+  const definitions = loadGrpcDefinitions();
+  const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  server.addService(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
+  server.addService(definitions.taskV3, taskService(engine, logger, 'containerd.task.v3.Task'));
+  server.addService(definitions.taskV2, taskService(engine, logger, 'containerd.task.v2.Task'));
+  server.addService(definitions.admin, adminService({ engine, logger, images, rootDir: config.root }));
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
+  );
+  logger.info({ socket: config.listen, root: config.root, kinds: Object.keys(sandboxers) }, 'kts daemon serving');
+
+  return {
+    socketPath: config.listen,
+    recovery,
+    async close() {
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      await engine.close();
+      await Promise.all(Object.values(sandboxers).map((sandboxer) => sandboxer.close()));
+      store.close();
+      await rm(config.listen, { force: true });
+      await shutdownTracing();
+    },
+  };
+}
+
+/** A live daemon on the socket is an error; a stale socket file from a killed daemon is removed. */
+async function refuseIfServed(socketPath: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const socket = connect(socketPath);
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  });
+  if (live) throw unavailable(`another daemon is already serving ${socketPath}`);
+  await rm(socketPath, { force: true });
+}

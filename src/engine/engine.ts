@@ -1,0 +1,501 @@
+import type { Logger } from 'pino';
+import { containerMachine, type ContainerContext, type ContainerEvent } from '../../machines/containerMachine.js';
+import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
+import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
+import { validateId } from '../core/ids.js';
+import type { ContainerStats, MountSpec, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
+import type { EventStore } from '../core/store.js';
+import { withSpan } from '../telemetry/tracing.js';
+import { Entity, type CommandMeta } from './entity.js';
+import { KeyedQueue } from './keyedQueue.js';
+import { containerProjection, sandboxProjection } from './projections.js';
+import { StateWaiters } from './waiters.js';
+
+export type SandboxEntity = Entity<SandboxContext, SandboxEvent>;
+export type ContainerEntity = Entity<ContainerContext, ContainerEvent>;
+export type { CommandMeta };
+
+export interface EngineOptions {
+  store: EventStore;
+  /** Sandbox kind → its backend. */
+  sandboxers: Record<string, Sandboxer>;
+  logger: Logger;
+  /** What Start returns as the Task API address, e.g. `grpc+/run/kts/kts.sock`. */
+  taskAddress: string;
+  defaultStopTimeoutMs: number;
+}
+
+export interface CreateSandboxInput {
+  sandboxId: string;
+  kind: string;
+  name: string;
+  namespace: string;
+  uid: string;
+  hostname: string;
+  netnsPath?: string;
+  annotations: Record<string, string>;
+  labels: Record<string, string>;
+  logDirectory?: string;
+}
+
+export interface CreateContainerInput {
+  sandboxId: string;
+  containerId: string;
+  name: string;
+  bundleDir: string;
+  rootfsMounts: MountSpec[];
+  stdio: StdioPaths;
+  args: string[];
+  image?: string;
+  logPath?: string;
+}
+
+export const sandboxStream = (sandboxId: string) => `sandbox-${sandboxId}`;
+export const containerStream = (containerId: string) => `container-${containerId}`;
+
+const EXIT_AFTER_STOP_DEADLINE_MS = 5000;
+
+/**
+ * The control plane: one Entity (xstate actor + stream) per sandbox and container. Every effect
+ * is bracketed by a write-ahead intent event and an outcome event; commands to one sandbox (and
+ * its containers) run one at a time, different sandboxes concurrently.
+ */
+export class Engine {
+  protected readonly sandboxes = new Map<string, SandboxEntity>();
+  protected readonly containers = new Map<string, ContainerEntity>();
+  protected readonly queue = new KeyedQueue();
+  protected readonly waiters = new StateWaiters();
+  protected closed = false;
+
+  constructor(protected readonly options: EngineOptions) {}
+
+  get store(): EventStore {
+    return this.options.store;
+  }
+
+  get logger(): Logger {
+    return this.options.logger;
+  }
+
+  // ---- lookups -------------------------------------------------------------------------------
+
+  sandbox(sandboxId: string): SandboxEntity {
+    validateId('sandbox id', sandboxId);
+    const entity = this.sandboxes.get(sandboxId);
+    if (!entity) throw notFound(`sandbox ${sandboxId} not found`);
+    return entity;
+  }
+
+  container(containerId: string): ContainerEntity {
+    validateId('container id', containerId);
+    const entity = this.containers.get(containerId);
+    if (!entity) throw notFound(`container ${containerId} not found`);
+    return entity;
+  }
+
+  containersOf(sandboxId: string): ContainerEntity[] {
+    return [...this.containers.values()].filter((c) => c.context.sandboxId === sandboxId);
+  }
+
+  sandboxerFor(sandbox: SandboxEntity): Sandboxer {
+    const sandboxer = this.options.sandboxers[sandbox.context.kind];
+    if (!sandboxer) throw failedPrecondition(`sandbox ${sandbox.context.sandboxId} is of kind "${sandbox.context.kind}", which this daemon does not run`);
+    return sandboxer;
+  }
+
+  get kinds(): string[] {
+    return Object.keys(this.options.sandboxers);
+  }
+
+  /** Runs `task` after every earlier command to the same sandbox has finished. */
+  protected serial<T>(sandboxId: string, task: () => Promise<T>): Promise<T> {
+    return this.queue.run(sandboxId, task);
+  }
+
+  protected recordSandbox(sandbox: SandboxEntity, event: Parameters<SandboxEntity['record']>[0], meta: CommandMeta) {
+    const stored = sandbox.record(event, meta, `sandbox ${sandbox.context.sandboxId || 'new'}`);
+    this.waiters.notify(sandbox.streamId);
+    return stored;
+  }
+
+  protected recordContainer(container: ContainerEntity, event: Parameters<ContainerEntity['record']>[0], meta: CommandMeta) {
+    const stored = container.record(event, meta, `container ${container.context.containerId || 'new'}`);
+    this.waiters.notify(container.streamId);
+    return stored;
+  }
+
+  // ---- sandboxes -----------------------------------------------------------------------------
+
+  async createSandbox(input: CreateSandboxInput, meta: CommandMeta): Promise<void> {
+    validateId('sandbox id', input.sandboxId);
+    if (!this.options.sandboxers[input.kind]) {
+      throw invalidArgument(`sandbox kind "${input.kind}" is not served by this daemon (known: ${this.kinds.join(', ')})`);
+    }
+    await this.serial(input.sandboxId, async () => {
+      const streamId = sandboxStream(input.sandboxId);
+      if (this.sandboxes.has(input.sandboxId) || this.store.readStream(streamId).length > 0) {
+        throw alreadyExists(`sandbox ${input.sandboxId} already exists`);
+      }
+      const entity: SandboxEntity = new Entity(streamId, sandboxMachine, this.store, sandboxProjection);
+      this.recordSandbox(entity, { type: 'SandboxCreated', ...input, createdAt: new Date().toISOString() }, meta);
+      this.sandboxes.set(input.sandboxId, entity);
+    });
+  }
+
+  async startSandbox(sandboxId: string, meta: CommandMeta): Promise<{ pid: number; taskAddress: string; createdAt: string }> {
+    return this.serial(sandboxId, async () => {
+      const sandbox = this.sandbox(sandboxId);
+      if (sandbox.state !== 'created') throw failedPrecondition(`sandbox ${sandboxId} is ${sandbox.state}; Start needs a created sandbox`);
+      this.recordSandbox(sandbox, { type: 'SandboxStartRequested' }, meta);
+      const c = sandbox.context;
+      try {
+        const { pid } = await withSpan('sandboxer.start', { attributes: { 'kts.sandbox_id': sandboxId, 'kts.sandbox_kind': c.kind } }, () =>
+          this.sandboxerFor(sandbox).startSandbox({
+            sandboxId, name: c.name, namespace: c.namespace, hostname: c.hostname, netnsPath: c.netnsPath ?? undefined, annotations: c.annotations,
+          }),
+        );
+        this.recordSandbox(sandbox, { type: 'SandboxStarted', pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString() }, meta);
+        this.watchSandbox(sandbox);
+        return { pid, taskAddress: this.options.taskAddress, createdAt: c.createdAt };
+      } catch (error) {
+        this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: errorMessage(error) }, meta);
+        throw error;
+      }
+    });
+  }
+
+  /** Records the sandbox's exit when its holder process dies on its own. */
+  protected watchSandbox(sandbox: SandboxEntity): void {
+    const sandboxId = sandbox.context.sandboxId;
+    this.sandboxerFor(sandbox).waitSandboxExit(sandboxId).then(
+      (exit) => this.serial(sandboxId, async () => {
+        if (this.closed || sandbox.state !== 'ready') return;
+        this.logger.warn({ sandbox_id: sandboxId, exit_status: exit.exitStatus }, 'sandbox exited on its own');
+        await this.recordContainerExitsAfterStop(sandbox, { caller: 'sandbox-exit-watch' });
+        this.recordSandbox(sandbox, { type: 'SandboxExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'sandbox-exit-watch' });
+      }),
+      (error) => this.logger.error({ sandbox_id: sandboxId, err: error }, 'watching sandbox exit failed'),
+    );
+  }
+
+  async stopSandbox(sandboxId: string, timeoutMs: number | undefined, meta: CommandMeta): Promise<void> {
+    await this.serial(sandboxId, () => this.stopSandboxNow(this.sandbox(sandboxId), timeoutMs ?? this.options.defaultStopTimeoutMs, meta));
+  }
+
+  /** Stop without queueing; the caller holds the sandbox's turn. Stopping a stopped sandbox is a no-op. */
+  protected async stopSandboxNow(sandbox: SandboxEntity, timeoutMs: number, meta: CommandMeta): Promise<void> {
+    if (sandbox.state === 'stopped') return;
+    if (!['created', 'ready', 'failed', 'stopping'].includes(sandbox.state)) {
+      throw failedPrecondition(`sandbox ${sandbox.context.sandboxId} is ${sandbox.state}; it cannot be stopped`);
+    }
+    if (sandbox.state !== 'stopping') this.recordSandbox(sandbox, { type: 'SandboxStopRequested', timeoutMs }, meta);
+    try {
+      const exit = await withSpan('sandboxer.stop', { attributes: { 'kts.sandbox_id': sandbox.context.sandboxId } }, () =>
+        this.sandboxerFor(sandbox).stopSandbox(sandbox.context.sandboxId, { timeoutMs }),
+      );
+      await this.recordContainerExitsAfterStop(sandbox, meta);
+      this.recordSandbox(sandbox, { type: 'SandboxStopped', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, meta);
+    } catch (error) {
+      this.recordSandbox(sandbox, { type: 'SandboxStopFailed', reason: errorMessage(error) }, meta);
+      throw error;
+    }
+  }
+
+  /** After the pod's processes are killed, every live container's exit is recorded before the sandbox's. */
+  protected async recordContainerExitsAfterStop(sandbox: SandboxEntity, meta: CommandMeta): Promise<void> {
+    const sandboxer = this.sandboxerFor(sandbox);
+    for (const container of this.containersOf(sandbox.context.sandboxId)) {
+      if (!['created', 'running'].includes(container.state) || container.context.pid === null) continue;
+      const exit = await Promise.race([
+        sandboxer.waitProcessExit(sandbox.context.sandboxId, container.context.pid),
+        new Promise<ProcessExit>((resolve) => setTimeout(() => resolve({ exitStatus: 137, exitedAt: new Date() }), EXIT_AFTER_STOP_DEADLINE_MS).unref()),
+      ]);
+      this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, meta);
+    }
+  }
+
+  /** Resolves when the sandbox has stopped (or been removed), with its exit. */
+  async waitSandbox(sandboxId: string): Promise<{ exitStatus: number; exitedAt: string | null }> {
+    const sandbox = this.sandbox(sandboxId);
+    return this.waiters.waitUntil(
+      sandbox.streamId,
+      () => ['stopped', 'removed', 'shuttingDown'].includes(sandbox.state),
+      () => ({ exitStatus: sandbox.context.exitStatus ?? 0, exitedAt: sandbox.context.exitedAt }),
+    );
+  }
+
+  async shutdownSandbox(sandboxId: string, meta: CommandMeta): Promise<void> {
+    await this.serial(sandboxId, async () => {
+      const sandbox = this.sandbox(sandboxId);
+      if (sandbox.state === 'ready' || sandbox.state === 'stopping') await this.stopSandboxNow(sandbox, this.options.defaultStopTimeoutMs, meta);
+      if (!['created', 'failed', 'stopped', 'shuttingDown'].includes(sandbox.state)) {
+        throw failedPrecondition(`sandbox ${sandboxId} is ${sandbox.state}; it cannot be shut down`);
+      }
+      for (const container of this.containersOf(sandboxId)) await this.deleteContainerNow(container, meta);
+      if (sandbox.state !== 'shuttingDown') this.recordSandbox(sandbox, { type: 'SandboxShutdownRequested' }, meta);
+      try {
+        await withSpan('sandboxer.remove', { attributes: { 'kts.sandbox_id': sandboxId } }, () => this.sandboxerFor(sandbox).removeSandbox(sandboxId));
+      } catch (error) {
+        this.recordSandbox(sandbox, { type: 'SandboxShutdownFailed', reason: errorMessage(error) }, meta);
+        throw error;
+      }
+      this.recordSandbox(sandbox, { type: 'SandboxRemoved' }, meta);
+      this.sandboxes.delete(sandboxId);
+      sandbox.stop();
+    });
+  }
+
+  async updateSandbox(
+    sandboxId: string,
+    update: { annotations?: Record<string, string>; labels?: Record<string, string>; resources?: Record<string, unknown> },
+    meta: CommandMeta,
+  ): Promise<void> {
+    await this.serial(sandboxId, async () => {
+      this.recordSandbox(this.sandbox(sandboxId), { type: 'SandboxUpdated', ...update }, meta);
+    });
+  }
+
+  /** Sum of the sandbox's live containers' cgroup stats. */
+  async sandboxStats(sandboxId: string): Promise<ContainerStats> {
+    const sandbox = this.sandbox(sandboxId);
+    const total: ContainerStats = { cpuUsageNanos: 0, cpuUserNanos: 0, cpuKernelNanos: 0, memoryUsageBytes: 0, memoryLimitBytes: 0, pidsCurrent: 0, pidsLimit: 0 };
+    for (const container of this.containersOf(sandboxId)) {
+      if (container.state !== 'running') continue;
+      const stats = await this.sandboxerFor(sandbox).stats(sandboxId, container.context.containerId).catch(() => undefined);
+      if (!stats) continue;
+      for (const key of Object.keys(total) as (keyof ContainerStats)[]) total[key] += stats[key];
+    }
+    return total;
+  }
+
+  // ---- containers ----------------------------------------------------------------------------
+
+  async createContainer(input: CreateContainerInput, meta: CommandMeta): Promise<{ pid: number }> {
+    validateId('container id', input.containerId);
+    return this.serial(input.sandboxId, async () => {
+      const sandbox = this.sandbox(input.sandboxId);
+      if (sandbox.state !== 'ready') throw failedPrecondition(`sandbox ${input.sandboxId} is ${sandbox.state}; containers need a ready sandbox`);
+      const streamId = containerStream(input.containerId);
+      if (this.containers.has(input.containerId) || this.store.readStream(streamId).length > 0) {
+        throw alreadyExists(`container ${input.containerId} already exists`);
+      }
+      const container: ContainerEntity = new Entity(streamId, containerMachine, this.store, containerProjection);
+      const { rootfsMounts: _mounts, ...recorded } = input;
+      this.recordContainer(container, { type: 'ContainerCreateRequested', ...recorded, createdAt: new Date().toISOString() }, meta);
+      this.containers.set(input.containerId, container);
+      try {
+        const { pid } = await withSpan('sandboxer.create_container', { attributes: { 'kts.sandbox_id': input.sandboxId, 'kts.container_id': input.containerId } }, () =>
+          this.sandboxerFor(sandbox).createContainer({ sandboxId: input.sandboxId, containerId: input.containerId, bundleDir: input.bundleDir, rootfsMounts: input.rootfsMounts, stdio: input.stdio }),
+        );
+        this.recordContainer(container, { type: 'ContainerCreated', pid }, meta);
+        this.watchContainer(sandbox, container, pid);
+        return { pid };
+      } catch (error) {
+        this.recordContainer(container, { type: 'ContainerCreateFailed', reason: errorMessage(error) }, meta);
+        throw error;
+      }
+    });
+  }
+
+  /** Records a container's exit when its init process ends, even one that ended while the daemon was down. */
+  protected watchContainer(sandbox: SandboxEntity, container: ContainerEntity, pid: number): void {
+    const { sandboxId, containerId } = container.context;
+    this.sandboxerFor(sandbox).waitProcessExit(sandboxId, pid).then(
+      (exit) => this.serial(sandboxId, async () => {
+        if (this.closed || !['created', 'running'].includes(container.state) || container.context.pid !== pid) return;
+        this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'container-exit-watch' });
+      }),
+      (error) => this.logger.error({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'watching container exit failed'),
+    );
+  }
+
+  async startContainer(containerId: string, meta: CommandMeta): Promise<{ pid: number }> {
+    const sandboxId = this.container(containerId).context.sandboxId;
+    return this.serial(sandboxId, async () => {
+      const container = this.container(containerId);
+      if (container.state !== 'created') throw failedPrecondition(`container ${containerId} is ${container.state}; Start needs a created container`);
+      const sandbox = this.sandbox(sandboxId);
+      this.recordContainer(container, { type: 'ContainerStartRequested' }, meta);
+      try {
+        const { pid } = await withSpan('sandboxer.start_container', { attributes: { 'kts.sandbox_id': sandboxId, 'kts.container_id': containerId } }, () =>
+          this.sandboxerFor(sandbox).startContainer(sandboxId, containerId),
+        );
+        this.recordContainer(container, { type: 'ContainerStarted', pid, startedAt: new Date().toISOString() }, meta);
+        return { pid };
+      } catch (error) {
+        this.recordContainer(container, { type: 'ContainerStartFailed', reason: errorMessage(error) }, meta);
+        throw error;
+      }
+    });
+  }
+
+  async killContainer(containerId: string, signal: number, all: boolean, meta: CommandMeta): Promise<void> {
+    if (!Number.isInteger(signal) || signal < 1 || signal > 64) throw invalidArgument(`signal ${signal} is not a valid signal number (1-64)`);
+    const sandboxId = this.container(containerId).context.sandboxId;
+    await this.serial(sandboxId, async () => {
+      const container = this.container(containerId);
+      const wasLive = ['created', 'running'].includes(container.state);
+      this.recordContainer(container, { type: 'ContainerKillRequested', signal, all }, meta);
+      if (!wasLive) return;
+      await this.sandboxerFor(this.sandbox(sandboxId)).killContainer(sandboxId, containerId, signal, all);
+    });
+  }
+
+  /** Resolves when the container has exited. */
+  async waitContainer(containerId: string): Promise<{ exitStatus: number; exitedAt: string }> {
+    const container = this.container(containerId);
+    return this.waiters.waitUntil(
+      container.streamId,
+      () => container.context.exitedAt !== null || ['failed', 'deleted'].includes(container.state),
+      () => ({ exitStatus: container.context.exitStatus ?? 255, exitedAt: container.context.exitedAt ?? new Date().toISOString() }),
+    );
+  }
+
+  async deleteContainer(containerId: string, meta: CommandMeta): Promise<{ pid: number; exitStatus: number; exitedAt: string | null }> {
+    const sandboxId = this.container(containerId).context.sandboxId;
+    return this.serial(sandboxId, async () => {
+      const container = this.container(containerId);
+      if (container.state === 'running') throw failedPrecondition(`container ${containerId} is running; kill it before deleting it`);
+      const result = { pid: container.context.pid ?? 0, exitStatus: container.context.exitStatus ?? 0, exitedAt: container.context.exitedAt };
+      await this.deleteContainerNow(container, meta);
+      return result;
+    });
+  }
+
+  protected async deleteContainerNow(container: ContainerEntity, meta: CommandMeta): Promise<void> {
+    const { sandboxId, containerId } = container.context;
+    if (container.state === 'deleted') return;
+    if (container.state !== 'deleting') this.recordContainer(container, { type: 'ContainerDeleteRequested' }, meta);
+    try {
+      const sandbox = this.sandboxes.get(sandboxId);
+      if (sandbox) await this.sandboxerFor(sandbox).deleteContainer(sandboxId, containerId);
+    } catch (error) {
+      this.recordContainer(container, { type: 'ContainerDeleteFailed', reason: errorMessage(error) }, meta);
+      throw error;
+    }
+    this.recordContainer(container, { type: 'ContainerDeleted' }, meta);
+    this.containers.delete(containerId);
+    container.stop();
+  }
+
+  async containerPids(containerId: string): Promise<number[]> {
+    const container = this.container(containerId);
+    if (container.state !== 'running' && container.state !== 'created') return [];
+    return this.sandboxerFor(this.sandbox(container.context.sandboxId)).pids(container.context.sandboxId, containerId);
+  }
+
+  async containerStats(containerId: string): Promise<ContainerStats> {
+    const container = this.container(containerId);
+    if (container.state !== 'running') throw failedPrecondition(`container ${containerId} is ${container.state}; stats need a running container`);
+    return this.sandboxerFor(this.sandbox(container.context.sandboxId)).stats(container.context.sandboxId, containerId);
+  }
+
+  async updateContainer(containerId: string, resources: Record<string, unknown>, meta: CommandMeta): Promise<void> {
+    const sandboxId = this.container(containerId).context.sandboxId;
+    await this.serial(sandboxId, async () => {
+      this.recordContainer(this.container(containerId), { type: 'ContainerUpdated', resources }, meta);
+    });
+  }
+
+  // ---- exec processes ------------------------------------------------------------------------
+
+  async createExec(containerId: string, execId: string, process: OciProcess, stdio: StdioPaths, meta: CommandMeta): Promise<void> {
+    validateId('exec id', execId);
+    const args = process.args;
+    if (!Array.isArray(args) || args.length === 0 || !args.every((a) => typeof a === 'string')) {
+      throw invalidArgument('exec process: args must be a non-empty array of strings');
+    }
+    const sandboxId = this.container(containerId).context.sandboxId;
+    await this.serial(sandboxId, async () => {
+      const container = this.container(containerId);
+      if (container.state !== 'running') throw failedPrecondition(`container ${containerId} is ${container.state}; exec needs a running container`);
+      if (container.context.execs[execId]) throw alreadyExists(`exec ${execId} already exists in container ${containerId}`);
+      this.recordContainer(container, { type: 'ExecCreated', execId, args: args as string[], stdio }, meta);
+      this.execProcesses.set(`${containerId}/${execId}`, process);
+    });
+  }
+
+  /** Exec process specs, kept from create until start; an exec created but never started does not survive a restart. */
+  protected readonly execProcesses = new Map<string, OciProcess>();
+
+  async startExec(containerId: string, execId: string, meta: CommandMeta): Promise<{ pid: number }> {
+    const sandboxId = this.container(containerId).context.sandboxId;
+    return this.serial(sandboxId, async () => {
+      const container = this.container(containerId);
+      const exec = container.context.execs[execId];
+      if (!exec) throw notFound(`exec ${execId} not found in container ${containerId}`);
+      if (exec.pid !== null) throw failedPrecondition(`exec ${execId} was already started`);
+      const process = this.execProcesses.get(`${containerId}/${execId}`);
+      if (!process) throw failedPrecondition(`exec ${execId} lost its process spec in a daemon restart; create it again`);
+      const sandbox = this.sandbox(sandboxId);
+      try {
+        const { pid } = await withSpan('sandboxer.exec', { attributes: { 'kts.container_id': containerId, 'kts.exec_id': execId } }, () =>
+          this.sandboxerFor(sandbox).execProcess(sandboxId, containerId, execId, process, exec.stdio),
+        );
+        this.recordContainer(container, { type: 'ExecStarted', execId, pid }, meta);
+        this.execProcesses.delete(`${containerId}/${execId}`);
+        this.watchExec(sandbox, container, execId, pid);
+        return { pid };
+      } catch (error) {
+        this.recordContainer(container, { type: 'ExecStartFailed', execId, reason: errorMessage(error) }, meta);
+        throw error;
+      }
+    });
+  }
+
+  protected watchExec(sandbox: SandboxEntity, container: ContainerEntity, execId: string, pid: number): void {
+    const { sandboxId } = container.context;
+    this.sandboxerFor(sandbox).waitProcessExit(sandboxId, pid).then(
+      (exit) => this.serial(sandboxId, async () => {
+        const exec = container.context.execs[execId];
+        if (this.closed || !exec || exec.pid !== pid || exec.exitedAt !== null || container.state === 'deleted') return;
+        this.recordContainer(container, { type: 'ExecExited', execId, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'exec-exit-watch' });
+      }),
+      (error) => this.logger.error({ sandbox_id: sandboxId, exec_id: execId, err: error }, 'watching exec exit failed'),
+    );
+  }
+
+  async waitExec(containerId: string, execId: string): Promise<{ exitStatus: number; exitedAt: string }> {
+    const container = this.container(containerId);
+    if (!container.context.execs[execId]) throw notFound(`exec ${execId} not found in container ${containerId}`);
+    return this.waiters.waitUntil(
+      container.streamId,
+      () => { const exec = container.context.execs[execId]; return !exec || exec.exitedAt !== null; },
+      () => {
+        const exec = container.context.execs[execId];
+        return { exitStatus: exec?.exitStatus ?? 255, exitedAt: exec?.exitedAt ?? new Date().toISOString() };
+      },
+    );
+  }
+
+  async killExec(containerId: string, execId: string, signal: number): Promise<void> {
+    const exec = this.container(containerId).context.execs[execId];
+    if (!exec) throw notFound(`exec ${execId} not found in container ${containerId}`);
+    if (exec.pid === null || exec.exitedAt !== null) return;
+    try {
+      process.kill(exec.pid, signal);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+    }
+  }
+
+  async deleteExec(containerId: string, execId: string, meta: CommandMeta): Promise<{ pid: number; exitStatus: number; exitedAt: string | null }> {
+    const sandboxId = this.container(containerId).context.sandboxId;
+    return this.serial(sandboxId, async () => {
+      const container = this.container(containerId);
+      const exec = container.context.execs[execId];
+      if (!exec) throw notFound(`exec ${execId} not found in container ${containerId}`);
+      if (exec.pid !== null && exec.exitedAt === null) throw failedPrecondition(`exec ${execId} is still running; kill it before deleting it`);
+      this.recordContainer(container, { type: 'ExecDeleted', execId }, meta);
+      this.execProcesses.delete(`${containerId}/${execId}`);
+      return { pid: exec.pid ?? 0, exitStatus: exec.exitStatus ?? 0, exitedAt: exec.exitedAt };
+    });
+  }
+
+  /** Lets in-flight commands finish; sandboxes and containers keep running. */
+  async close(): Promise<void> {
+    await this.queue.drain();
+    this.closed = true;
+    for (const entity of [...this.sandboxes.values(), ...this.containers.values()]) entity.stop();
+  }
+}

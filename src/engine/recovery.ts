@@ -1,0 +1,144 @@
+import { containerMachine, type ContainerContext, type ContainerEvent } from '../../machines/containerMachine.js';
+import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
+import { errorMessage } from '../core/errors.js';
+import { Engine, type CommandMeta, type ContainerEntity, type SandboxEntity } from './engine.js';
+import { Entity } from './entity.js';
+import { containerProjection, sandboxProjection } from './projections.js';
+
+export interface RecoveryReport {
+  sandboxes: number;
+  containers: number;
+  /** Events recovery itself recorded (finished or rolled-back intents, reattaches, exits seen late). */
+  eventsRecorded: number;
+  failures: string[];
+}
+
+const RECOVERY: CommandMeta = { caller: 'recovery' };
+
+/**
+ * The engine as the daemon runs it: on start, every entity is rebuilt from snapshot + log, and
+ * each one whose last event is an intent without an outcome is finished or rolled back after
+ * asking its backend what really runs. Everything recovery concludes is recorded as events.
+ */
+export class DaemonEngine extends Engine {
+  async recover(): Promise<RecoveryReport> {
+    const before = this.store.readAll({ limit: 1 }).length === 0 ? 0 : this.lastSequence();
+    this.loadEntities();
+    const failures: string[] = [];
+    for (const sandbox of [...this.sandboxes.values()]) {
+      const sandboxId = sandbox.context.sandboxId;
+      await this.serial(sandboxId, () => this.reconcileSandbox(sandbox)).catch((error) => {
+        failures.push(`sandbox ${sandboxId}: ${errorMessage(error)}`);
+        this.logger.error({ sandbox_id: sandboxId, err: error }, 'recovery could not reconcile sandbox');
+      });
+    }
+    return { sandboxes: this.sandboxes.size, containers: this.containers.size, eventsRecorded: this.lastSequence() - before, failures };
+  }
+
+  private lastSequence(): number {
+    const all = this.store.readAll();
+    return all.length === 0 ? 0 : all[all.length - 1]!.sequence;
+  }
+
+  private loadEntities(): void {
+    for (const streamId of this.store.listStreams('sandbox-')) {
+      const sandbox = Entity.load<SandboxContext, SandboxEvent>(streamId, sandboxMachine, this.store, sandboxProjection);
+      if (sandbox.state === 'removed' || sandbox.state === 'absent') sandbox.stop();
+      else this.sandboxes.set(sandbox.context.sandboxId, sandbox);
+    }
+    for (const streamId of this.store.listStreams('container-')) {
+      const container = Entity.load<ContainerContext, ContainerEvent>(streamId, containerMachine, this.store, containerProjection);
+      if (container.state === 'deleted' || container.state === 'absent' || !this.sandboxes.has(container.context.sandboxId)) container.stop();
+      else this.containers.set(container.context.containerId, container);
+    }
+  }
+
+  private async reconcileSandbox(sandbox: SandboxEntity): Promise<void> {
+    const sandboxId = sandbox.context.sandboxId;
+    const status = await this.sandboxerFor(sandbox).sandboxStatus(sandboxId);
+    for (const container of this.containersOf(sandboxId)) await this.reconcileContainer(sandbox, container);
+    switch (sandbox.state) {
+      case 'starting':
+        if (status.alive && status.pid) {
+          this.recordSandbox(sandbox, { type: 'SandboxStarted', pid: status.pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString() }, RECOVERY);
+          this.watchSandbox(sandbox);
+        } else {
+          this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: 'the daemon stopped during start and the sandbox is not running' }, RECOVERY);
+        }
+        return;
+      case 'ready':
+        if (status.alive && status.pid) {
+          this.recordSandbox(sandbox, { type: 'SandboxReattached', pid: status.pid }, RECOVERY);
+          this.watchSandbox(sandbox);
+        } else {
+          this.recordSandbox(sandbox, { type: 'SandboxExited', exitStatus: 255, exitedAt: new Date().toISOString() }, RECOVERY);
+        }
+        return;
+      case 'stopping':
+        return this.stopSandboxNow(sandbox, this.options.defaultStopTimeoutMs, RECOVERY);
+      case 'shuttingDown':
+        await this.sandboxerFor(sandbox).removeSandbox(sandboxId);
+        this.recordSandbox(sandbox, { type: 'SandboxRemoved' }, RECOVERY);
+        this.sandboxes.delete(sandboxId);
+        sandbox.stop();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async reconcileContainer(sandbox: SandboxEntity, container: ContainerEntity): Promise<void> {
+    const { sandboxId, containerId } = container.context;
+    const status = await this.sandboxerFor(sandbox).containerStatus(sandboxId, containerId);
+    const exited = () => {
+      const exit = status.exit ?? { exitStatus: 255, exitedAt: new Date() };
+      this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, RECOVERY);
+    };
+    const live = status.state === 'created' || status.state === 'running';
+    switch (container.state) {
+      case 'creating':
+        if (live && status.pid) {
+          this.recordContainer(container, { type: 'ContainerCreated', pid: status.pid }, RECOVERY);
+          this.watchContainer(sandbox, container, status.pid);
+        } else {
+          this.recordContainer(container, { type: 'ContainerCreateFailed', reason: 'the daemon stopped during create and runc has no such container' }, RECOVERY);
+        }
+        break;
+      case 'created':
+        if (live && container.context.pid !== null) this.watchContainer(sandbox, container, container.context.pid);
+        else exited();
+        break;
+      case 'starting':
+        if (status.state === 'absent') {
+          this.recordContainer(container, { type: 'ContainerStartFailed', reason: 'the daemon stopped during start and runc has no such container' }, RECOVERY);
+          break;
+        }
+        // The start may or may not have reached runc: finish it if not, then record what is true.
+        if (status.state === 'created') await this.sandboxerFor(sandbox).startContainer(sandboxId, containerId);
+        this.recordContainer(container, { type: 'ContainerStarted', pid: status.pid ?? container.context.pid ?? 0, startedAt: new Date().toISOString() }, RECOVERY);
+        if (status.exit || status.state === 'stopped') exited();
+        else if (status.pid) this.watchContainer(sandbox, container, status.pid);
+        break;
+      case 'running':
+        if (status.state === 'running' && status.pid) {
+          this.recordContainer(container, { type: 'ContainerReattached', pid: status.pid }, RECOVERY);
+          this.watchContainer(sandbox, container, status.pid);
+        } else {
+          exited();
+        }
+        break;
+      case 'deleting':
+        await this.deleteContainerNow(container, RECOVERY);
+        return;
+      default:
+        break;
+    }
+    this.rewatchExecs(sandbox, container);
+  }
+
+  private rewatchExecs(sandbox: SandboxEntity, container: ContainerEntity): void {
+    for (const [execId, exec] of Object.entries(container.context.execs)) {
+      if (exec.pid !== null && exec.exitedAt === null) this.watchExec(sandbox, container, execId, exec.pid);
+    }
+  }
+}

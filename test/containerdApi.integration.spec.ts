@@ -1,0 +1,155 @@
+// A containerd-shaped client built from the .proto files alone (no TypeScript of ours): it drives
+// the Sandbox Controller and then the Task v3 API at the address Start returns, as containerd 2.x does.
+import { execFileSync } from 'node:child_process';
+import { createReadStream, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder } from './helpers/daemon.js';
+
+const skip = canRunContainers();
+const PROTO = path.join(REPO, 'proto');
+const loaderOptions = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO] };
+
+type Call = (request: object, metadata?: grpc.Metadata) => Promise<Record<string, any>>;
+function client(file: string, service: string, address: string): Record<string, Call> & { close(): void } {
+  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(path.join(PROTO, file), loaderOptions)) as any;
+  const Ctor = service.split('.').reduce((o, k) => o[k], pkg);
+  const c = new Ctor(address, grpc.credentials.createInsecure());
+  const wrapped: Record<string, any> = { close: () => c.close() };
+  for (const method of Object.keys(Ctor.service)) {
+    wrapped[method] = (request: object, metadata = new grpc.Metadata()) =>
+      new Promise((resolve, reject) => c[method](request, metadata, (e: Error | null, r: object) => (e ? reject(e) : resolve(r))));
+  }
+  return wrapped as any;
+}
+
+function k8sMetadata(): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set('containerd-namespace', 'k8s.io');
+  md.set('traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+  return md;
+}
+
+function busyboxRootfs(dir: string): string {
+  const rootfs = path.join(dir, 'lower');
+  mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
+  for (const d of ['proc', 'dev', 'sys', 'tmp', 'etc']) mkdirSync(path.join(rootfs, d), { recursive: true });
+  execFileSync('cp', ['/bin/busybox', path.join(rootfs, 'bin/busybox')]);
+  for (const applet of ['sh', 'echo', 'sleep', 'cat']) execFileSync('ln', ['-sf', 'busybox', path.join(rootfs, 'bin', applet)]);
+  return rootfs;
+}
+
+function ociSpec(sandboxId: string, holderPid: number, args: string[]) {
+  return {
+    ociVersion: '1.0.2',
+    process: { terminal: false, user: { uid: 0, gid: 0 }, args, env: ['PATH=/bin'], cwd: '/', noNewPrivileges: true },
+    root: { path: 'rootfs' },
+    hostname: 'ctd-pod',
+    mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }, { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'mode=755'] }],
+    annotations: { 'io.kubernetes.cri.sandbox-id': sandboxId, 'io.kubernetes.cri.container-name': 'printer' },
+    linux: {
+      namespaces: [
+        { type: 'pid', path: `/proc/${holderPid}/ns/pid` }, { type: 'network', path: `/proc/${holderPid}/ns/net` },
+        { type: 'ipc', path: `/proc/${holderPid}/ns/ipc` }, { type: 'uts', path: `/proc/${holderPid}/ns/uts` }, { type: 'mount' },
+      ],
+      cgroupsPath: `/kts-it/${sandboxId}/printer`,
+    },
+  };
+}
+
+describe.skipIf(skip)(`containerd 2.x talking to kts over the .proto files alone${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const daemon = new TestDaemon();
+  let controller: ReturnType<typeof client>;
+  const sandboxId = 'ctd-sandbox-1';
+
+  beforeAll(async () => {
+    await daemon.start();
+    controller = client('containerd/services/sandbox/v1/sandbox.proto', 'containerd.services.sandbox.v1.Controller', `unix://${daemon.socket}`);
+  });
+  afterAll(async () => {
+    controller.close();
+    await daemon.cleanup();
+  });
+
+  it('creates, starts, reports and stops a sandbox the way containerd expects', async () => {
+    const root = await protobuf.load(path.join(PROTO, 'k8s/cri/runtime/v1/api.proto'));
+    const PodSandboxConfig = root.lookupType('runtime.v1.PodSandboxConfig');
+    const podConfig = PodSandboxConfig.encode(PodSandboxConfig.fromObject({
+      metadata: { name: 'ctd-pod', namespace: 'team-a', uid: 'uid-1', attempt: 0 }, hostname: 'ctd-pod', log_directory: '/var/log/pods/x', labels: { tier: 'web' },
+    })).finish();
+    await controller.Create!({
+      sandbox_id: sandboxId, options: { type_url: 'runtime.v1.PodSandboxConfig', value: Buffer.from(podConfig) }, sandboxer: 'runc',
+      sandbox: { sandbox_id: sandboxId, runtime: { name: 'io.containerd.runc.v2' }, labels: {} },
+    }, k8sMetadata());
+    const started = await controller.Start!({ sandbox_id: sandboxId }, k8sMetadata());
+    expect(started.address).toBe(`grpc+${daemon.socket}`);
+    expect(started.version).toBe(3);
+    expect(started.pid).toBeGreaterThan(1);
+    const status = await controller.Status!({ sandbox_id: sandboxId, verbose: true });
+    expect(status.state).toBe('SANDBOX_READY');
+    expect(status.pid).toBe(started.pid);
+    expect(JSON.parse(status.info.info)).toMatchObject({ name: 'ctd-pod', namespace: 'team-a', kind: 'runc' });
+    const platform = await controller.Platform!({ sandbox_id: sandboxId });
+    expect(platform.platform.os).toBe('linux');
+    expect(platform.platform.architecture).toBe(process.arch === 'x64' ? 'amd64' : process.arch);
+  });
+
+  it('runs a container through Task v3 at the returned address: bundle + overlay rootfs + FIFOs', async () => {
+    const status = await controller.Status!({ sandbox_id: sandboxId });
+    const task = client('containerd/runtime/task/v3/shim.proto', 'containerd.task.v3.Task', `unix://${String(status.address).replace(/^grpc\+/, '')}`);
+    try {
+      const work = path.join(daemon.root, 'ctd');
+      const bundle = path.join(work, 'bundle');
+      mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+      mkdirSync(path.join(work, 'upper'));
+      mkdirSync(path.join(work, 'work'));
+      const lower = busyboxRootfs(work);
+      writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(ociSpec(sandboxId, status.pid, ['sh', '-c', 'echo from-the-task; echo to-stderr >&2; exit 5'])));
+      const stdout = path.join(work, 'stdout');
+      const stderr = path.join(work, 'stderr');
+      execFileSync('mkfifo', [stdout, stderr]);
+      let out = '';
+      createReadStream(stdout).on('data', (d) => (out += d));
+      createReadStream(stderr).on('data', () => undefined);
+      const created = await task.Create!({
+        id: 'printer', bundle, stdout, stderr, terminal: false,
+        rootfs: [{ type: 'overlay', source: 'overlay', target: '', options: [`lowerdir=${lower}`, `upperdir=${path.join(work, 'upper')}`, `workdir=${path.join(work, 'work')}`] }],
+      }, k8sMetadata());
+      expect(created.pid).toBeGreaterThan(1);
+      expect((await task.State!({ id: 'printer' })).status).toBe('CREATED');
+      await task.Start!({ id: 'printer' }, k8sMetadata());
+      const waited = await task.Wait!({ id: 'printer' });
+      expect(waited.exit_status).toBe(5);
+      expect(Number(waited.exited_at.seconds)).toBeGreaterThan(0);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(out).toContain('from-the-task');
+      const state = await task.State!({ id: 'printer' });
+      expect(state).toMatchObject({ status: 'STOPPED', exit_status: 5, bundle });
+      const deleted = await task.Delete!({ id: 'printer' }, k8sMetadata());
+      expect(deleted.exit_status).toBe(5);
+      await task.Shutdown!({ id: 'printer' }, k8sMetadata()); // containerd does this after every delete: the sandbox must live on
+      expect((await controller.Status!({ sandbox_id: sandboxId })).state).toBe('SANDBOX_READY');
+      expect(mountsUnder(bundle)).toEqual([]);
+      await expect(task.State!({ id: 'printer' })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    } finally {
+      task.close();
+    }
+  });
+
+  it('stops, waits and shuts the sandbox down; afterwards it is NOT_FOUND', async () => {
+    const { pid } = await controller.Status!({ sandbox_id: sandboxId });
+    await controller.Stop!({ sandbox_id: sandboxId, timeout_secs: 2 }, k8sMetadata());
+    const waited = await controller.Wait!({ sandbox_id: sandboxId });
+    expect(waited.exited_at).not.toBeNull();
+    expect((await controller.Status!({ sandbox_id: sandboxId })).state).toBe('SANDBOX_NOTREADY');
+    await controller.Shutdown!({ sandbox_id: sandboxId }, k8sMetadata());
+    expect(isAlive(pid)).toBe(false);
+    await expect(controller.Status!({ sandbox_id: sandboxId })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    const history = JSON.parse(daemon.ktsOk('history', '--json', sandboxId)) as { events: Array<{ traceId: string; caller: string }> };
+    expect(history.events[0]!.traceId).toBe('0af7651916cd43dd8448eb211c80319c');
+    expect(history.events[0]!.caller).toContain('ns=k8s.io');
+  });
+});

@@ -1,0 +1,139 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const KTS = path.join(REPO, 'bin/kts.js');
+/** Built once per run by scripts/build-images.sh (idempotent). */
+export const IMAGES_DIR = path.join(REPO, '.kts/test-images');
+
+export function canRunContainers(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (runc, namespaces, mounts)';
+  if (!existsSync(path.join(REPO, 'dist/src/cli/main.js'))) return 'needs a build: run "npm run build" (scripts/test.sh does)';
+  try {
+    execFileSync('runc', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'needs runc (apt-get install runc; scripts/setup.sh does)';
+  }
+  return undefined;
+}
+
+export function buildTestImages(): void {
+  execFileSync('bash', [path.join(REPO, 'scripts/build-images.sh'), IMAGES_DIR], { stdio: 'ignore' });
+}
+
+/** A real `kts daemon` process with its own root, socket, database and runc root. */
+export class TestDaemon {
+  readonly root: string;
+  readonly socket: string;
+  readonly db: string;
+  readonly runcRoot: string;
+  process?: ChildProcess;
+  private output = '';
+
+  constructor() {
+    this.root = mkdtempSync(path.join(tmpdir(), 'kts-it-'));
+    this.socket = path.join(this.root, 'kts.sock');
+    this.db = path.join(this.root, 'kts.db');
+    this.runcRoot = path.join(this.root, 'runc');
+    writeFileSync(path.join(this.root, 'config.toml'), [
+      `listen = "${this.socket}"`, `root = "${this.root}"`, `db = "${this.db}"`, 'log_level = "debug"', 'stop_timeout_seconds = 2',
+      '[runc]', `root = "${this.runcRoot}"`, '[images]', `dir = "${IMAGES_DIR}"`,
+    ].join('\n'));
+  }
+
+  async start(): Promise<void> {
+    this.output = '';
+    const child = spawn(process.execPath, [KTS, 'daemon', '--config', path.join(this.root, 'config.toml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.process = child;
+    child.stdout!.on('data', (d) => (this.output += d));
+    child.stderr!.on('data', (d) => (this.output += d));
+    const deadline = Date.now() + 20_000;
+    while (!this.output.includes('kts daemon serving')) {
+      if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`daemon did not start in 20 s:\n${this.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  get logs(): string {
+    return this.output;
+  }
+
+  /** SIGKILL: no cleanup runs, exactly like a crash. */
+  async kill(): Promise<void> {
+    const child = this.process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    if (child.exitCode === null && child.signalCode === null) await this.kill();
+  }
+
+  /** Runs the kts CLI against this daemon. */
+  kts(...args: string[]): { stdout: string; stderr: string; code: number } {
+    try {
+      const stdout = execFileSync(process.execPath, [KTS, ...args], { env: { ...process.env, KTS_SOCKET: this.socket }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      return { stdout, stderr: '', code: 0 };
+    } catch (error) {
+      const e = error as { stdout: string; stderr: string; status: number };
+      return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.status ?? 1 };
+    }
+  }
+
+  ktsOk(...args: string[]): string {
+    const result = this.kts(...args);
+    if (result.code !== 0) throw new Error(`kts ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+    return result.stdout;
+  }
+
+  /** Removes every pod left, stops the daemon and deletes its root. */
+  async cleanup(): Promise<void> {
+    if (this.process && this.process.exitCode === null && this.process.signalCode === null) {
+      const pods = JSON.parse(this.kts('pods', '--json').stdout || '[]') as Array<{ id: string }>;
+      for (const pod of pods) this.kts('rm', pod.id);
+    }
+    await this.stop();
+    await rm(this.root, { recursive: true, force: true });
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
+  } catch {
+    return false;
+  }
+}
+
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4] ?? '').filter((mountPoint) => mountPoint.startsWith(dir));
+}
+
+export async function until<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+export function writeYaml(dir: string, name: string, text: string): string {
+  const file = path.join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}

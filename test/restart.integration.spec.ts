@@ -1,0 +1,67 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestDaemon, buildTestImages, canRunContainers, isAlive, until, writeYaml } from './helpers/daemon.js';
+
+const skip = canRunContainers();
+
+describe.skipIf(skip)(`SIGKILL of the daemon while a container runs${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const daemon = new TestDaemon();
+  let podId = '';
+  let containerId = '';
+  let containerPid = 0;
+
+  beforeAll(async () => {
+    buildTestImages();
+    await daemon.start();
+  });
+  afterAll(() => daemon.cleanup());
+
+  it('given a running container, when the daemon is SIGKILLed and started again, then pod and container come back unharmed', async () => {
+    const pod = writeYaml(daemon.root, 'pod.yaml', 'metadata:\n  name: survivor\n');
+    const marker = path.join('/tmp', 'done');
+    const container = writeYaml(daemon.root, 'c.yaml', [
+      'metadata:\n  name: waiter', 'image:\n  image: busybox',
+      // Exits 7 once told to, so the exit happens after the restart.
+      `command: ["sh", "-c", "echo started; while [ ! -e ${marker} ]; do sleep 0.1; done; exit 7"]`,
+    ].join('\n'));
+    const run = JSON.parse(daemon.ktsOk('run', '--json', pod, container)) as { podId: string; containerId: string; pid: number };
+    podId = run.podId;
+    containerId = run.containerId;
+    containerPid = run.pid;
+    await until('container output', () => daemon.ktsOk('logs', containerId).includes('started'));
+
+    await daemon.kill();
+    expect(isAlive(containerPid)).toBe(true);
+    await daemon.start();
+
+    const pods = JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; state: string }>;
+    expect(pods.find((p) => p.id === podId)?.state).toBe('ready');
+    const ps = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string; pid: number }>;
+    expect(ps.find((c) => c.id === containerId)).toMatchObject({ state: 'running', pid: containerPid });
+    expect(isAlive(containerPid)).toBe(true);
+    const history = JSON.parse(daemon.ktsOk('history', '--json', podId)) as { events: Array<{ type: string; caller: string }> };
+    expect(history.events.filter((e) => e.caller === 'recovery').map((e) => e.type)).toEqual(['ContainerReattached', 'SandboxReattached']);
+  });
+
+  it('then the container\'s later exit is recorded with its real exit code', async () => {
+    daemon.ktsOk('exec', containerId, '--', 'touch', '/tmp/done');
+    const stopped = await until('the container to stop', () => {
+      const ps = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string; exitCode: number | null }>;
+      const c = ps.find((x) => x.id === containerId);
+      return c?.state === 'stopped' && c;
+    });
+    expect(stopped.exitCode).toBe(7);
+    expect(isAlive(containerPid)).toBe(false);
+  });
+
+  it('and an exit that happens while the daemon is down is recorded on the next start', async () => {
+    const container = writeYaml(daemon.root, 'c2.yaml', 'metadata:\n  name: quick\nimage:\n  image: busybox\ncommand: ["sh", "-c", "sleep 1; exit 3"]\n');
+    const pod = writeYaml(daemon.root, 'pod2.yaml', 'metadata:\n  name: brief\n');
+    const run = JSON.parse(daemon.ktsOk('run', '--json', pod, container)) as { containerId: string; pid: number };
+    await daemon.kill();
+    await until('the container to exit while the daemon is down', () => !isAlive(run.pid));
+    await daemon.start();
+    const ps = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string; exitCode: number | null }>;
+    expect(ps.find((c) => c.id === run.containerId)).toMatchObject({ state: 'stopped', exitCode: 3 });
+  });
+});
