@@ -46,6 +46,7 @@ export class SandboxWatch {
   private markInitGone: (() => void) | undefined;
   private abandonInitWait: ((error: Error) => void) | undefined;
   private livenessTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(private readonly paths: SandboxPaths) {
     this.exits = new FileArrivals(paths.exitsDir);
@@ -67,6 +68,7 @@ export class SandboxWatch {
 
   /** A faster path than polling, for the daemon that is the init's parent and sees its 'exit'. */
   notifyInitExited(): void {
+    if (this.closed) return;
     void this.initExited();
     this.stopLiveness();
   }
@@ -101,6 +103,7 @@ export class SandboxWatch {
   }
 
   close(): void {
+    this.closed = true;
     this.clearLivenessTimer();
     this.abandonInitWait?.(unavailable('the sandboxer was closed'));
     this.exits.close();
