@@ -4,28 +4,13 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder } from './helpers/daemon.js';
+import { TestDaemon, canRunContainers, isAlive, mountsUnder } from './helpers/daemon.js';
+import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
+import { PROTO, controllerClient, protoClient, type ProtoClient } from './helpers/protoClient.js';
 
 const skip = canRunContainers();
-const PROTO = path.join(REPO, 'proto');
-const loaderOptions = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO] };
-
-type Call = (request: object, metadata?: grpc.Metadata) => Promise<Record<string, any>>;
-function client(file: string, service: string, address: string): Record<string, Call> & { close(): void } {
-  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(path.join(PROTO, file), loaderOptions)) as any;
-  const Ctor = service.split('.').reduce((o, k) => o[k], pkg);
-  const c = new Ctor(address, grpc.credentials.createInsecure());
-  const wrapped: Record<string, any> = { close: () => c.close() };
-  for (const method of Object.keys(Ctor.service)) {
-    wrapped[method] = (request: object, metadata = new grpc.Metadata()) =>
-      new Promise((resolve, reject) => c[method](request, metadata, (e: Error | null, r: object) => (e ? reject(e) : resolve(r))));
-  }
-  return wrapped as any;
-}
-
 function k8sMetadata(): grpc.Metadata {
   const md = new grpc.Metadata();
   md.set('containerd-namespace', 'k8s.io');
@@ -33,41 +18,14 @@ function k8sMetadata(): grpc.Metadata {
   return md;
 }
 
-function busyboxRootfs(dir: string): string {
-  const rootfs = path.join(dir, 'lower');
-  mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
-  for (const d of ['proc', 'dev', 'sys', 'tmp', 'etc']) mkdirSync(path.join(rootfs, d), { recursive: true });
-  execFileSync('cp', ['/bin/busybox', path.join(rootfs, 'bin/busybox')]);
-  for (const applet of ['sh', 'echo', 'sleep', 'cat']) execFileSync('ln', ['-sf', 'busybox', path.join(rootfs, 'bin', applet)]);
-  return rootfs;
-}
-
-function ociSpec(sandboxId: string, holderPid: number, args: string[]) {
-  return {
-    ociVersion: '1.0.2',
-    process: { terminal: false, user: { uid: 0, gid: 0 }, args, env: ['PATH=/bin'], cwd: '/', noNewPrivileges: true },
-    root: { path: 'rootfs' },
-    hostname: 'ctd-pod',
-    mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }, { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'mode=755'] }],
-    annotations: { 'io.kubernetes.cri.sandbox-id': sandboxId, 'io.kubernetes.cri.container-name': 'printer' },
-    linux: {
-      namespaces: [
-        { type: 'pid', path: `/proc/${holderPid}/ns/pid` }, { type: 'network', path: `/proc/${holderPid}/ns/net` },
-        { type: 'ipc', path: `/proc/${holderPid}/ns/ipc` }, { type: 'uts', path: `/proc/${holderPid}/ns/uts` }, { type: 'mount' },
-      ],
-      cgroupsPath: `/kts-it/${sandboxId}/printer`,
-    },
-  };
-}
-
 describe.skipIf(skip)(`containerd 2.x talking to kts over the .proto files alone${skip ? ` (skipped: ${skip})` : ''}`, () => {
   const daemon = new TestDaemon();
-  let controller: ReturnType<typeof client>;
+  let controller: ProtoClient;
   const sandboxId = 'ctd-sandbox-1';
 
   beforeAll(async () => {
     await daemon.start();
-    controller = client('containerd/services/sandbox/v1/sandbox.proto', 'containerd.services.sandbox.v1.Controller', `unix://${daemon.socket}`);
+    controller = controllerClient(daemon.socket);
   });
   afterAll(async () => {
     controller.close();
@@ -99,7 +57,7 @@ describe.skipIf(skip)(`containerd 2.x talking to kts over the .proto files alone
 
   it('runs a container through Task v3 at the returned address: bundle + overlay rootfs + FIFOs', async () => {
     const status = await controller.Status!({ sandbox_id: sandboxId });
-    const task = client('containerd/runtime/task/v3/shim.proto', 'containerd.task.v3.Task', `unix://${String(status.address).replace(/^grpc\+/, '')}`);
+    const task = protoClient('containerd/runtime/task/v3/shim.proto', 'containerd.task.v3.Task', `unix://${String(status.address).replace(/^grpc\+/, '')}`);
     try {
       const work = path.join(daemon.root, 'ctd');
       const bundle = path.join(work, 'bundle');

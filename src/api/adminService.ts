@@ -10,9 +10,10 @@ import type { SandboxRow, StoredEvent } from '../core/store.js';
 import type { Engine } from '../engine/engine.js';
 import { containerStream, sandboxStream } from '../engine/engine.js';
 import type { ImageStore } from '../images/imageStore.js';
-import { buildContainerSpec, overlayRootfsMount } from '../oci/containerSpec.js';
+import { buildContainerSpec, overlayRootfsMount, validateOciSpec } from '../oci/containerSpec.js';
+import type { MountSpec } from '../core/sandboxer.js';
 import { serverStream, unary } from './rpc.js';
-import { validateStringMap } from './validate.js';
+import { requireString, validateStringMap } from './validate.js';
 
 const SERVICE = 'kts.admin.v1.Admin';
 const LOG_POLL_MS = 200;
@@ -111,9 +112,7 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => runContainer(options, request, meta)),
     Exec: rpc<{ containerId: string; args: string[]; env: Record<string, string> }, object>('Exec', async (request, { meta }) => execAndCollect(options, request, meta)),
     Logs: stream<{ containerId: string; follow: boolean }, object>('Logs', (call) => streamLogs(engine, call)),
-    Prepare: rpc('Prepare', async () => {
-      throw failedPrecondition('Prepare is answered by containerd-style Task Create for runc sandboxes: create the container with the Task API');
-    }),
+    Prepare: rpc<PrepareRequest, object>('Prepare', async (request, { meta }) => prepareContainer(options, request, meta)),
     Purge: rpc<{ sandboxId: string; containerId: string }, object>('Purge', async (request, { meta }) => {
       engine.sandbox(request.sandboxId);
       await engine.deleteContainer(request.containerId, meta);
@@ -173,6 +172,46 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
   );
   const started = request.start ? await engine.startContainer(containerId, meta) : created;
   return { containerId, pid: started.pid, logPath };
+}
+
+interface PrepareRequest { sandboxId: string; containerId: string; specJson: string; rootfsJson: string[] }
+
+function parseJson(what: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw invalidArgument(`${what} is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+function parseRootfsMount(text: string, index: number): MountSpec {
+  const mount = parseJson(`rootfs_json[${index}]`, text) as Partial<Record<'type' | 'source' | 'target', unknown>> & { options?: unknown };
+  if (typeof mount !== 'object' || mount === null) throw invalidArgument(`rootfs_json[${index}] must be a JSON object (a containerd Mount)`);
+  const options = mount.options ?? [];
+  if (!Array.isArray(options) || !options.every((o) => typeof o === 'string')) throw invalidArgument(`rootfs_json[${index}].options must be an array of strings`);
+  return {
+    type: requireString(`rootfs_json[${index}].type`, mount.type), source: requireString(`rootfs_json[${index}].source`, mount.source),
+    target: typeof mount.target === 'string' && mount.target ? mount.target : undefined, options,
+  };
+}
+
+/** Kuasar's Prepare: the container's bundle and rootfs are prepared in the sandbox (created, not started), as Task Create does. */
+async function prepareContainer(options: AdminOptions, request: PrepareRequest, meta: { caller: string }) {
+  const containerId = validateId('container id', request.containerId);
+  options.engine.sandbox(request.sandboxId);
+  const spec = validateOciSpec(parseJson('spec_json', request.specJson || ''), 'spec_json');
+  const rootfsMounts = request.rootfsJson.map(parseRootfsMount);
+  const dir = imageContainerDir(options.rootDir, request.sandboxId, containerId);
+  const bundleDir = path.join(dir, 'bundle');
+  const logPath = path.join(dir, 'container.log');
+  await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
+  await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(spec, null, 2));
+  await writeFile(logPath, '');
+  await options.engine.createContainer(
+    { sandboxId: request.sandboxId, containerId, name: containerId, bundleDir, logPath, rootfsMounts, stdio: { stdout: logPath, stderr: logPath }, args: spec.process.args },
+    meta,
+  );
+  return { bundle: bundleDir };
 }
 
 async function execAndCollect(options: AdminOptions, request: { containerId: string; args: string[]; env: Record<string, string> }, meta: { caller: string }) {
