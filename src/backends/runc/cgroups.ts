@@ -1,6 +1,6 @@
 import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readMountInfo } from './mounts.js';
+import { readMountInfo } from '../host/mounts.js';
 
 /**
  * runc deletes a container's own cgroup but not the parents it created on the way (e.g. the

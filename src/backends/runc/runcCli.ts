@@ -1,6 +1,6 @@
 import { failedPrecondition, internal, notFound } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats } from '../../core/sandboxer.js';
-import { runCommand, type CommandResult } from './command.js';
+import { runCommand, type CommandResult } from '../host/command.js';
 
 export interface RuncState {
   status: ContainerRuntimeState;

@@ -17,9 +17,9 @@ import type {
 } from '../../core/sandboxer.js';
 import { removeCgroupDir } from './cgroups.js';
 import { readExitFile, readInitIdentity, SandboxWatch } from './exitWatcher.js';
-import { mountRootfs, unmountUnder } from './mounts.js';
+import { mountRootfs, unmountUnder } from '../host/mounts.js';
 import { containerPaths, sandboxPaths, type ContainerPaths, type SandboxPaths } from './paths.js';
-import { isProcessAlive, readPidFile } from './procfs.js';
+import { isProcessAlive, readPidFile } from '../host/procfs.js';
 import { RuncCli, runcLogErrors } from './runcCli.js';
 import { runInSandbox, spawnSandboxInit, waitForHolder, writeFileAtomic, type SandboxCommandResult } from './sandboxInit.js';
 

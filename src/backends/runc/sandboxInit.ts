@@ -8,7 +8,7 @@ import { deadlineExceeded, internal, invalidArgument, unavailable } from '../../
 import type { StdioPaths } from '../../core/sandboxer.js';
 import type { SandboxWatch } from './exitWatcher.js';
 import type { SandboxPaths } from './paths.js';
-import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from './procfs.js';
+import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../host/procfs.js';
 
 /** Requests are written to the ctl FIFO in one write; up to PIPE_BUF bytes that write is atomic. */
 const PIPE_BUF = 4096;
