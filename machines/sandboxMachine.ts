@@ -22,7 +22,16 @@ export type SandboxEvent =
       createdAt: string;
     }
   | { type: 'SandboxStartRequested' }
-  | { type: 'SandboxStarted'; pid: number; taskAddress: string; startedAt: string }
+  | {
+      type: 'SandboxStarted';
+      pid: number;
+      taskAddress: string;
+      startedAt: string;
+      /** What the backend chose or measured, e.g. `hypervisor.accelerator`. */
+      backend?: Record<string, string | number>;
+    }
+  | { type: 'SandboxUnhealthy'; reason: string }
+  | { type: 'SandboxHealthy' }
   | { type: 'SandboxStartFailed'; reason: string }
   | {
       type: 'SandboxUpdated';
@@ -47,6 +56,8 @@ const sandboxEventTypeSet: { [K in SandboxEventType]: true } = {
   SandboxStartRequested: true,
   SandboxStarted: true,
   SandboxStartFailed: true,
+  SandboxUnhealthy: true,
+  SandboxHealthy: true,
   SandboxUpdated: true,
   SandboxReattached: true,
   SandboxExited: true,
@@ -65,6 +76,7 @@ export const SANDBOX_STATES = [
   'created',
   'starting',
   'ready',
+  'unhealthy',
   'failed',
   'stopping',
   'stopped',
@@ -161,6 +173,11 @@ export const sandboxMachine = setup({
       assertEvent(event, ['SandboxExited', 'SandboxStopped']);
       return { exitStatus: event.exitStatus, exitedAt: event.exitedAt };
     }),
+    recordUnhealthy: assign(({ event }) => {
+      assertEvent(event, 'SandboxUnhealthy');
+      return { lastError: event.reason };
+    }),
+    clearError: assign({ lastError: null }),
     recordFailure: assign(({ event }) => {
       assertEvent(event, ['SandboxStartFailed', 'SandboxStopFailed', 'SandboxShutdownFailed']);
       return { lastError: event.reason };
@@ -201,6 +218,17 @@ export const sandboxMachine = setup({
         SandboxExited: { target: 'stopped', actions: 'recordExit' },
         SandboxUpdated: { target: 'ready', actions: 'recordUpdate' },
         SandboxReattached: { target: 'ready', actions: 'recordReattach' },
+        SandboxUnhealthy: { target: 'unhealthy', actions: 'recordUnhealthy' },
+      },
+    },
+    // The sandbox process exists but fails its health check (guest paused, agent silent); NOTREADY.
+    unhealthy: {
+      on: {
+        SandboxHealthy: { target: 'ready', actions: 'clearError' },
+        SandboxStopRequested: { target: 'stopping' },
+        SandboxExited: { target: 'stopped', actions: 'recordExit' },
+        SandboxUpdated: { target: 'unhealthy', actions: 'recordUpdate' },
+        SandboxReattached: { target: 'unhealthy', actions: 'recordReattach' },
       },
     },
     // A start (or a stop before any start) failed: no sandbox process serves; leftovers may remain.

@@ -33,6 +33,12 @@ const TRANSITIONS: Array<TransitionRow & { from: SandboxStateValue; event: Sandb
   { from: 'ready', event: 'SandboxExited', to: 'stopped' },
   { from: 'ready', event: 'SandboxUpdated', to: 'ready' },
   { from: 'ready', event: 'SandboxReattached', to: 'ready' },
+  { from: 'ready', event: 'SandboxUnhealthy', to: 'unhealthy' },
+  { from: 'unhealthy', event: 'SandboxHealthy', to: 'ready' },
+  { from: 'unhealthy', event: 'SandboxStopRequested', to: 'stopping' },
+  { from: 'unhealthy', event: 'SandboxExited', to: 'stopped' },
+  { from: 'unhealthy', event: 'SandboxUpdated', to: 'unhealthy' },
+  { from: 'unhealthy', event: 'SandboxReattached', to: 'unhealthy' },
   { from: 'failed', event: 'SandboxStopRequested', to: 'stopping' },
   { from: 'failed', event: 'SandboxShutdownRequested', to: 'shuttingDown' },
   { from: 'stopping', event: 'SandboxStopped', to: 'stopped' },
@@ -63,6 +69,8 @@ const started: SandboxEvent = {
   taskAddress: 'unix:///run/kts/sb-1/task.sock',
   startedAt: '2026-01-01T00:00:01.000Z',
 };
+const unhealthy: SandboxEvent = { type: 'SandboxUnhealthy', reason: 'the guest agent does not answer: deadline exceeded' };
+const healthy: SandboxEvent = { type: 'SandboxHealthy' };
 const startFailed: SandboxEvent = { type: 'SandboxStartFailed', reason: 'guest boot timed out after 30000 ms' };
 const updated: SandboxEvent = { type: 'SandboxUpdated', labels: { app: 'web', tier: 'frontend' }, resources: { cpuShares: 512 } };
 const reattached: SandboxEvent = { type: 'SandboxReattached', pid: 4343 };
@@ -80,6 +88,8 @@ const SAMPLE_EVENTS: SandboxEvent[] = [
   startRequested,
   started,
   startFailed,
+  unhealthy,
+  healthy,
   updated,
   reattached,
   exited,

@@ -20,12 +20,43 @@ export interface DaemonConfig {
   images: { dir: string };
   /** Seconds Stop waits for processes to exit after SIGTERM before SIGKILL. */
   stopTimeoutSeconds: number;
+  hypervisor: HypervisorConfig;
+}
+
+/** `[hypervisor]`: how microVM (vmm) sandboxes are launched. */
+export interface HypervisorConfig {
+  /** The QEMU binary. */
+  path: string;
+  /** `microvm` (virtio-mmio, fastest boot) or `q35` (the fallback for QEMUs without microvm). */
+  machine: 'microvm' | 'q35';
+  /** `auto` tries KVM once per daemon start and falls back to TCG when KVM guests do not come up. */
+  accelerator: 'auto' | 'kvm' | 'tcg';
+  /** Directory scripts/build-guest.sh wrote the guest into; kernel and initrd default to files in it. */
+  guestDir: string;
+  kernel: string;
+  initrd: string;
+  /** Extra guest kernel command-line parameters, appended to the ones kts needs. */
+  kernelParams: string;
+  vcpus: number;
+  memoryMb: number;
+  /** TCG translation-cache size; bounds QEMU's memory under TCG. */
+  tcgTbSizeMb: number;
+  /** How long a guest may take from launch until its agent answers. */
+  bootDeadlineSeconds: number;
+  /** How long the one KVM trial boot of `accelerator = "auto"` may take before TCG is used. */
+  kvmProbeDeadlineSeconds: number;
+  /** Period of the agent + QMP health check of running VMs. */
+  healthIntervalSeconds: number;
+  /** Deadline of one agent call (WaitProcess excepted). */
+  agentCallTimeoutSeconds: number;
+  /** Verbose guest kernel console. */
+  debug: boolean;
 }
 
 export const DEFAULT_SOCKET = '/run/kts/kts.sock';
 export const DEFAULT_ROOT = '/var/lib/kts';
 export const DEFAULT_CONFIG_PATH = '/etc/kts/config.toml';
-export const SANDBOX_KINDS = ['runc'] as const;
+export const SANDBOX_KINDS = ['runc', 'vmm'] as const;
 
 export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
   return {
@@ -33,11 +64,32 @@ export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
     root,
     db: path.join(root, 'kts.db'),
     defaultSandboxKind: 'runc',
-    sandboxerKinds: { runc: 'runc', 'kts-runc': 'runc', 'kuasar-runc': 'runc' },
+    sandboxerKinds: { runc: 'runc', 'kts-runc': 'runc', 'kuasar-runc': 'runc', vmm: 'vmm', 'kts-vmm': 'vmm', 'kuasar-vmm': 'vmm' },
     logLevel: 'info',
     runc: { binary: 'runc', root: '/run/kts-runc' },
     images: { dir: path.join(root, 'images') },
     stopTimeoutSeconds: 10,
+    hypervisor: defaultHypervisorConfig(path.join(root, 'guest')),
+  };
+}
+
+export function defaultHypervisorConfig(guestDir: string): HypervisorConfig {
+  return {
+    path: 'qemu-system-x86_64',
+    machine: 'microvm',
+    accelerator: 'auto',
+    guestDir,
+    kernel: path.join(guestDir, 'vmlinuz'),
+    initrd: path.join(guestDir, 'initrd.img'),
+    kernelParams: '',
+    vcpus: 1,
+    memoryMb: 256,
+    tcgTbSizeMb: 64,
+    bootDeadlineSeconds: 90,
+    kvmProbeDeadlineSeconds: 15,
+    healthIntervalSeconds: 10,
+    agentCallTimeoutSeconds: 30,
+    debug: false,
   };
 }
 
@@ -82,7 +134,7 @@ function parseTomlText(file: string, text: string): Record<string, unknown> {
   }
 }
 
-const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers'];
+const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor'];
 
 function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   for (const key of Object.keys(toml)) if (!TOP_KEYS.includes(key)) throw invalidArgument(`config: unknown key "${key}" (known: ${TOP_KEYS.join(', ')})`);
@@ -100,11 +152,49 @@ function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   config.runc.root = optionalString(runc, 'root', 'runc.') ?? config.runc.root;
   const images = optionalTable(toml, 'images');
   config.images.dir = optionalString(images, 'dir', 'images.') ?? config.images.dir;
+  applyHypervisorToml(config, optionalTable(toml, 'hypervisor'));
   const sandboxers = optionalTable(toml, 'sandboxers');
   for (const [name, kind] of Object.entries(sandboxers)) {
     if (typeof kind !== 'string') throw invalidArgument(`config: sandboxers.${name} must be a sandbox kind string`);
     config.sandboxerKinds[name] = kind;
   }
+}
+
+const HYPERVISOR_NUMBERS = {
+  vcpus: 'vcpus', memory_mb: 'memoryMb', tcg_tb_size_mb: 'tcgTbSizeMb', boot_deadline_seconds: 'bootDeadlineSeconds',
+  kvm_probe_deadline_seconds: 'kvmProbeDeadlineSeconds', health_interval_seconds: 'healthIntervalSeconds', agent_call_timeout_seconds: 'agentCallTimeoutSeconds',
+} as const;
+const HYPERVISOR_STRINGS = { path: 'path', guest_dir: 'guestDir', kernel: 'kernel', initrd: 'initrd' } as const;
+const HYPERVISOR_CHOICES = { machine: ['microvm', 'q35'], accelerator: ['auto', 'kvm', 'tcg'] } as const;
+
+function applyHypervisorToml(config: DaemonConfig, table: Record<string, unknown>): void {
+  const known = [...Object.keys(HYPERVISOR_NUMBERS), ...Object.keys(HYPERVISOR_STRINGS), ...Object.keys(HYPERVISOR_CHOICES), 'kernel_params', 'debug'];
+  for (const key of Object.keys(table)) if (!known.includes(key)) throw invalidArgument(`config: unknown key "hypervisor.${key}" (known: ${known.join(', ')})`);
+  const guestDir = optionalString(table, 'guest_dir', 'hypervisor.');
+  const hypervisor = guestDir ? defaultHypervisorConfig(path.resolve(guestDir)) : config.hypervisor;
+  for (const [key, field] of Object.entries(HYPERVISOR_STRINGS)) hypervisor[field] = optionalString(table, key, 'hypervisor.') ?? hypervisor[field];
+  for (const [key, field] of Object.entries(HYPERVISOR_NUMBERS)) {
+    const value = table[key];
+    if (value === undefined) continue;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw invalidArgument(`config: hypervisor.${key} must be a positive integer`);
+    hypervisor[field] = value;
+  }
+  for (const [key, choices] of Object.entries(HYPERVISOR_CHOICES)) {
+    const value = table[key];
+    if (value === undefined) continue;
+    if (!(choices as readonly unknown[]).includes(value)) throw invalidArgument(`config: hypervisor.${key} must be one of ${choices.join(', ')}`);
+    (hypervisor as unknown as Record<string, unknown>)[key] = value;
+  }
+  if (table.kernel_params !== undefined) {
+    if (typeof table.kernel_params !== 'string') throw invalidArgument('config: hypervisor.kernel_params must be a string');
+    hypervisor.kernelParams = table.kernel_params;
+  }
+  if (table.debug !== undefined) {
+    if (typeof table.debug !== 'boolean') throw invalidArgument('config: hypervisor.debug must be true or false');
+    hypervisor.debug = table.debug;
+  }
+  if (hypervisor.memoryMb < 128) throw invalidArgument('config: hypervisor.memory_mb must be at least 128 (the guest runs Node)');
+  config.hypervisor = hypervisor;
 }
 
 function validate(config: DaemonConfig): void {

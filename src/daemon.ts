@@ -7,6 +7,8 @@ import { loadGrpcDefinitions } from './api/protos.js';
 import { sandboxControllerService } from './api/sandboxController.js';
 import { taskService } from './api/taskService.js';
 import { RuncSandboxer } from './backends/runc/runcSandboxer.js';
+import { QemuHypervisor } from './backends/vmm/qemu/qemuHypervisor.js';
+import { VmmSandboxer } from './backends/vmm/vmmSandboxer.js';
 import type { DaemonConfig } from './config.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
@@ -32,6 +34,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const store = openSqliteStore(config.db);
   const sandboxers: Record<string, Sandboxer> = {
     runc: new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger }),
+    vmm: new VmmSandboxer({ rootDir: config.root, config: config.hypervisor, hypervisor: new QemuHypervisor(config.hypervisor), logger }),
   };
   const engine = new DaemonEngine({
     store, sandboxers, logger, taskAddress: `grpc+${config.listen}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
@@ -50,11 +53,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
   );
   logger.info({ socket: config.listen, root: config.root, kinds: Object.keys(sandboxers) }, 'kts daemon serving');
+  const healthTimer = setInterval(() => void engine.checkHealth(), config.hypervisor.healthIntervalSeconds * 1000);
 
   return {
     socketPath: config.listen,
     recovery,
     async close() {
+      clearInterval(healthTimer);
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       await engine.close();
       await Promise.all(Object.values(sandboxers).map((sandboxer) => sandboxer.close()));

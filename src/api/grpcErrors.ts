@@ -19,3 +19,10 @@ export function toServiceError(error: unknown): ServiceError {
   const message = error instanceof Error ? error.message : String(error);
   return Object.assign(new Error(message), { code, details: message, metadata: new Metadata() });
 }
+
+const KINDS = new Map<number, ErrorKind>(Object.entries(CODES).map(([kind, code]) => [code, kind as ErrorKind]));
+
+/** The inverse, for kts's own gRPC clients (the vmm agent client): a code kts never sends becomes internal. */
+export function fromServiceError(error: ServiceError, context: string): KtsError {
+  return new KtsError(KINDS.get(error.code) ?? 'internal', `${context}: ${error.details || error.message}`, { cause: error });
+}

@@ -62,10 +62,17 @@ export interface ContainerStats {
 /** An OCI runtime-spec Process, as JSON. */
 export type OciProcess = Record<string, unknown>;
 
+export interface StartedSandbox {
+  /** The sandbox's host process: the namespace holder (runc) or the hypervisor (vmm). */
+  pid: number;
+  /** What the backend chose or measured (e.g. `hypervisor.accelerator`), recorded on the event and span. */
+  details?: Record<string, string | number>;
+}
+
 export interface Sandboxer {
   readonly kind: string;
-  /** Start the sandbox's holder of namespaces; returns the pid whose /proc/<pid>/ns/* are the pod's namespaces. */
-  startSandbox(spec: SandboxSpec): Promise<{ pid: number }>;
+  /** Start the sandbox's holder of namespaces (or its VM); resolves once it can take containers. */
+  startSandbox(spec: SandboxSpec): Promise<StartedSandbox>;
   /** Kill every container and the holder; idempotent. */
   stopSandbox(sandboxId: string, options: { timeoutMs: number }): Promise<ProcessExit>;
   sandboxStatus(sandboxId: string): Promise<{ alive: boolean; pid?: number }>;
@@ -85,6 +92,11 @@ export interface Sandboxer {
   waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit>;
   pids(sandboxId: string, containerId: string): Promise<number[]>;
   stats(sandboxId: string, containerId: string): Promise<ContainerStats>;
+  /**
+   * Optional deeper check than process liveness (a VM whose guest stopped answering): undefined
+   * when healthy, else why not. The engine polls it for ready sandboxes.
+   */
+  healthCheck?(sandboxId: string): Promise<string | undefined>;
   /** Stop watchers and timers; leaves sandboxes running. */
   close(): Promise<void>;
 }

@@ -51,6 +51,8 @@ export interface CreateContainerInput {
 }
 
 export const sandboxStream = (sandboxId: string) => `sandbox-${sandboxId}`;
+/** The sandbox's process runs, whether or not it passes its health check. */
+export const isRunning = (sandbox: SandboxEntity) => sandbox.state === 'ready' || sandbox.state === 'unhealthy';
 export const containerStream = (containerId: string) => `container-${containerId}`;
 
 const EXIT_AFTER_STOP_DEADLINE_MS = 5000;
@@ -149,12 +151,15 @@ export class Engine {
       this.recordSandbox(sandbox, { type: 'SandboxStartRequested' }, meta);
       const c = sandbox.context;
       try {
-        const { pid } = await withSpan('sandboxer.start', { attributes: { 'kts.sandbox_id': sandboxId, 'kts.sandbox_kind': c.kind } }, () =>
-          this.sandboxerFor(sandbox).startSandbox({
+        const { pid, details } = await withSpan('sandboxer.start', { attributes: { 'kts.sandbox_id': sandboxId, 'kts.sandbox_kind': c.kind } }, async (span) => {
+          const started = await this.sandboxerFor(sandbox).startSandbox({
             sandboxId, name: c.name, namespace: c.namespace, hostname: c.hostname, netnsPath: c.netnsPath ?? undefined, annotations: c.annotations,
-          }),
-        );
-        this.recordSandbox(sandbox, { type: 'SandboxStarted', pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString() }, meta);
+          });
+          if (started.details) span.setAttributes(started.details);
+          return started;
+        });
+        const backend = details ? { backend: details } : {};
+        this.recordSandbox(sandbox, { type: 'SandboxStarted', pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString(), ...backend }, meta);
         this.watchSandbox(sandbox);
         return { pid, taskAddress: this.options.taskAddress, createdAt: c.createdAt };
       } catch (error) {
@@ -169,7 +174,7 @@ export class Engine {
     const sandboxId = sandbox.context.sandboxId;
     this.sandboxerFor(sandbox).waitSandboxExit(sandboxId).then(
       (exit) => this.serial(sandboxId, async () => {
-        if (this.closed || sandbox.state !== 'ready') return;
+        if (this.closed || !isRunning(sandbox)) return;
         this.logger.warn({ sandbox_id: sandboxId, exit_status: exit.exitStatus }, 'sandbox exited on its own');
         await this.recordContainerExitsAfterStop(sandbox, { caller: 'sandbox-exit-watch' });
         this.recordSandbox(sandbox, { type: 'SandboxExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'sandbox-exit-watch' });
@@ -185,7 +190,7 @@ export class Engine {
   /** Stop without queueing; the caller holds the sandbox's turn. Stopping a stopped sandbox is a no-op. */
   protected async stopSandboxNow(sandbox: SandboxEntity, timeoutMs: number, meta: CommandMeta): Promise<void> {
     if (sandbox.state === 'stopped') return;
-    if (!['created', 'ready', 'failed', 'stopping'].includes(sandbox.state)) {
+    if (!['created', 'ready', 'unhealthy', 'failed', 'stopping'].includes(sandbox.state)) {
       throw failedPrecondition(`sandbox ${sandbox.context.sandboxId} is ${sandbox.state}; it cannot be stopped`);
     }
     if (sandbox.state !== 'stopping') this.recordSandbox(sandbox, { type: 'SandboxStopRequested', timeoutMs }, meta);
@@ -227,7 +232,7 @@ export class Engine {
   async shutdownSandbox(sandboxId: string, meta: CommandMeta): Promise<void> {
     await this.serial(sandboxId, async () => {
       const sandbox = this.sandbox(sandboxId);
-      if (sandbox.state === 'ready' || sandbox.state === 'stopping') await this.stopSandboxNow(sandbox, this.options.defaultStopTimeoutMs, meta);
+      if (isRunning(sandbox) || sandbox.state === 'stopping') await this.stopSandboxNow(sandbox, this.options.defaultStopTimeoutMs, meta);
       if (!['created', 'failed', 'stopped', 'shuttingDown'].includes(sandbox.state)) {
         throw failedPrecondition(`sandbox ${sandboxId} is ${sandbox.state}; it cannot be shut down`);
       }
@@ -266,6 +271,31 @@ export class Engine {
       for (const key of Object.keys(total) as (keyof ContainerStats)[]) total[key] += stats[key];
     }
     return total;
+  }
+
+  /**
+   * Runs the backends' health checks of running sandboxes and records a change either way:
+   * `SandboxUnhealthy` (Status turns NOTREADY) with the reason, `SandboxHealthy` when it answers again.
+   */
+  async checkHealth(): Promise<void> {
+    await Promise.all([...this.sandboxes.values()].filter(isRunning).map((sandbox) => this.checkSandboxHealth(sandbox)));
+  }
+
+  private async checkSandboxHealth(sandbox: SandboxEntity): Promise<void> {
+    const sandboxer = this.options.sandboxers[sandbox.context.kind];
+    if (!sandboxer?.healthCheck) return;
+    const sandboxId = sandbox.context.sandboxId;
+    const problem = await sandboxer.healthCheck(sandboxId).catch((error: unknown) => errorMessage(error));
+    await this.serial(sandboxId, async () => {
+      if (this.closed) return;
+      const meta = { caller: 'health-check' };
+      if (problem && sandbox.state === 'ready') {
+        this.logger.warn({ sandbox_id: sandboxId, reason: problem }, 'sandbox failed its health check');
+        this.recordSandbox(sandbox, { type: 'SandboxUnhealthy', reason: problem }, meta);
+      } else if (!problem && sandbox.state === 'unhealthy') {
+        this.recordSandbox(sandbox, { type: 'SandboxHealthy' }, meta);
+      }
+    });
   }
 
   // ---- containers ----------------------------------------------------------------------------

@@ -67,6 +67,7 @@ export class DaemonEngine extends Engine {
         }
         return;
       case 'ready':
+      case 'unhealthy':
         if (status.alive && status.pid) {
           this.recordSandbox(sandbox, { type: 'SandboxReattached', pid: status.pid }, RECOVERY);
           this.watchSandbox(sandbox);

@@ -146,6 +146,11 @@ const JOINED_NAMESPACES = [
   ['uts', 'uts'],
 ] as const;
 
+/** A container of a pod joins the holder's pid, network, ipc and uts namespaces, with a mount namespace of its own. */
+export function holderNamespaces(holderPid: number): OciNamespace[] {
+  return [...JOINED_NAMESPACES.map(([type, nsFile]): OciNamespace => ({ type, path: `/proc/${holderPid}/ns/${nsFile}` })), { type: 'mount' }];
+}
+
 /** The config.json for one container of a runc sandbox: it joins the holder's namespaces, with a fresh mount namespace. */
 export function buildContainerSpec(input: BuildContainerSpecInput): OciSpec {
   const { container, image } = input;
@@ -167,10 +172,7 @@ export function buildContainerSpec(input: BuildContainerSpecInput): OciSpec {
     hostname: input.hostname,
     mounts: [...DEFAULT_MOUNTS.map((mount) => ({ ...mount, options: [...(mount.options ?? [])] })), ...(container.mounts ?? []).map(bindMount)],
     linux: {
-      namespaces: [
-        ...JOINED_NAMESPACES.map(([type, nsFile]): OciNamespace => ({ type, path: `/proc/${input.holderPid}/ns/${nsFile}` })),
-        { type: 'mount' },
-      ],
+      namespaces: holderNamespaces(input.holderPid),
       cgroupsPath: input.cgroupsPath,
       resources: containerResources(container),
       maskedPaths: [...DEFAULT_MASKED_PATHS],

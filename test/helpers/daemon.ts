@@ -34,14 +34,15 @@ export class TestDaemon {
   process?: ChildProcess;
   private output = '';
 
-  constructor() {
+  /** `extraToml` is appended to the config, e.g. a `[hypervisor]` section. */
+  constructor(extraToml = '') {
     this.root = mkdtempSync(path.join(tmpdir(), 'kts-it-'));
     this.socket = path.join(this.root, 'kts.sock');
     this.db = path.join(this.root, 'kts.db');
     this.runcRoot = path.join(this.root, 'runc');
     writeFileSync(path.join(this.root, 'config.toml'), [
       `listen = "${this.socket}"`, `root = "${this.root}"`, `db = "${this.db}"`, 'log_level = "debug"', 'stop_timeout_seconds = 2',
-      '[runc]', `root = "${this.runcRoot}"`, '[images]', `dir = "${IMAGES_DIR}"`,
+      '[runc]', `root = "${this.runcRoot}"`, '[images]', `dir = "${IMAGES_DIR}"`, extraToml,
     ].join('\n'));
   }
 

@@ -81,3 +81,12 @@ export async function unmountUnder(dir: string): Promise<void> {
   const left = await mountPointsUnder(dir);
   if (left.length > 0) throw internal(`cannot unmount ${left.join(', ')}`);
 }
+
+/** Binds `source` (a file or directory) onto `target`, which must exist and be of the same kind. */
+export async function bindMount(source: string, target: string, readonly = false): Promise<void> {
+  const result = await runCommand(MOUNT, ['--bind', '--', source, target]);
+  if (result.code !== 0) throw internal(`bind mount ${source} on ${target}: ${result.stderr.trim()}`);
+  if (!readonly) return;
+  const remount = await runCommand(MOUNT, ['-o', 'remount,bind,ro', '--', target]);
+  if (remount.code !== 0) throw internal(`remount ${target} read-only: ${remount.stderr.trim()}`);
+}

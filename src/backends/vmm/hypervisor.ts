@@ -1,0 +1,23 @@
+import type { ProcessIdentity } from '../host/procfs.js';
+import type { VmPaths } from './vmPaths.js';
+
+export type Accelerator = 'kvm' | 'tcg';
+
+/** What the hypervisor reports of a VM's run state (QMP query-status for QEMU). */
+export interface VmRunState {
+  running: boolean;
+  /** The hypervisor's own word for it: running, paused, guest-panicked, shutdown, … */
+  status: string;
+}
+
+/** One hypervisor (QEMU today) behind the vmm sandboxer; a second would be a sibling folder. */
+export interface Hypervisor {
+  readonly name: string;
+  /** Starts the VM detached from the daemon; resolves once the hypervisor process runs. */
+  launch(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity>;
+  runState(paths: VmPaths): Promise<VmRunState>;
+  /** Ends the VM at once (no guest shutdown); the process exits. */
+  quit(paths: VmPaths): Promise<void>;
+  /** Whether this accelerator can be tried at all on this host (e.g. /dev/kvm opens). */
+  acceleratorAvailable(accelerator: Accelerator): Promise<boolean>;
+}

@@ -1,0 +1,52 @@
+import type { HypervisorConfig } from '../../../config.js';
+import type { VmPaths } from '../vmPaths.js';
+
+import type { Accelerator } from '../hypervisor.js';
+export type { Accelerator };
+
+/** The virtio-serial port the guest agent serves on, found in the guest by this name. */
+export const AGENT_PORT_NAME = 'kts.agent';
+/** The 9p mount tag of the sandbox's share. */
+export const SHARE_MOUNT_TAG = 'kts-share';
+
+/**
+ * Kernel parameters kts needs: console on the first serial port, power off (not hang) on panic,
+ * and no reboot (with -no-reboot QEMU then exits).
+ */
+export function kernelCommandLine(config: HypervisorConfig): string {
+  const verbosity = config.debug ? 'loglevel=7' : 'quiet loglevel=3';
+  return ['console=ttyS0', 'panic=-1', 'reboot=t', verbosity, config.kernelParams].filter(Boolean).join(' ');
+}
+
+/**
+ * The whole QEMU command line of one microVM sandbox, as an argument array. QEMU daemonizes
+ * after machine init, so a bad kernel path or option fails the launch with an exit code, and the
+ * VM outlives the daemon. The guest sees only its own kernel/initrd and the sandbox's share.
+ */
+export function qemuArgs(config: HypervisorConfig, accelerator: Accelerator, paths: VmPaths, name: string): string[] {
+  const machine = config.machine === 'microvm' ? 'microvm,x-option-roms=off,rtc=on,pit=on,pic=on,isa-serial=on' : 'q35';
+  // microvm has virtio-mmio only; q35 needs the PCI variants of the same devices.
+  const device = (type: string) => (config.machine === 'microvm' ? `${type}-device` : `${type}-pci`);
+  return [
+    '-name', name,
+    '-machine', machine,
+    '-accel', accelerator === 'kvm' ? 'kvm' : `tcg,tb-size=${config.tcgTbSizeMb}`,
+    '-cpu', accelerator === 'kvm' ? 'host' : 'max',
+    '-smp', String(config.vcpus),
+    '-m', `${config.memoryMb}M`,
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-kernel', config.kernel,
+    '-initrd', config.initrd,
+    '-append', kernelCommandLine(config),
+    '-chardev', `file,id=console,path=${paths.consoleLog}`,
+    '-serial', 'chardev:console',
+    '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
+    '-chardev', `socket,id=agent,path=${paths.agentSocket},server=on,wait=off`,
+    '-device', device('virtio-serial'),
+    '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    '-fsdev', `local,id=share,path=${paths.shareDir},security_model=none,multidevs=remap`,
+    '-device', `${device('virtio-9p')},fsdev=share,mount_tag=${SHARE_MOUNT_TAG}`,
+    '-pidfile', paths.pidFile,
+    '-daemonize',
+  ];
+}

@@ -1,0 +1,68 @@
+import { constants } from 'node:fs';
+import { access, readFile, writeFile } from 'node:fs/promises';
+import type { HypervisorConfig } from '../../../config.js';
+import { internal, unavailable } from '../../../core/errors.js';
+import { runCommand } from '../../host/command.js';
+import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../../host/procfs.js';
+import type { Accelerator, Hypervisor, VmRunState } from '../hypervisor.js';
+import type { VmPaths } from '../vmPaths.js';
+import { qemuArgs } from './qemuCommand.js';
+import { QmpClient } from './qmpClient.js';
+
+const LAUNCH_TIMEOUT_MS = 30_000;
+const QMP_TIMEOUT_MS = 3000;
+
+/** QEMU launched with -daemonize: the launch command exits once the VM runs (or failed to start). */
+export class QemuHypervisor implements Hypervisor {
+  readonly name = 'qemu';
+
+  constructor(private readonly config: HypervisorConfig) {}
+
+  async launch(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity> {
+    const args = qemuArgs(this.config, accelerator, paths, vmName);
+    const result = await runCommand(this.config.path, args, LAUNCH_TIMEOUT_MS).catch((error: NodeJS.ErrnoException) => {
+      throw unavailable(`cannot run ${this.config.path}: ${error.code === 'ENOENT' ? 'not found (apt-get install qemu-system-x86)' : error.message}`);
+    });
+    await writeFile(paths.qemuLog, [`${this.config.path} ${args.join(' ')}`, result.stdout, result.stderr].join('\n'));
+    if (result.code !== 0) throw internal(`qemu failed to launch (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    const pid = await readPidFile(paths.pidFile);
+    const identity = pid === undefined ? undefined : await readProcessIdentity(pid);
+    if (!identity) throw internal(`qemu launched but its pid file ${paths.pidFile} names no live process`);
+    await writeFile(paths.identityFile, formatIdentity(identity));
+    return identity;
+  }
+
+  async runState(paths: VmPaths): Promise<VmRunState> {
+    const answer = (await this.withQmp(paths, (qmp) => qmp.execute('query-status', undefined, QMP_TIMEOUT_MS))) as { running?: unknown; status?: unknown };
+    return { running: answer.running === true, status: String(answer.status ?? 'unknown') };
+  }
+
+  async quit(paths: VmPaths): Promise<void> {
+    await this.withQmp(paths, (qmp) => qmp.execute('quit', undefined, QMP_TIMEOUT_MS)).catch((error: unknown) => {
+      // QEMU may close the socket before it answers `quit`: that is success.
+      if (!(error instanceof Error && /closed/.test(error.message))) throw error;
+    });
+  }
+
+  async acceleratorAvailable(accelerator: Accelerator): Promise<boolean> {
+    if (accelerator === 'tcg') return true;
+    return access('/dev/kvm', constants.R_OK | constants.W_OK).then(() => true, () => false);
+  }
+
+  private async withQmp<T>(paths: VmPaths, work: (qmp: QmpClient) => Promise<T>): Promise<T> {
+    const qmp = await QmpClient.connect(paths.qmpSocket, QMP_TIMEOUT_MS);
+    try {
+      return await work(qmp);
+    } finally {
+      qmp.close();
+    }
+  }
+}
+
+/** The tail of the guest console (and QEMU's own log), for errors a person reads. */
+export async function consoleTail(paths: VmPaths, maxChars = 1500): Promise<string> {
+  const read = (file: string) => readFile(file, 'utf8').catch(() => '');
+  const [console, qemu] = await Promise.all([read(paths.consoleLog), read(paths.qemuLog)]);
+  const tail = console.trim() ? console : qemu;
+  return tail.trim().slice(-maxChars) || '(console is empty)';
+}

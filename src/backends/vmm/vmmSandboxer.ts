@@ -1,0 +1,301 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { HypervisorConfig } from '../../config.js';
+import { KtsError, alreadyExists, errorMessage, failedPrecondition, internal, isKtsError, notFound } from '../../core/errors.js';
+import { validateId } from '../../core/ids.js';
+import type {
+  ContainerSpec, ContainerStats, ContainerStatus, OciProcess, ProcessExit, SandboxSpec, Sandboxer, StartedSandbox, StdioPaths,
+} from '../../core/sandboxer.js';
+import { isProcessAlive, parseIdentity, type ProcessIdentity } from '../host/procfs.js';
+import { AgentClient } from './agentClient.js';
+import type { Accelerator, Hypervisor } from './hypervisor.js';
+import { consoleTail } from './qemu/qemuHypervisor.js';
+import { VmShare } from './share.js';
+import { vmPaths, type VmPaths } from './vmPaths.js';
+
+export interface VmmLogger {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+export interface VmmSandboxerOptions {
+  /** VMs live in `<rootDir>/vms/<sandboxId>`. */
+  rootDir: string;
+  config: HypervisorConfig;
+  hypervisor: Hypervisor;
+  logger: VmmLogger;
+}
+
+/** A VM this daemon knows: launched by it, or found on disk after a restart. */
+interface Vm {
+  paths: VmPaths;
+  identity: ProcessIdentity;
+  agent: AgentClient;
+  share: VmShare;
+  exited: Promise<ProcessExit>;
+  /** Set when kts itself ends the VM, so its exit counts as a clean stop. */
+  quitByUs: boolean;
+  /** Set when this daemon lets go of the VM (removed, or the daemon closes). */
+  forgotten: boolean;
+}
+
+const EXIT_POLL_MS = 500;
+const QUIT_DEADLINE_MS = 5000;
+/** A VM that died with no status kts could read (it is not the hypervisor's parent). */
+const UNKNOWN_EXIT_STATUS = 255;
+
+/**
+ * microVM sandboxes: one QEMU per pod, its containers run by the task agent inside the guest. The
+ * daemon stays the only kts process on the host (1:N); QEMU outlives it and is reattached from
+ * the files under the VM's directory.
+ */
+export class VmmSandboxer implements Sandboxer {
+  readonly kind = 'vmm';
+  private readonly vms = new Map<string, Vm>();
+  /** The accelerator decided for this daemon's life; `auto` decides on the first boot. */
+  private decided: { accelerator: Accelerator; reason: string } | undefined;
+  private probing: Promise<void> | undefined;
+
+  constructor(private readonly options: VmmSandboxerOptions) {}
+
+  // ------------------------------------------------------------------ sandboxes
+
+  async startSandbox(spec: SandboxSpec): Promise<StartedSandbox> {
+    const paths = vmPaths(this.options.rootDir, validateId('sandbox id', spec.sandboxId));
+    await this.requireGuestImage();
+    await mkdir(paths.dir, { recursive: true }).then(() => mkdir(paths.shareDir)).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'EEXIST' ? alreadyExists(`VM of sandbox ${spec.sandboxId} already exists`) : error;
+    });
+    const launchedAt = Date.now();
+    try {
+      const { vm, accelerator, reason } = await this.boot(spec.sandboxId, paths);
+      const bootMs = Date.now() - launchedAt;
+      const pod = await vm.agent.startPod({ sandboxId: spec.sandboxId, hostname: spec.hostname });
+      const details = { 'hypervisor.name': this.options.hypervisor.name, 'hypervisor.accelerator': accelerator, 'hypervisor.accelerator_reason': reason, 'guest.boot_ms': bootMs, 'guest.pod_pid': pod.pid };
+      await writeFile(paths.launchFile, JSON.stringify(details));
+      this.options.logger.info({ sandbox_id: spec.sandboxId, qemu_pid: vm.identity.pid, ...details }, 'VM sandbox started');
+      return { pid: vm.identity.pid, details };
+    } catch (error) {
+      await this.discard(spec.sandboxId, paths);
+      throw error;
+    }
+  }
+
+  private async requireGuestImage(): Promise<void> {
+    for (const file of [this.options.config.kernel, this.options.config.initrd]) {
+      if (!existsSync(file)) throw failedPrecondition(`guest image file ${file} is missing: build it with scripts/build-guest.sh (or set [hypervisor] kernel/initrd)`);
+    }
+  }
+
+  /** Launches QEMU and waits for the agent; under `auto`, the first boot tries KVM once. */
+  private async boot(sandboxId: string, paths: VmPaths): Promise<{ vm: Vm; accelerator: Accelerator; reason: string }> {
+    const configured = this.options.config.accelerator;
+    if (configured !== 'auto') return { vm: await this.launch(sandboxId, paths, configured, this.options.config.bootDeadlineSeconds), accelerator: configured, reason: 'configured' };
+    if (!this.decided && this.probing) await this.probing.catch(() => undefined);
+    if (!this.decided) {
+      let finish!: () => void;
+      this.probing = new Promise((resolve) => (finish = resolve));
+      try {
+        return await this.probeKvm(sandboxId, paths);
+      } finally {
+        finish();
+      }
+    }
+    const { accelerator, reason } = this.decided;
+    return { vm: await this.launch(sandboxId, paths, accelerator, this.options.config.bootDeadlineSeconds), accelerator, reason };
+  }
+
+  private async probeKvm(sandboxId: string, paths: VmPaths): Promise<{ vm: Vm; accelerator: Accelerator; reason: string }> {
+    let reason = '/dev/kvm is not usable';
+    if (await this.options.hypervisor.acceleratorAvailable('kvm')) {
+      try {
+        const vm = await this.launch(sandboxId, paths, 'kvm', this.options.config.kvmProbeDeadlineSeconds);
+        this.decided = { accelerator: 'kvm', reason: 'a KVM guest booted' };
+        return { vm, accelerator: 'kvm', reason: this.decided.reason };
+      } catch (error) {
+        reason = `a KVM guest did not come up: ${errorMessage(error).split('\n')[0]}`;
+        this.options.logger.warn({ sandbox_id: sandboxId, reason }, 'falling back to TCG for this daemon\'s life');
+        await this.forget(sandboxId);
+        await rm(paths.consoleLog, { force: true });
+      }
+    }
+    this.decided = { accelerator: 'tcg', reason };
+    return { vm: await this.launch(sandboxId, paths, 'tcg', this.options.config.bootDeadlineSeconds), accelerator: 'tcg', reason };
+  }
+
+  private async launch(sandboxId: string, paths: VmPaths, accelerator: Accelerator, deadlineSeconds: number): Promise<Vm> {
+    const identity = await this.options.hypervisor.launch(paths, accelerator, `kts-${sandboxId}`);
+    const vm = this.track(sandboxId, paths, identity);
+    const died = vm.exited.then(async () => {
+      throw internal(`the VM exited while booting; console:\n${await consoleTail(paths)}`);
+    });
+    try {
+      await Promise.race([vm.agent.waitForReady(deadlineSeconds * 1000), died]);
+    } catch (error) {
+      await this.kill(vm);
+      if (errorMessage(error).includes('console:')) throw error;
+      throw new KtsError(isKtsError(error) ? error.kind : 'internal', `${errorMessage(error)}; console:\n${await consoleTail(paths)}`);
+    }
+    return vm;
+  }
+
+  private track(sandboxId: string, paths: VmPaths, identity: ProcessIdentity): Vm {
+    const vm: Vm = {
+      paths, identity, quitByUs: false, forgotten: false,
+      agent: new AgentClient(paths.agentSocket, { callTimeoutMs: this.options.config.agentCallTimeoutSeconds * 1000 }),
+      share: new VmShare(paths),
+      exited: Promise.resolve({ exitStatus: 0, exitedAt: new Date() }),
+    };
+    vm.exited = this.watchExit(vm);
+    this.vms.set(sandboxId, vm);
+    return vm;
+  }
+
+  /**
+   * Polls the hypervisor process: it is not our child once daemonized, so no exit event reaches
+   * us. Stops polling (and never settles) once the VM is forgotten, e.g. when the daemon closes.
+   */
+  private async watchExit(vm: Vm): Promise<ProcessExit> {
+    while (await isProcessAlive(vm.identity)) {
+      await sleep(EXIT_POLL_MS);
+      if (vm.forgotten) return new Promise<never>(() => undefined);
+    }
+    return { exitStatus: vm.quitByUs ? 0 : UNKNOWN_EXIT_STATUS, exitedAt: new Date() };
+  }
+
+  /** The VM of a sandbox, reattached from its files after a daemon restart. */
+  private async vm(sandboxId: string): Promise<Vm> {
+    const known = this.vms.get(validateId('sandbox id', sandboxId));
+    if (known) return known;
+    const paths = vmPaths(this.options.rootDir, sandboxId);
+    const identity = parseIdentity(await readFile(paths.identityFile, 'utf8').catch(() => ''));
+    if (!identity) throw notFound(`no VM for sandbox ${sandboxId}`);
+    return this.track(sandboxId, paths, identity);
+  }
+
+  async stopSandbox(sandboxId: string, options: { timeoutMs: number }): Promise<ProcessExit> {
+    const vm = await this.vm(sandboxId);
+    if (await isProcessAlive(vm.identity)) {
+      await vm.agent.stopPod(options.timeoutMs).catch((error: unknown) =>
+        this.options.logger.warn({ sandbox_id: sandboxId, err: error }, 'the agent did not stop the pod; quitting the VM anyway'));
+      await this.kill(vm);
+    }
+    return vm.exited;
+  }
+
+  /** QMP quit, then SIGKILL if QEMU is still there after the deadline. */
+  private async kill(vm: Vm): Promise<void> {
+    vm.quitByUs = true;
+    vm.agent.close();
+    if (!(await isProcessAlive(vm.identity))) return;
+    await this.options.hypervisor.quit(vm.paths).catch(() => undefined);
+    const gone = await Promise.race([vm.exited.then(() => true), sleep(QUIT_DEADLINE_MS, false)]);
+    if (!gone && (await isProcessAlive(vm.identity))) process.kill(vm.identity.pid, 'SIGKILL');
+    await vm.exited;
+  }
+
+  async sandboxStatus(sandboxId: string): Promise<{ alive: boolean; pid?: number }> {
+    const vm = await this.vm(sandboxId).catch(() => undefined);
+    if (!vm) return { alive: false };
+    return { alive: await isProcessAlive(vm.identity), pid: vm.identity.pid };
+  }
+
+  async waitSandboxExit(sandboxId: string): Promise<ProcessExit> {
+    return (await this.vm(sandboxId)).exited;
+  }
+
+  async removeSandbox(sandboxId: string): Promise<void> {
+    const paths = vmPaths(this.options.rootDir, validateId('sandbox id', sandboxId));
+    if (!existsSync(paths.dir)) return void this.vms.delete(sandboxId);
+    await this.discard(sandboxId, paths);
+    this.options.logger.info({ sandbox_id: sandboxId }, 'VM sandbox removed');
+  }
+
+  /** Ends the VM if it runs, unbinds the share and deletes the VM's directory. */
+  private async discard(sandboxId: string, paths: VmPaths): Promise<void> {
+    const vm = await this.vm(sandboxId).catch(() => undefined);
+    if (vm) await this.kill(vm);
+    await new VmShare(paths).removeAll();
+    await this.forget(sandboxId);
+    await rm(paths.dir, { recursive: true, force: true });
+  }
+
+  private async forget(sandboxId: string): Promise<void> {
+    const vm = this.vms.get(sandboxId);
+    if (!vm) return;
+    this.vms.delete(sandboxId);
+    vm.forgotten = true;
+    vm.agent.close();
+    vm.share.close();
+  }
+
+  /** Not serving is not healthy: QEMU must run the guest and the agent must answer. */
+  async healthCheck(sandboxId: string): Promise<string | undefined> {
+    const vm = await this.vm(sandboxId);
+    if (!(await isProcessAlive(vm.identity))) return 'the VM process is gone';
+    const state = await this.options.hypervisor.runState(vm.paths).catch((error: unknown) => ({ running: false, status: `QMP unreachable: ${errorMessage(error)}` }));
+    if (!state.running) return `the VM is not running (${state.status})`;
+    return vm.agent.check().then(() => undefined, (error: unknown) => `the guest agent does not answer: ${errorMessage(error)}`);
+  }
+
+  // ------------------------------------------------------------------ containers
+
+  async createContainer(spec: ContainerSpec): Promise<{ pid: number }> {
+    const vm = await this.vm(spec.sandboxId);
+    try {
+      const guest = await vm.share.addContainer(spec);
+      return await vm.agent.createContainer({ containerId: spec.containerId, bundle: guest.bundle, stdio: guest.stdio });
+    } catch (error) {
+      await vm.share.removeContainer(spec.containerId).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async startContainer(sandboxId: string, containerId: string): Promise<{ pid: number }> {
+    return (await this.vm(sandboxId)).agent.startContainer(containerId);
+  }
+
+  async killContainer(sandboxId: string, containerId: string, signal: number, all: boolean): Promise<void> {
+    await (await this.vm(sandboxId)).agent.killContainer(containerId, signal, all);
+  }
+
+  async deleteContainer(sandboxId: string, containerId: string): Promise<void> {
+    const vm = await this.vm(sandboxId);
+    if (await isProcessAlive(vm.identity)) await vm.agent.deleteContainer(containerId);
+    await vm.share.removeContainer(containerId);
+  }
+
+  /** A container of a VM that is gone is stopped, killed with it. */
+  async containerStatus(sandboxId: string, containerId: string): Promise<ContainerStatus> {
+    const vm = await this.vm(sandboxId).catch(() => undefined);
+    if (!vm || !(await isProcessAlive(vm.identity))) return { state: 'stopped', exit: { exitStatus: 137, exitedAt: new Date() } };
+    return vm.agent.containerStatus(containerId);
+  }
+
+  async execProcess(sandboxId: string, containerId: string, execId: string, process: OciProcess, stdio: StdioPaths): Promise<{ pid: number }> {
+    const vm = await this.vm(sandboxId);
+    const guestStdio = await vm.share.addExec(containerId, validateId('exec id', execId), stdio);
+    return vm.agent.execProcess({ containerId, execId, process, stdio: guestStdio });
+  }
+
+  /** A process in a VM that died has exited too: 137, as if SIGKILLed with it. */
+  async waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit> {
+    const vm = await this.vm(sandboxId);
+    const vmGone = vm.exited.then(() => ({ exitStatus: 137, exitedAt: new Date() }));
+    return Promise.race([vm.agent.waitProcess(pid), vmGone]);
+  }
+
+  async pids(sandboxId: string, containerId: string): Promise<number[]> {
+    return (await this.vm(sandboxId)).agent.pids(containerId);
+  }
+
+  async stats(sandboxId: string, containerId: string): Promise<ContainerStats> {
+    return (await this.vm(sandboxId)).agent.stats(containerId);
+  }
+
+  async close(): Promise<void> {
+    for (const sandboxId of [...this.vms.keys()]) await this.forget(sandboxId);
+  }
+}
