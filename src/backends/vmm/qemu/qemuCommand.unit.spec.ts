@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { defaultHypervisorConfig } from '../../../config.js';
+import { vmPaths } from '../vmPaths.js';
+import { kernelCommandLine, qemuArgs } from './qemuCommand.js';
+
+const paths = vmPaths('/var/lib/kts', 'pod-1');
+const option = (args: string[], flag: string) => args.flatMap((arg, i) => (arg === flag ? [args[i + 1]!] : []));
+
+describe('the QEMU command line of a microVM sandbox', () => {
+  it('uses microvm with virtio-mmio devices, TCG with a bounded translation cache, and daemonizes', () => {
+    const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'kts-pod-1');
+    expect(option(args, '-machine')[0]).toMatch(/^microvm,/);
+    expect(option(args, '-accel')).toEqual(['tcg,tb-size=64']);
+    expect(option(args, '-device')).toEqual(['virtio-serial-device', 'virtserialport,chardev=agent,name=kts.agent', 'virtio-9p-device,fsdev=share,mount_tag=kts-share']);
+    expect(args).toContain('-daemonize');
+    expect(args).toContain('-no-reboot');
+    expect(option(args, '-kernel')).toEqual(['/g/vmlinuz']);
+    expect(option(args, '-pidfile')).toEqual([paths.pidFile]);
+  });
+
+  it('shares only the sandbox\'s own directory with the guest, never the host\'s root or /usr', () => {
+    const fsdevs = option(qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x'), '-fsdev');
+    expect(fsdevs).toEqual([`local,id=share,path=${paths.shareDir},security_model=none,multidevs=remap`]);
+  });
+
+  it('uses KVM with the host CPU when told to, and PCI devices on q35', () => {
+    const args = qemuArgs({ ...defaultHypervisorConfig('/g'), machine: 'q35' }, 'kvm', paths, 'x');
+    expect(option(args, '-accel')).toEqual(['kvm']);
+    expect(option(args, '-cpu')).toEqual(['host']);
+    expect(option(args, '-device')[0]).toBe('virtio-serial-pci');
+  });
+
+  it('tells the guest kernel to power off on panic and appends the configured parameters', () => {
+    const line = kernelCommandLine({ ...defaultHypervisorConfig('/g'), kernelParams: 'foo=bar' });
+    expect(line).toContain('panic=-1');
+    expect(line).toContain('console=ttyS0');
+    expect(line.endsWith('foo=bar')).toBe(true);
+  });
+});
