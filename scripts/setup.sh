@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGES_DIR="${KTS_IMAGES_DIR:-/var/lib/kts/images}"
-PACKAGES=(runc busybox-static gcc libc6-dev tar gzip iproute2 procps util-linux)
+PACKAGES=(runc busybox-static gcc libc6-dev tar gzip iproute2 procps util-linux socat)
 
 need_node() {
   if ! command -v node >/dev/null; then echo "setup: Node.js 20 or newer is required (node not found)" >&2; exit 1; fi
@@ -32,4 +32,6 @@ fi
 echo "setup: building"
 npm run --silent build
 bash scripts/build-images.sh "$IMAGES_DIR"
+# The microVM guest (kernel, initrd, root image with Node, runc and the agent); installs QEMU and the kernel package.
+KTS_GUEST_AGENT_DIR="$(pwd)/dist/agent" bash scripts/build-guest.sh "${KTS_GUEST_DIR:-/var/lib/kts/guest}"
 echo "setup: done (kts is $(pwd)/bin/kts.js)"

@@ -84,7 +84,7 @@ export class VmmSandboxer implements Sandboxer {
   }
 
   private async requireGuestImage(): Promise<void> {
-    for (const file of [this.options.config.kernel, this.options.config.initrd]) {
+    for (const file of [this.options.config.kernel, this.options.config.initrd, this.options.config.image].filter(Boolean)) {
       if (!existsSync(file)) throw failedPrecondition(`guest image file ${file} is missing: build it with scripts/build-guest.sh (or set [hypervisor] kernel/initrd)`);
     }
   }

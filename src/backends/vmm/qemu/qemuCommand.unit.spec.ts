@@ -11,7 +11,7 @@ describe('the QEMU command line of a microVM sandbox', () => {
     const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'kts-pod-1');
     expect(option(args, '-machine')[0]).toMatch(/^microvm,/);
     expect(option(args, '-accel')).toEqual(['tcg,tb-size=64']);
-    expect(option(args, '-device')).toEqual(['virtio-serial-device', 'virtserialport,chardev=agent,name=kts.agent', 'virtio-9p-device,fsdev=share,mount_tag=kts-share']);
+    expect(option(args, '-device')).toEqual(['virtio-blk-device,drive=root', 'virtio-serial-device', 'virtserialport,chardev=agent,name=kts.agent', 'virtio-9p-device,fsdev=share,mount_tag=kts-share']);
     expect(args).toContain('-daemonize');
     expect(args).toContain('-no-reboot');
     expect(option(args, '-kernel')).toEqual(['/g/vmlinuz']);
@@ -20,18 +20,23 @@ describe('the QEMU command line of a microVM sandbox', () => {
 
   it('shares only the sandbox\'s own directory with the guest, never the host\'s root or /usr', () => {
     const fsdevs = option(qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x'), '-fsdev');
+    const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x');
     expect(fsdevs).toEqual([`local,id=share,path=${paths.shareDir},security_model=none,multidevs=remap`]);
+    expect(option(args, '-drive')).toEqual(['file=/g/rootfs.img,if=none,id=root,format=raw,readonly=on']);
   });
 
   it('uses KVM with the host CPU when told to, and PCI devices on q35', () => {
     const args = qemuArgs({ ...defaultHypervisorConfig('/g'), machine: 'q35' }, 'kvm', paths, 'x');
     expect(option(args, '-accel')).toEqual(['kvm']);
     expect(option(args, '-cpu')).toEqual(['host']);
-    expect(option(args, '-device')[0]).toBe('virtio-serial-pci');
+    expect(option(args, '-device')).toContain('virtio-serial-pci');
+    expect(option(args, '-device')).toContain('virtio-blk-pci,drive=root');
   });
 
   it('tells the guest kernel to power off on panic and appends the configured parameters', () => {
-    const line = kernelCommandLine({ ...defaultHypervisorConfig('/g'), kernelParams: 'foo=bar' });
+    const line = kernelCommandLine({ ...defaultHypervisorConfig('/g'), kernelParams: 'foo=bar' }, 'tcg', { tscKhz: 2596122 });
+    expect(line).toContain('tsc_early_khz=2596122');
+    expect(kernelCommandLine(defaultHypervisorConfig('/g'), 'kvm', { tscKhz: 2596122 })).not.toContain('tsc_early_khz');
     expect(line).toContain('panic=-1');
     expect(line).toContain('console=ttyS0');
     expect(line.endsWith('foo=bar')).toBe(true);

@@ -19,7 +19,7 @@ export class QemuHypervisor implements Hypervisor {
   constructor(private readonly config: HypervisorConfig) {}
 
   async launch(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity> {
-    const args = qemuArgs(this.config, accelerator, paths, vmName);
+    const args = qemuArgs(this.config, accelerator, paths, vmName, { tscKhz: await hostTscKhz() });
     const result = await runCommand(this.config.path, args, LAUNCH_TIMEOUT_MS).catch((error: NodeJS.ErrnoException) => {
       throw unavailable(`cannot run ${this.config.path}: ${error.code === 'ENOENT' ? 'not found (apt-get install qemu-system-x86)' : error.message}`);
     });
@@ -57,6 +57,13 @@ export class QemuHypervisor implements Hypervisor {
       qmp.close();
     }
   }
+}
+
+/** The host CPU's clock from /proc/cpuinfo, in kHz; undefined when it does not say. */
+async function hostTscKhz(): Promise<number | undefined> {
+  const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
+  const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1]);
+  return Number.isFinite(mhz) && mhz > 0 ? Math.round(mhz * 1000) : undefined;
 }
 
 /** The tail of the guest console (and QEMU's own log), for errors a person reads. */

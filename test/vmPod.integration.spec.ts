@@ -1,0 +1,126 @@
+// microVM sandboxes end to end, under TCG on these machines: a real QEMU per pod, the guest image
+// built by scripts/build-guest.sh, the in-guest agent running busybox with runc inside the VM.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
+
+const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
+
+function canRunVms(): string | undefined {
+  const base = canRunContainers();
+  if (base) return base;
+  try {
+    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'needs qemu-system-x86_64 (apt-get install qemu-system-x86; scripts/setup.sh does)';
+  }
+  if (!existsSync(path.join(REPO, 'dist/agent/main.mjs'))) return 'needs the guest agent bundle: run "npm run build"';
+  return undefined;
+}
+
+const skip = canRunVms();
+const hypervisorToml = (extra = "boot_deadline_seconds = 120") => `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "auto"\n${extra}\n`;
+
+function qemuProcessesUnder(root: string): number[] {
+  let out = '';
+  try {
+    out = execFileSync('pgrep', ['-f', `qemu-system-x86_64.*${root}`], { encoding: 'utf8' });
+  } catch {
+    return [];
+  }
+  return out.split('\n').filter(Boolean).map(Number);
+}
+
+describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const daemon = new TestDaemon(hypervisorToml());
+  let vmPod: { podId: string; containerId: string };
+  let qemuPid: number;
+
+  beforeAll(async () => {
+    execFileSync('bash', [path.join(REPO, 'scripts/build-guest.sh'), GUEST_DIR], {
+      stdio: 'ignore', timeout: 900_000, env: { ...process.env, KTS_GUEST_AGENT_DIR: path.join(REPO, 'dist/agent') },
+    });
+    await daemon.start();
+  }, 900_000);
+  afterAll(() => daemon.cleanup());
+
+  it('given `kts run --runtime vmm`, then the container runs inside a VM and its output is in `kts logs`', async () => {
+    vmPod = JSON.parse(daemon.ktsOk('run', '--runtime', 'vmm', '--json', 'examples/pod.yaml', 'examples/busybox.yaml'));
+    const pods = JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; kind: string; state: string; pid: number }>;
+    const pod = pods.find((p) => p.id === vmPod.podId)!;
+    expect(pod).toMatchObject({ kind: 'vmm', state: 'ready' });
+    qemuPid = pod.pid;
+    expect(readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8')).toContain('qemu-system-x86_64');
+    const containers = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string }>;
+    expect(containers.find((c) => c.id === vmPod.containerId)?.state).toBe('running');
+    await until('the line in kts logs', () => daemon.ktsOk('logs', vmPod.containerId).includes('hello from busybox-pod'), 60_000);
+    // Inside the VM the kernel is the guest's, not the host's.
+    expect(daemon.ktsOk('exec', vmPod.containerId, '--', 'uname', '-r').trim()).not.toBe(execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim());
+    const history = JSON.parse(daemon.ktsOk('history', '--json', vmPod.podId)) as { events: Array<{ type: string; payload: { backend?: Record<string, unknown> } }> };
+    expect(history.events.find((e) => e.type === 'SandboxStarted')?.payload.backend?.['hypervisor.accelerator']).toMatch(/^(kvm|tcg)$/);
+  });
+
+  it('runs a second VM pod and a runc pod at the same time on the same daemon', async () => {
+    const second = JSON.parse(daemon.ktsOk('run', '--runtime', 'vmm', '--json', 'examples/pod.yaml', 'examples/busybox.yaml')) as { podId: string };
+    const runc = JSON.parse(daemon.ktsOk('run', '--runtime', 'runc', '--json', 'examples/pod.yaml', 'examples/busybox.yaml')) as { podId: string };
+    const pods = JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; kind: string; state: string }>;
+    expect(pods.filter((p) => p.state === 'ready').map((p) => p.kind).sort()).toEqual(['runc', 'vmm', 'vmm']);
+    expect(qemuProcessesUnder(daemon.root)).toHaveLength(2);
+    daemon.ktsOk('rm', second.podId);
+    daemon.ktsOk('rm', runc.podId);
+    expect(qemuProcessesUnder(daemon.root)).toHaveLength(1);
+  });
+
+  it('given a SIGKILLed daemon, when it starts again, then the VM and its container are reattached', async () => {
+    await daemon.kill();
+    expect(isAlive(qemuPid)).toBe(true);
+    await daemon.start();
+    const pod = (JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; pid: number; state: string }>).find((p) => p.id === vmPod.podId)!;
+    expect(pod).toMatchObject({ pid: qemuPid, state: 'ready' });
+    expect(daemon.ktsOk('exec', vmPod.containerId, '--', 'echo', 'still-here').trim()).toBe('still-here');
+    const types = (JSON.parse(daemon.ktsOk('history', '--json', vmPod.podId)) as { events: Array<{ type: string }> }).events.map((e) => e.type);
+    expect(types).toContain('SandboxReattached');
+    expect(types).toContain('ContainerReattached');
+  });
+
+  it('when the VM pod is removed, then no QEMU, socket, share, mount or directory is left', () => {
+    daemon.ktsOk('rm', vmPod.podId);
+    expect(isAlive(qemuPid)).toBe(false);
+    expect(qemuProcessesUnder(daemon.root)).toEqual([]);
+    expect(mountsUnder(daemon.root)).toEqual([]);
+    expect(readdirSync(path.join(daemon.root, 'vms'))).toEqual([]);
+  });
+});
+
+describe.skipIf(skip)(`a guest that never boots${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const badParams = new TestDaemon(hypervisorToml('kernel_params = "rdinit=/no-such-init"\nboot_deadline_seconds = 60'));
+  const badKernel = new TestDaemon(hypervisorToml(`kernel = "${path.join(GUEST_DIR, 'no-such-vmlinuz')}"`));
+
+  beforeAll(async () => {
+    await badParams.start();
+    await badKernel.start();
+  });
+  afterAll(async () => {
+    await badParams.cleanup();
+    await badKernel.cleanup();
+  });
+
+  it('fails Start with the console tail when the kernel cannot run its init, and leaves nothing running', () => {
+    const result = badParams.kts('run', '--runtime', 'vmm', 'examples/pod.yaml', 'examples/busybox.yaml');
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/kts: .*(VM exited while booting|did not answer).*/s);
+    expect(result.stderr).toMatch(/Kernel panic|no-such-init|console/);
+    expect(qemuProcessesUnder(badParams.root)).toEqual([]);
+    const pods = JSON.parse(badParams.ktsOk('pods', '--json')) as Array<{ state: string }>;
+    expect(pods.map((p) => p.state)).toEqual(['failed']);
+  });
+
+  it('fails Start at once, naming the file, when the kernel is missing', () => {
+    const result = badKernel.kts('run', '--runtime', 'vmm', 'examples/pod.yaml', 'examples/busybox.yaml');
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('no-such-vmlinuz is missing');
+    expect(qemuProcessesUnder(badKernel.root)).toEqual([]);
+  });
+});
