@@ -1,10 +1,13 @@
 // microVM sandboxes end to end, under TCG on these machines: a real QEMU per pod, the guest image
 // built by scripts/build-guest.sh, the in-guest agent running busybox with runc inside the VM.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QmpClient } from '../src/backends/vmm/qemu/qmpClient.js';
+import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
 import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
 
@@ -122,5 +125,76 @@ describe.skipIf(skip)(`a guest that never boots${skip ? ` (skipped: ${skip})` : 
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain('no-such-vmlinuz is missing');
     expect(qemuProcessesUnder(badKernel.root)).toEqual([]);
+  });
+});
+
+describe.skipIf(skip)(`a VM pod driven the way containerd drives it, and its failures${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const daemon = new TestDaemon(hypervisorToml('boot_deadline_seconds = 120\nhealth_interval_seconds = 1'));
+  let controller: ProtoClient;
+  let task: ProtoClient;
+  const sandboxId = 'ctd-vm-pod';
+
+  beforeAll(async () => {
+    await daemon.start();
+    controller = controllerClient(daemon.socket);
+    task = taskClient(daemon.socket);
+    await controller.Create!({ sandbox_id: sandboxId, sandboxer: 'kuasar-vmm' });
+  });
+  afterAll(async () => {
+    controller?.close();
+    task?.close();
+    await daemon.cleanup();
+  });
+
+  it('runs a Task v3 container from a host bundle, overlay rootfs and FIFOs inside the VM', async () => {
+    const started = await controller.Start!({ sandbox_id: sandboxId });
+    expect(started).toMatchObject({ address: `grpc+${daemon.socket}`, version: 3 });
+    const work = path.join(daemon.root, 'ctd');
+    const bundle = path.join(work, 'bundle');
+    mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    for (const dir of ['upper', 'work']) mkdirSync(path.join(work, dir));
+    const lower = busyboxRootfs(work);
+    // containerd derives these namespace paths from Status's pid: inside a VM they mean nothing and are ignored.
+    writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(ociSpec(sandboxId, started.pid, ['sh', '-c', 'echo from-inside-the-vm; exit 4'])));
+    const stdout = path.join(work, 'stdout');
+    execFileSync('mkfifo', [stdout]);
+    let out = '';
+    createReadStream(stdout).on('data', (d) => (out += d));
+    await task.Create!({
+      id: 'vm-printer', bundle, stdout,
+      rootfs: [{ type: 'overlay', source: 'overlay', target: '', options: [`lowerdir=${lower}`, `upperdir=${path.join(work, 'upper')}`, `workdir=${path.join(work, 'work')}`] }],
+    });
+    await task.Start!({ id: 'vm-printer' });
+    expect((await task.Wait!({ id: 'vm-printer' })).exit_status).toBe(4);
+    await until('the FIFO output', () => out.includes('from-inside-the-vm'), 10_000);
+    await task.Delete!({ id: 'vm-printer' });
+    expect(mountsUnder(bundle)).toEqual([]);
+  });
+
+  it('turns NOTREADY with a reason when the guest is paused, and READY again when it runs', async () => {
+    // QEMU serves one QMP client at a time and the daemon's health check is one: connect per command.
+    const qmp = async (command: string) => {
+      const client = await QmpClient.connect(path.join(daemon.root, 'vms', sandboxId, 'qmp.sock'));
+      await client.execute(command).finally(() => client.close());
+    };
+    await qmp('stop');
+    await until('SANDBOX_NOTREADY', async () => (await controller.Status!({ sandbox_id: sandboxId })).state === 'SANDBOX_NOTREADY', 20_000);
+    await qmp('cont');
+    await until('SANDBOX_READY', async () => (await controller.Status!({ sandbox_id: sandboxId })).state === 'SANDBOX_READY', 30_000);
+    const events = (JSON.parse(daemon.ktsOk('history', '--json', sandboxId)) as { events: Array<{ type: string; payload: { reason?: string } }> }).events;
+    expect(events.find((e) => e.type === 'SandboxUnhealthy')?.payload.reason).toMatch(/not running \(paused\)/);
+    expect(events.map((e) => e.type)).toContain('SandboxHealthy');
+  });
+
+  it('when QEMU dies, marks the sandbox exited and Wait returns', async () => {
+    const { pid } = await controller.Status!({ sandbox_id: sandboxId });
+    const waited = controller.Wait!({ sandbox_id: sandboxId });
+    process.kill(pid, 'SIGKILL');
+    const exit = await waited;
+    expect(Number(exit.exited_at.seconds)).toBeGreaterThan(0);
+    expect((await controller.Status!({ sandbox_id: sandboxId })).state).toBe('SANDBOX_NOTREADY');
+    await controller.Shutdown!({ sandbox_id: sandboxId });
+    expect(qemuProcessesUnder(daemon.root)).toEqual([]);
+    expect(mountsUnder(daemon.root)).toEqual([]);
   });
 });
