@@ -15,6 +15,8 @@
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$REPO_DIR/scripts/lib.sh"
 GUEST_DIR="$REPO_DIR/guest"
 OUT_DIR=$(realpath -m "${1:-/var/lib/kts/guest}")
 STAMP_FILE="$OUT_DIR/.kts-build-stamp"
@@ -30,17 +32,7 @@ EXTRA_MODULES=(overlay veth bridge virtio_net tun nf_conntrack br_netfilter)
 die() { echo "build-guest: $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages, builds an image owned by root)"
 
-install_missing_packages() {
-  local missing=() package
-  for package in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-  done
-  if (( ${#missing[@]} > 0 )); then
-    echo "build-guest: installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
+install_missing_packages() { ensure_debian_packages build-guest "${PACKAGES[@]}"; }
 
 # The kernel the linux-image-amd64 meta-package points at, e.g. 6.1.0-56-amd64.
 kernel_version() {

@@ -4,6 +4,8 @@
 # Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 IMAGES_DIR="${KTS_IMAGES_DIR:-/var/lib/kts/images}"
 PACKAGES=(runc busybox-static gcc libc6-dev tar gzip iproute2 procps util-linux socat)
@@ -14,15 +16,7 @@ need_node() {
   if (( major < 20 )); then echo "setup: Node.js 20 or newer is required (found $(node --version))" >&2; exit 1; fi
 }
 
-missing=()
-for package in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-done
-if (( ${#missing[@]} > 0 )); then
-  echo "setup: installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+ensure_debian_packages setup "${PACKAGES[@]}"
 need_node
 
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then

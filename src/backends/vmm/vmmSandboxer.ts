@@ -73,7 +73,10 @@ export class VmmSandboxer implements Sandboxer {
       const { vm, accelerator, reason } = await this.boot(spec.sandboxId, paths);
       const bootMs = Date.now() - launchedAt;
       const pod = await vm.agent.startPod({ sandboxId: spec.sandboxId, hostname: spec.hostname });
-      const details = { 'hypervisor.name': this.options.hypervisor.name, 'hypervisor.accelerator': accelerator, 'hypervisor.accelerator_reason': reason, 'guest.boot_ms': bootMs, 'guest.pod_pid': pod.pid };
+      const details = {
+        'hypervisor.name': this.options.hypervisor.name, 'hypervisor.accelerator': accelerator, 'hypervisor.accelerator_reason': reason,
+        'guest.boot_ms': bootMs, 'guest.pod_start_ms': Date.now() - launchedAt - bootMs, 'guest.pod_pid': pod.pid,
+      };
       await writeFile(paths.launchFile, JSON.stringify(details));
       this.options.logger.info({ sandbox_id: spec.sandboxId, qemu_pid: vm.identity.pid, ...details }, 'VM sandbox started');
       return { pid: vm.identity.pid, details };
