@@ -84,6 +84,8 @@ export interface EventStore {
   appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult;
   readStream(streamId: string, options?: { fromVersion?: number }): StoredEvent[];
   readAll(options?: { afterSequence?: number; limit?: number }): StoredEvent[];
+  /** The sequence of the last event, 0 for an empty log. */
+  headSequence(): number;
   /** Stream ids starting with `prefix`, in order of first appearance. */
   listStreams(prefix: string): string[];
   saveSnapshot(snapshot: Snapshot): void;

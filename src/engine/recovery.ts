@@ -22,7 +22,7 @@ const RECOVERY: CommandMeta = { caller: 'recovery' };
  */
 export class DaemonEngine extends Engine {
   async recover(): Promise<RecoveryReport> {
-    const before = this.store.readAll({ limit: 1 }).length === 0 ? 0 : this.lastSequence();
+    const before = this.store.headSequence();
     this.loadEntities();
     const failures: string[] = [];
     for (const sandbox of [...this.sandboxes.values()]) {
@@ -32,12 +32,7 @@ export class DaemonEngine extends Engine {
         this.logger.error({ sandbox_id: sandboxId, err: error }, 'recovery could not reconcile sandbox');
       });
     }
-    return { sandboxes: this.sandboxes.size, containers: this.containers.size, eventsRecorded: this.lastSequence() - before, failures };
-  }
-
-  private lastSequence(): number {
-    const all = this.store.readAll();
-    return all.length === 0 ? 0 : all[all.length - 1]!.sequence;
+    return { sandboxes: this.sandboxes.size, containers: this.containers.size, eventsRecorded: this.store.headSequence() - before, failures };
   }
 
   private loadEntities(): void {

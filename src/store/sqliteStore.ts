@@ -30,16 +30,24 @@ import {
 
 const BUSY_TIMEOUT_MS = 5_000;
 
+export interface StoreOpenOptions {
+  /**
+   * FULL (the default, and what the daemon uses): a call that returns has committed and survives a
+   * power cut. OFF is for bulk loads that can be redone (benchmark fixtures), never for the daemon.
+   */
+  synchronous?: 'FULL' | 'OFF';
+}
+
 /**
  * Opens (creating it and its parent directory if needed) the SQLite event store at `path` and
  * migrates it. WAL + synchronous=FULL: a call that returns has committed, and survives a power cut.
  */
-export function openSqliteStore(path: string): EventStore {
+export function openSqliteStore(path: string, options: StoreOpenOptions = {}): EventStore {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
   const db = new Database(path);
   try {
     db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
     db.pragma('foreign_keys = ON');
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     migrate(db, defaultMigrationsDir());
@@ -95,6 +103,10 @@ class SqliteEventStore implements EventStore {
   readAll(options: { afterSequence?: number; limit?: number } = {}): StoredEvent[] {
     // LIMIT -1 is SQLite for "no limit".
     return this.statements.readAll.all(options.afterSequence ?? 0, options.limit ?? -1).map(eventFromRecord);
+  }
+
+  headSequence(): number {
+    return this.statements.headSequence.get()?.head ?? 0;
   }
 
   listStreams(prefix: string): string[] {
@@ -233,6 +245,7 @@ function prepareStatements(db: Database.Database) {
       'SELECT * FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version',
     ),
     readAll: db.prepare<[number, number], EventRecord>('SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?'),
+    headSequence: db.prepare<[], { head: number | null }>('SELECT MAX(sequence) AS head FROM events'),
     // A stream's version-1 event is its first appearance; instr() = 1 is a prefix test with no LIKE escaping.
     listStreams: db.prepare<[string], { stream_id: string }>(
       'SELECT stream_id FROM events WHERE stream_version = 1 AND instr(stream_id, ?) = 1 ORDER BY sequence',
