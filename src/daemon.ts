@@ -12,6 +12,7 @@ import { VmmSandboxer } from './backends/vmm/vmmSandboxer.js';
 import type { DaemonConfig } from './config.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
+import { armCrashPointsFromEnv, withEffectCrashPoints } from './engine/crashPoints.js';
 import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
 import { openSqliteStore } from './store/sqliteStore.js';
@@ -32,10 +33,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   await mkdir(path.dirname(config.listen), { recursive: true });
   await refuseIfServed(config.listen);
   const store = openSqliteStore(config.db);
-  const sandboxers: Record<string, Sandboxer> = {
+  const crashTesting = armCrashPointsFromEnv(process.env);
+  if (crashTesting) logger.warn({ crash_at: process.env.KTS_CRASH_AT }, 'TEST ONLY: crash points armed; this daemon will SIGKILL itself');
+  const backends: Record<string, Sandboxer> = {
     runc: new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger }),
     vmm: new VmmSandboxer({ rootDir: config.root, config: config.hypervisor, hypervisor: new QemuHypervisor(config.hypervisor), logger }),
   };
+  const sandboxers = crashTesting ? Object.fromEntries(Object.entries(backends).map(([kind, s]) => [kind, withEffectCrashPoints(s)])) : backends;
   const engine = new DaemonEngine({
     store, sandboxers, logger, taskAddress: `grpc+${config.listen}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
   });
@@ -62,7 +66,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       clearInterval(healthTimer);
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       await engine.close();
-      await Promise.all(Object.values(sandboxers).map((sandboxer) => sandboxer.close()));
+      await Promise.all(Object.values(backends).map((sandboxer) => sandboxer.close()));
       store.close();
       await rm(config.listen, { force: true });
       await shutdownTracing();

@@ -1,6 +1,7 @@
 import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
 import { SpanKind } from '@opentelemetry/api';
 import type { Logger } from 'pino';
+import { crashPoint } from '../engine/crashPoints.js';
 import type { CommandMeta } from '../engine/entity.js';
 import { extractContext, withSpan } from '../telemetry/tracing.js';
 import { toServiceError } from './grpcErrors.js';
@@ -34,7 +35,10 @@ export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (re
     withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: { 'rpc.system': 'grpc', 'rpc.method': fullMethod } }, () =>
       handler(call.request, info),
     ).then(
-      (response) => callback(null, response),
+      (response) => {
+        crashPoint('reply.before', fullMethod);
+        callback(null, response);
+      },
       (error) => {
         const serviceError = toServiceError(error);
         if (serviceError.code === 13) logger.error({ err: error, method: fullMethod }, 'request failed unexpectedly');

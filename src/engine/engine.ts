@@ -6,6 +6,7 @@ import { validateId } from '../core/ids.js';
 import type { ContainerStats, MountSpec, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
 import type { EventStore } from '../core/store.js';
 import { withSpan } from '../telemetry/tracing.js';
+import { crashPoint } from './crashPoints.js';
 import { Entity, type CommandMeta } from './entity.js';
 import { KeyedQueue } from './keyedQueue.js';
 import { containerProjection, sandboxProjection } from './projections.js';
@@ -48,6 +49,17 @@ export interface CreateContainerInput {
   args: string[];
   image?: string;
   logPath?: string;
+}
+
+/** An intent is the write-ahead half of an effect: the event that says it was decided. */
+export const isIntent = (eventType: string) => eventType.endsWith('Requested');
+
+function withCommitCrashPoints<T>(eventType: string, commit: () => T): T {
+  const phase = isIntent(eventType) ? 'intent' : 'outcome';
+  crashPoint(`${phase}.before_commit`, eventType);
+  const stored = commit();
+  crashPoint(`${phase}.after_commit`, eventType);
+  return stored;
 }
 
 export const sandboxStream = (sandboxId: string) => `sandbox-${sandboxId}`;
@@ -115,13 +127,13 @@ export class Engine {
   }
 
   protected recordSandbox(sandbox: SandboxEntity, event: Parameters<SandboxEntity['record']>[0], meta: CommandMeta) {
-    const stored = sandbox.record(event, meta, `sandbox ${sandbox.context.sandboxId || 'new'}`);
+    const stored = withCommitCrashPoints(event.type, () => sandbox.record(event, meta, `sandbox ${sandbox.context.sandboxId || 'new'}`));
     this.waiters.notify(sandbox.streamId);
     return stored;
   }
 
   protected recordContainer(container: ContainerEntity, event: Parameters<ContainerEntity['record']>[0], meta: CommandMeta) {
-    const stored = container.record(event, meta, `container ${container.context.containerId || 'new'}`);
+    const stored = withCommitCrashPoints(event.type, () => container.record(event, meta, `container ${container.context.containerId || 'new'}`));
     this.waiters.notify(container.streamId);
     return stored;
   }

@@ -46,18 +46,26 @@ export class TestDaemon {
     ].join('\n'));
   }
 
-  async start(): Promise<void> {
+  /** `env` is added to the daemon's environment, e.g. `{ KTS_CRASH_AT: 'effect.before:2' }`. */
+  async start(env: Record<string, string> = {}): Promise<void> {
     this.output = '';
-    const child = spawn(process.execPath, [KTS, 'daemon', '--config', path.join(this.root, 'config.toml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [KTS, 'daemon', '--config', path.join(this.root, 'config.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.process = child;
     child.stdout!.on('data', (d) => (this.output += d));
     child.stderr!.on('data', (d) => (this.output += d));
     const deadline = Date.now() + 20_000;
     while (!this.output.includes('kts daemon serving')) {
-      if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}:\n${this.output}`);
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`daemon exited with ${child.exitCode ?? child.signalCode}:\n${this.output}`);
       if (Date.now() > deadline) throw new Error(`daemon did not start in 20 s:\n${this.output}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
+  }
+
+  /** Resolves when the daemon process has exited (at once if it has). */
+  exited(): Promise<void> {
+    const child = this.process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => child.once('exit', () => resolve()));
   }
 
   get logs(): string {
