@@ -2,6 +2,7 @@ import { createActor, type AnyMachineSnapshot, type AnyStateMachine, type EventF
 
 export * from './sandboxMachine.js';
 export * from './containerMachine.js';
+export * from './nodeMachine.js';
 
 /** A stored event the machine does not accept in the state the earlier events led to: the log and the machine disagree. */
 export class IllegalTransitionError extends Error {

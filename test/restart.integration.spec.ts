@@ -40,7 +40,9 @@ describe.skipIf(skip)(`SIGKILL of the daemon while a container runs${skip ? ` (s
     expect(ps.find((c) => c.id === containerId)).toMatchObject({ state: 'running', pid: containerPid });
     expect(isAlive(containerPid)).toBe(true);
     const history = JSON.parse(daemon.ktsOk('history', '--json', podId)) as { events: Array<{ type: string; caller: string }> };
-    expect(history.events.filter((e) => e.caller === 'recovery').map((e) => e.type)).toEqual(['ContainerReattached', 'SandboxReattached']);
+    const recovered = history.events.filter((e) => e.caller.startsWith('recovery: '));
+    expect(recovered.map((e) => e.type)).toEqual(['ContainerReattached', 'SandboxReattached']);
+    expect(recovered[1]!.caller).toMatch(/^recovery: reattached: the sandbox process \d+ still runs$/);
   });
 
   it('then the container\'s later exit is recorded with its real exit code', async () => {

@@ -106,7 +106,9 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
     }),
     Verify: rpc('Verify', async () => {
       const chain = engine.store.verifyChain();
-      return chain.ok ? { ok: true, eventCount: chain.eventCount } : { ok: false, eventCount: chain.eventCount, brokenAtSequence: chain.brokenAtSequence, reason: chain.reason };
+      if (chain.ok) return { ok: true, eventCount: chain.eventCount };
+      const { eventCount, brokenAtSequence, reason, streamId, type, problem } = chain;
+      return { ok: false, eventCount, brokenAtSequence, reason, brokenStreamId: streamId, brokenType: type, problem };
     }),
     WatchEvents: stream<{ afterSequence: number }, object>('WatchEvents', (call) => watchEvents(engine, call)),
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => runContainer(options, request, meta)),

@@ -13,11 +13,19 @@ const CODES: Record<ErrorKind, status> = {
   internal: status.INTERNAL,
 };
 
+/**
+ * Trailer naming the domain kind of an error the daemon itself sent: it tells a client that an
+ * UNAVAILABLE came from the daemon (e.g. its disk is full), not from failing to reach it.
+ */
+export const ERROR_KIND_TRAILER = 'kts-error-kind';
+
 /** The one place that knows gRPC codes: a domain error kind becomes a status with its message. */
 export function toServiceError(error: unknown): ServiceError {
-  const code = error instanceof KtsError ? CODES[error.kind] : status.INTERNAL;
+  const kind: ErrorKind = error instanceof KtsError ? error.kind : 'internal';
   const message = error instanceof Error ? error.message : String(error);
-  return Object.assign(new Error(message), { code, details: message, metadata: new Metadata() });
+  const metadata = new Metadata();
+  metadata.set(ERROR_KIND_TRAILER, kind);
+  return Object.assign(new Error(message), { code: CODES[kind], details: message, metadata });
 }
 
 const KINDS = new Map<number, ErrorKind>(Object.entries(CODES).map(([kind, code]) => [code, kind as ErrorKind]));

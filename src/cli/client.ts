@@ -1,4 +1,5 @@
 import { credentials, Metadata, makeClientConstructor, status, type Client, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
+import { ERROR_KIND_TRAILER } from '../api/grpcErrors.js';
 import { loadGrpcDefinitions } from '../api/protos.js';
 import { DEFAULT_SOCKET } from '../config.js';
 import { injectContext } from '../telemetry/tracing.js';
@@ -22,7 +23,8 @@ export interface KtsClient {
 export class ClientError extends Error {}
 
 function friendly(error: ServiceError, socket: string): ClientError {
-  if (error.code === status.UNAVAILABLE) {
+  const fromDaemon = (error.metadata?.get(ERROR_KIND_TRAILER) ?? []).length > 0;
+  if (error.code === status.UNAVAILABLE && !fromDaemon) {
     return new ClientError(`cannot reach the kts daemon at ${socket} (${error.details}); is "kts daemon" running? Use --socket or KTS_SOCKET to point elsewhere`);
   }
   return new ClientError(error.details || error.message);

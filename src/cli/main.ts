@@ -5,8 +5,10 @@ import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
 import { startDaemon } from '../daemon.js';
 import { readContainerConfigFile, readPodSandboxConfigFile } from '../oci/podConfig.js';
+import { verifyStoreFile } from '../store/sqliteStore.js';
 import { createLogger } from '../telemetry/logger.js';
 import { initTracing, shutdownTracing, withSpan } from '../telemetry/tracing.js';
+import { chainFromVerifyResponse, describeChain } from './chainReport.js';
 import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
 
@@ -21,6 +23,8 @@ async function withClient<T>(options: { socket?: string }, work: (client: KtsCli
     client.close();
   }
 }
+
+const socketOption = () => new Option('--socket <path>', 'daemon socket (default: $KTS_SOCKET or ' + DEFAULT_SOCKET + ')');
 
 async function resolvePod(client: KtsClient, ref: string): Promise<string> {
   const history = await client.admin.History!({ ref });
@@ -42,7 +46,6 @@ Examples:
   kts stop <pod>; kts rm <pod>                        stop, then remove everything
 
 Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEFAULT_SOCKET}.`);
-  const socketOption = () => new Option('--socket <path>', 'daemon socket (default: $KTS_SOCKET or ' + DEFAULT_SOCKET + ')');
 
   cli.command('daemon')
     .description('run the daemon: gRPC on a unix socket (Sandbox Controller, Task v2/v3, kts admin)')
@@ -183,18 +186,25 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
       client.adminStream('WatchEvents', { afterSequence: Number(options.after) }, (event) => out(JSON.stringify(event) + '\n')),
     ));
 
-  cli.command('verify')
-    .description('verify the whole event log\'s hash chain; exits 3 if it is broken')
-    .addOption(socketOption())
-    .action(async (options: { socket?: string }) => withClient(options, async (client) => {
-      const result = await client.admin.Verify!({});
-      if (result.ok) out(`ok: ${result.eventCount} events, hash chain intact\n`);
-      else {
-        out(`BROKEN at sequence ${result.brokenAtSequence}: ${result.reason}\n`);
-        process.exitCode = 3;
-      }
-    }));
+  const audit = cli.command('audit').description('check the event log');
+  verifyCommand(audit.command('verify'), 'verify the event log\'s hash chain end to end and name the first bad row; exits 0 if intact, 3 if broken, 1 if it could not check');
+  verifyCommand(cli.command('verify'), 'same as "kts audit verify"');
   return cli;
+}
+
+function verifyCommand(command: Command, description: string): void {
+  command.description(description)
+    .addOption(new Option('--db <file>', 'verify this database file directly, read-only, without a daemon (e.g. one the daemon refuses)').conflicts('socket'))
+    .addOption(socketOption())
+    .action(auditVerify);
+}
+
+async function auditVerify(options: { db?: string; socket?: string }): Promise<void> {
+  const verification = options.db !== undefined
+    ? verifyStoreFile(options.db)
+    : await withClient(options, async (client) => chainFromVerifyResponse(await client.admin.Verify!({})));
+  out(describeChain(verification) + '\n');
+  if (!verification.ok) process.exitCode = 3;
 }
 
 export async function main(argv: string[]): Promise<void> {

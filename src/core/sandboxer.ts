@@ -38,6 +38,8 @@ export interface ProcessExit {
   /** The exit code, or 128 + signal number for a process killed by a signal. */
   exitStatus: number;
   exitedAt: Date;
+  /** Why it ended, when the backend knows more than the status says (a wasm trap, a memory cap). */
+  reason?: string;
 }
 
 export type ContainerRuntimeState = 'created' | 'running' | 'stopped' | 'absent';
@@ -69,6 +71,12 @@ export interface StartedSandbox {
   details?: Record<string, string | number>;
 }
 
+/** Sandboxes and containers the store says exist (not removed / deleted). */
+export interface KnownResources {
+  sandboxIds: ReadonlySet<string>;
+  containerIds: ReadonlySet<string>;
+}
+
 export interface Sandboxer {
   readonly kind: string;
   /** Start the sandbox's holder of namespaces (or its VM); resolves once it can take containers. */
@@ -92,6 +100,12 @@ export interface Sandboxer {
   waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit>;
   pids(sandboxId: string, containerId: string): Promise<number[]>;
   stats(sandboxId: string, containerId: string): Promise<ContainerStats>;
+  /**
+   * Removes what this backend finds on the host that belongs to no known sandbox or container (a
+   * directory, process, VM or runc container left by a crash or a lost database); returns one line
+   * per thing removed, for the record.
+   */
+  sweepOrphans(known: KnownResources): Promise<string[]>;
   /**
    * Optional deeper check than process liveness (a VM whose guest stopped answering): undefined
    * when healthy, else why not. The engine polls it for ready sandboxes.

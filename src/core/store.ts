@@ -70,9 +70,22 @@ export interface AppendResult {
   lastSequence: number;
 }
 
+/** What is wrong with the first bad row of the log. */
+export type ChainProblem = 'missing_events' | 'broken_link' | 'version_gap' | 'hash_mismatch';
+
+/** `eventCount` counts the events that verified, i.e. those before the first bad row. */
 export type ChainVerification =
   | { ok: true; eventCount: number }
-  | { ok: false; eventCount: number; brokenAtSequence: number; reason: string };
+  | {
+      ok: false;
+      eventCount: number;
+      brokenAtSequence: number;
+      /** Stream id and event type as the bad row holds them (which, if it was altered, may be the altered values). */
+      streamId: string;
+      type: string;
+      problem: ChainProblem;
+      reason: string;
+    };
 
 export interface Snapshot {
   streamId: string;

@@ -192,7 +192,7 @@ export class Engine {
         this.recordSandbox(sandbox, { type: 'SandboxExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'sandbox-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, err: error }, 'watching sandbox exit failed'),
-    );
+    ).catch((error: unknown) => this.logger.error({ err: error }, 'recording an exit failed (the store refused it); a restart will record it'));
   }
 
   async stopSandbox(sandboxId: string, timeoutMs: number | undefined, meta: CommandMeta): Promise<void> {
@@ -348,7 +348,7 @@ export class Engine {
         this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'container-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'watching container exit failed'),
-    );
+    ).catch((error: unknown) => this.logger.error({ err: error }, 'recording an exit failed (the store refused it); a restart will record it'));
   }
 
   async startContainer(containerId: string, meta: CommandMeta): Promise<{ pid: number }> {
@@ -494,7 +494,7 @@ export class Engine {
         this.recordContainer(container, { type: 'ExecExited', execId, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'exec-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, exec_id: execId, err: error }, 'watching exec exit failed'),
-    );
+    ).catch((error: unknown) => this.logger.error({ err: error }, 'recording an exit failed (the store refused it); a restart will record it'));
   }
 
   async waitExec(containerId: string, execId: string): Promise<{ exitStatus: number; exitedAt: string }> {

@@ -15,7 +15,8 @@ export interface EntitySnapshot<TContext> {
   can(event: { type: string }): boolean;
 }
 
-export type ProjectFn<TContext> = (snapshot: EntitySnapshot<TContext>, version: number) => Projection;
+/** The read-model row an event leaves behind; undefined for a stream without one (the node stream). */
+export type ProjectFn<TContext> = (snapshot: EntitySnapshot<TContext>, version: number) => Projection | undefined;
 
 const SNAPSHOT_EVERY = 50;
 

@@ -1,4 +1,5 @@
 import { containerMachine, type ContainerContext, type ContainerEvent } from '../../machines/containerMachine.js';
+import { nodeMachine, type NodeEvent } from '../../machines/nodeMachine.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { errorMessage } from '../core/errors.js';
 import { Engine, type CommandMeta, type ContainerEntity, type SandboxEntity } from './engine.js';
@@ -14,6 +15,10 @@ export interface RecoveryReport {
 }
 
 const RECOVERY: CommandMeta = { caller: 'recovery' };
+export const NODE_STREAM = 'node';
+
+/** Every event recovery records says what it decided and why; `kts history` shows it as the cause. */
+const recovered = (decision: string, why: string): CommandMeta => ({ caller: `recovery: ${decision}: ${why}` });
 
 /**
  * The engine as the daemon runs it: on start, every entity is rebuilt from snapshot + log, and
@@ -32,7 +37,29 @@ export class DaemonEngine extends Engine {
         this.logger.error({ sandbox_id: sandboxId, err: error }, 'recovery could not reconcile sandbox');
       });
     }
+    await this.sweepOrphans().catch((error) => {
+      failures.push(`orphan scan: ${errorMessage(error)}`);
+      this.logger.error({ err: error }, 'recovery could not sweep orphans');
+    });
     return { sandboxes: this.sandboxes.size, containers: this.containers.size, eventsRecorded: this.store.headSequence() - before, failures };
+  }
+
+  /** Host resources of no live sandbox or container are removed, each recorded on the node stream. */
+  private async sweepOrphans(): Promise<void> {
+    const known = { sandboxIds: new Set(this.sandboxes.keys()), containerIds: new Set(this.containers.keys()) };
+    for (const sandboxer of Object.values(this.options.sandboxers)) {
+      for (const resource of await sandboxer.sweepOrphans(known)) {
+        this.logger.warn({ kind: sandboxer.kind, resource }, 'removed a resource no sandbox owns');
+        this.node().record({ type: 'OrphanRemoved', kind: sandboxer.kind, resource, reason: 'no live sandbox or container in the event log owns it' }, RECOVERY);
+      }
+    }
+  }
+
+  private nodeEntity: Entity<Record<string, never>, NodeEvent> | undefined;
+
+  private node(): Entity<Record<string, never>, NodeEvent> {
+    this.nodeEntity ??= Entity.load<Record<string, never>, NodeEvent>(NODE_STREAM, nodeMachine, this.store, () => undefined);
+    return this.nodeEntity;
   }
 
   private loadEntities(): void {
@@ -55,26 +82,26 @@ export class DaemonEngine extends Engine {
     switch (sandbox.state) {
       case 'starting':
         if (status.alive && status.pid) {
-          this.recordSandbox(sandbox, { type: 'SandboxStarted', pid: status.pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString() }, RECOVERY);
+          this.recordSandbox(sandbox, { type: 'SandboxStarted', pid: status.pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString() }, recovered('completed the start', `the sandbox process ${status.pid} is running`));
           this.watchSandbox(sandbox);
         } else {
-          this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: 'the daemon stopped during start and the sandbox is not running' }, RECOVERY);
+          this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: 'the daemon stopped during start and the sandbox is not running' }, recovered('rolled back the start', 'no sandbox process runs'));
         }
         return;
       case 'ready':
       case 'unhealthy':
         if (status.alive && status.pid) {
-          this.recordSandbox(sandbox, { type: 'SandboxReattached', pid: status.pid }, RECOVERY);
+          this.recordSandbox(sandbox, { type: 'SandboxReattached', pid: status.pid }, recovered('reattached', `the sandbox process ${status.pid} still runs`));
           this.watchSandbox(sandbox);
         } else {
-          this.recordSandbox(sandbox, { type: 'SandboxExited', exitStatus: 255, exitedAt: new Date().toISOString() }, RECOVERY);
+          this.recordSandbox(sandbox, { type: 'SandboxExited', exitStatus: 255, exitedAt: new Date().toISOString() }, recovered('recorded an exit', 'the sandbox process ended while no daemon watched'));
         }
         return;
       case 'stopping':
-        return this.stopSandboxNow(sandbox, this.options.defaultStopTimeoutMs, RECOVERY);
+        return this.stopSandboxNow(sandbox, this.options.defaultStopTimeoutMs, recovered('completed the stop', 'a stop was decided before the daemon stopped'));
       case 'shuttingDown':
         await this.sandboxerFor(sandbox).removeSandbox(sandboxId);
-        this.recordSandbox(sandbox, { type: 'SandboxRemoved' }, RECOVERY);
+        this.recordSandbox(sandbox, { type: 'SandboxRemoved' }, recovered('completed the removal', 'a shutdown was decided before the daemon stopped'));
         this.sandboxes.delete(sandboxId);
         sandbox.stop();
         return;
@@ -88,16 +115,16 @@ export class DaemonEngine extends Engine {
     const status = await this.sandboxerFor(sandbox).containerStatus(sandboxId, containerId);
     const exited = () => {
       const exit = status.exit ?? { exitStatus: 255, exitedAt: new Date() };
-      this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, RECOVERY);
+      this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, recovered('recorded an exit', status.exit ? `its exit status ${status.exit.exitStatus} was recorded on the host` : `the runtime reports it ${status.state}`));
     };
     const live = status.state === 'created' || status.state === 'running';
     switch (container.state) {
       case 'creating':
         if (live && status.pid) {
-          this.recordContainer(container, { type: 'ContainerCreated', pid: status.pid }, RECOVERY);
+          this.recordContainer(container, { type: 'ContainerCreated', pid: status.pid }, recovered('completed the create', `the runtime has it ${status.state} with pid ${status.pid}`));
           this.watchContainer(sandbox, container, status.pid);
         } else {
-          this.recordContainer(container, { type: 'ContainerCreateFailed', reason: 'the daemon stopped during create and runc has no such container' }, RECOVERY);
+          this.recordContainer(container, { type: 'ContainerCreateFailed', reason: 'the daemon stopped during create and runc has no such container' }, recovered('rolled back the create', `the runtime reports it ${status.state}`));
         }
         break;
       case 'created':
@@ -106,25 +133,25 @@ export class DaemonEngine extends Engine {
         break;
       case 'starting':
         if (status.state === 'absent') {
-          this.recordContainer(container, { type: 'ContainerStartFailed', reason: 'the daemon stopped during start and runc has no such container' }, RECOVERY);
+          this.recordContainer(container, { type: 'ContainerStartFailed', reason: 'the daemon stopped during start and runc has no such container' }, recovered('rolled back the start', 'the runtime has no such container'));
           break;
         }
         // The start may or may not have reached runc: finish it if not, then record what is true.
         if (status.state === 'created') await this.sandboxerFor(sandbox).startContainer(sandboxId, containerId);
-        this.recordContainer(container, { type: 'ContainerStarted', pid: status.pid ?? container.context.pid ?? 0, startedAt: new Date().toISOString() }, RECOVERY);
+        this.recordContainer(container, { type: 'ContainerStarted', pid: status.pid ?? container.context.pid ?? 0, startedAt: new Date().toISOString() }, recovered('completed the start', `the runtime reports it ${status.state}`));
         if (status.exit || status.state === 'stopped') exited();
         else if (status.pid) this.watchContainer(sandbox, container, status.pid);
         break;
       case 'running':
         if (status.state === 'running' && status.pid) {
-          this.recordContainer(container, { type: 'ContainerReattached', pid: status.pid }, RECOVERY);
+          this.recordContainer(container, { type: 'ContainerReattached', pid: status.pid }, recovered('reattached', `its process ${status.pid} still runs`));
           this.watchContainer(sandbox, container, status.pid);
         } else {
           exited();
         }
         break;
       case 'deleting':
-        await this.deleteContainerNow(container, RECOVERY);
+        await this.deleteContainerNow(container, recovered('completed the delete', 'a delete was decided before the daemon stopped'));
         return;
       default:
         break;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import type { ChainVerification } from '../core/store.js';
+import type { ChainProblem, ChainVerification } from '../core/store.js';
 import { stableStringify } from './canonicalJson.js';
 import type { EventRecord } from './rows.js';
 
@@ -30,9 +30,11 @@ export function verifyChainOf(db: Database.Database): ChainVerification {
   let previous: EventRecord | undefined;
   let eventCount = 0;
   for (const row of rows) {
-    const reason = findBreak(row, previous, streamVersions);
+    const found = findBreak(row, previous, streamVersions);
     // Leaving the loop early closes the statement's iterator.
-    if (reason !== undefined) return { ok: false, eventCount, brokenAtSequence: row.sequence, reason };
+    if (found !== undefined) {
+      return { ok: false, eventCount, brokenAtSequence: row.sequence, streamId: row.stream_id, type: row.type, ...found };
+    }
     streamVersions.set(row.stream_id, row.stream_version);
     previous = row;
     eventCount += 1;
@@ -40,16 +42,27 @@ export function verifyChainOf(db: Database.Database): ChainVerification {
   return { ok: true, eventCount };
 }
 
-function findBreak(row: EventRecord, previous: EventRecord | undefined, streamVersions: Map<string, number>): string | undefined {
+interface ChainBreak {
+  problem: ChainProblem;
+  reason: string;
+}
+
+function findBreak(row: EventRecord, previous: EventRecord | undefined, streamVersions: Map<string, number>): ChainBreak | undefined {
   const expectedSequence = (previous?.sequence ?? 0) + 1;
-  if (row.sequence !== expectedSequence) return `sequence ${row.sequence} follows ${expectedSequence - 1}: events are missing`;
+  if (row.sequence !== expectedSequence) {
+    return { problem: 'missing_events', reason: `sequence ${row.sequence} follows ${expectedSequence - 1}: events are missing` };
+  }
   const expectedPrev = previous?.hash ?? GENESIS_HASH;
-  if (row.prev_hash !== expectedPrev) return `prev_hash ${row.prev_hash} does not match the hash of the event before (${expectedPrev})`;
+  if (row.prev_hash !== expectedPrev) {
+    return { problem: 'broken_link', reason: `prev_hash ${row.prev_hash} does not match the hash of the event before (${expectedPrev})` };
+  }
   const expectedVersion = (streamVersions.get(row.stream_id) ?? 0) + 1;
   if (row.stream_version !== expectedVersion) {
-    return `stream ${row.stream_id} jumps to version ${row.stream_version}, expected ${expectedVersion}`;
+    return { problem: 'version_gap', reason: `stream ${row.stream_id} jumps to version ${row.stream_version}, expected ${expectedVersion}` };
   }
   const recomputed = eventHash(row);
-  if (recomputed !== row.hash) return `stored hash ${row.hash} does not match the recomputed ${recomputed}: the event was altered`;
+  if (recomputed !== row.hash) {
+    return { problem: 'hash_mismatch', reason: `stored hash ${row.hash} does not match the recomputed ${recomputed}: the event was altered` };
+  }
   return undefined;
 }

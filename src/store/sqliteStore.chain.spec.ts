@@ -56,7 +56,7 @@ describe('verifyChain', () => {
 
     const verification = store.verifyChain();
 
-    expect(verification).toMatchObject({ ok: false, eventCount: 1, brokenAtSequence: 2 });
+    expect(verification).toMatchObject({ ok: false, eventCount: 1, brokenAtSequence: 2, streamId: 'container-c', type: 'ContainerCreated', problem: 'hash_mismatch' });
     expect(verification.ok === false && verification.reason).toMatch(/does not match the recomputed .*altered/);
   });
 
@@ -87,8 +87,17 @@ describe('verifyChain', () => {
 
     const verification = store.verifyChain();
 
-    expect(verification).toMatchObject({ ok: false, eventCount: 1, brokenAtSequence: 2 });
+    expect(verification).toMatchObject({ ok: false, eventCount: 1, brokenAtSequence: 2, streamId: 'container-c', problem: 'broken_link' });
     expect(verification.ok === false && verification.reason).toMatch(/prev_hash/);
+  });
+
+  it('given a stream version renumbered, when verified, then the gap in that stream is reported', () => {
+    tamper('UPDATE events SET stream_version = 5 WHERE sequence = 3');
+
+    const verification = store.verifyChain();
+
+    expect(verification).toMatchObject({ ok: false, eventCount: 2, brokenAtSequence: 3, streamId: 'sandbox-a', problem: 'version_gap' });
+    expect(verification.ok === false && verification.reason).toBe('stream sandbox-a jumps to version 5, expected 2');
   });
 
   it('given an event deleted from the middle, when verified, then the gap is reported at the event after it', () => {
@@ -96,7 +105,7 @@ describe('verifyChain', () => {
 
     const verification = store.verifyChain();
 
-    expect(verification).toMatchObject({ ok: false, brokenAtSequence: 3 });
+    expect(verification).toMatchObject({ ok: false, brokenAtSequence: 3, streamId: 'sandbox-a', type: 'SandboxStopped', problem: 'missing_events' });
     expect(verification.ok === false && verification.reason).toMatch(/missing/);
   });
 });

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { KtsError, conflict, errorMessage, failedPrecondition, internal, invalidArgument, unavailable } from '../core/errors.js';
+import { KtsError, conflict, errorMessage, failedPrecondition, invalidArgument } from '../core/errors.js';
 import type {
   AppendOptions,
   AppendResult,
@@ -17,6 +17,7 @@ import type {
 import { stableStringify } from './canonicalJson.js';
 import { GENESIS_HASH, eventHash, verifyChainOf } from './eventChain.js';
 import { defaultMigrationsDir, migrate } from './migrate.js';
+import { corruptStore, isCorruption, refuseIfCorrupt, sqliteCode, translateSqliteError } from './sqliteErrors.js';
 import {
   type ContainerRecord,
   type EventRecord,
@@ -36,26 +37,61 @@ export interface StoreOpenOptions {
    * power cut. OFF is for bulk loads that can be redone (benchmark fixtures), never for the daemon.
    */
   synchronous?: 'FULL' | 'OFF';
+  /** Caps the file at this many pages (PRAGMA max_page_count): an append past it fails as on a full disk. */
+  maxPageCount?: number;
 }
 
 /**
- * Opens (creating it and its parent directory if needed) the SQLite event store at `path` and
- * migrates it. WAL + synchronous=FULL: a call that returns has committed, and survives a power cut.
+ * Opens (creating it and its parent directory if needed) the SQLite event store at `path`, refuses it
+ * if it is corrupt, and migrates it. WAL + synchronous=FULL: a call that returns has committed, and
+ * survives a power cut.
  */
 export function openSqliteStore(path: string, options: StoreOpenOptions = {}): EventStore {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
   const db = new Database(path);
   try {
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    // Before anything writes: a damaged file is refused as found, never migrated or appended to.
+    refuseIfCorrupt(db, path);
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
     db.pragma('foreign_keys = ON');
-    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${options.maxPageCount}`);
     migrate(db, defaultMigrationsDir());
-    return new SqliteEventStore(db);
+    return new SqliteEventStore(db, path);
   } catch (error) {
     db.close();
-    if (error instanceof KtsError) throw error;
-    throw new KtsError('failed_precondition', `cannot open event store ${path}: ${errorMessage(error)}`, { cause: error });
+    throw openFailure(error, path);
+  }
+}
+
+function openFailure(error: unknown, path: string): KtsError {
+  // SQLite reports a garbage file as NOTADB on the first read, which quick_check's own query is.
+  if (isCorruption(error)) return corruptStore(path, `${sqliteCode(error)}: ${errorMessage(error)}`);
+  if (error instanceof KtsError) return error;
+  return new KtsError('failed_precondition', `cannot open event store ${path}: ${errorMessage(error)}`, { cause: error });
+}
+
+/**
+ * Verifies the hash chain of the store file at `path` without a daemon: opened read-only, never
+ * migrated or written (so it works on a store the daemon refuses, and beside a running daemon).
+ * Like any reader of a WAL database, SQLite creates the empty `-wal`/`-shm` beside it if they are missing.
+ */
+export function verifyStoreFile(path: string): ChainVerification {
+  let db: Database.Database;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+  } catch (error) {
+    throw failedPrecondition(`cannot open event store ${path} read-only: ${errorMessage(error)}`);
+  }
+  try {
+    const events = db.prepare<[], { found: number }>("SELECT count(*) AS found FROM sqlite_schema WHERE type = 'table' AND name = 'events'").get();
+    if (!events?.found) throw failedPrecondition(`${path} is an SQLite database but not a kts event store (it has no events table)`);
+    return verifyChainOf(db);
+  } catch (error) {
+    throw openFailure(error, path);
+  } finally {
+    db.close();
   }
 }
 
@@ -81,7 +117,10 @@ class SqliteEventStore implements EventStore {
   /** Called after commit, outside the transaction: at most once per append, lost on a crash. */
   private readonly appendedListeners = new Set<AppendedListener>();
 
-  constructor(private readonly db: Database.Database) {
+  constructor(
+    private readonly db: Database.Database,
+    private readonly path: string,
+  ) {
     this.statements = prepareStatements(db);
     this.appendInTransaction = db.transaction(this.writeEvents.bind(this));
     this.snapshotInTransaction = db.transaction(this.writeSnapshot.bind(this));
@@ -90,7 +129,7 @@ class SqliteEventStore implements EventStore {
   appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult {
     validateAppend(streamId, events, options);
     const pending = events.map((event) => ({ event, payloadJson: stableStringify(event.payload) }));
-    const stored = translateSqliteErrors(() => this.appendInTransaction.immediate(streamId, pending, options));
+    const stored = this.write(() => this.appendInTransaction.immediate(streamId, pending, options));
     this.notifyAppended(stored);
     const last = stored[stored.length - 1]!;
     return { nextExpectedVersion: last.streamVersion, lastSequence: last.sequence };
@@ -115,7 +154,7 @@ class SqliteEventStore implements EventStore {
 
   saveSnapshot(snapshot: Snapshot): void {
     const stateJson = stableStringify(snapshot.state);
-    translateSqliteErrors(() => this.snapshotInTransaction.immediate(snapshot, stateJson));
+    this.write(() => this.snapshotInTransaction.immediate(snapshot, stateJson));
   }
 
   loadSnapshot(streamId: string): Snapshot | undefined {
@@ -154,6 +193,15 @@ class SqliteEventStore implements EventStore {
   close(): void {
     this.appendedListeners.clear();
     if (this.db.open) this.db.close();
+  }
+
+  /** Runs a write transaction; SQLite has rolled it back by the time a failure is rethrown as a KtsError. */
+  private write<T>(transaction: () => T): T {
+    try {
+      return transaction();
+    } catch (error) {
+      throw translateSqliteError(error, this.path);
+    }
   }
 
   /** Runs inside the IMMEDIATE transaction: version check, chained inserts and projection commit together. */
@@ -276,22 +324,6 @@ function upsertSql(table: string, columns: string[]): string {
   const updates = columns.filter((column) => column !== 'id').map((column) => `${column} = excluded.${column}`);
   return `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((column) => `@${column}`).join(', ')})
     ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`;
-}
-
-/** Turns SQLite's errors into KtsError kinds; KtsErrors thrown inside pass through unchanged. */
-function translateSqliteErrors<T>(operation: () => T): T {
-  try {
-    return operation();
-  } catch (error) {
-    if (error instanceof KtsError) throw error;
-    const code = error instanceof Database.SqliteError ? error.code : '';
-    const message = errorMessage(error);
-    if (code.startsWith('SQLITE_BUSY')) throw unavailable(`event store is locked by another writer: ${message}`);
-    if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw failedPrecondition(`container row refers to a sandbox with no row: ${message}`);
-    if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw conflict(`concurrent append: ${message}`);
-    if (code.startsWith('SQLITE_CONSTRAINT')) throw invalidArgument(`record rejected by the schema: ${message}`);
-    throw internal(`event store failed: ${message}`, error);
-  }
 }
 
 // Lone surrogates would be replaced by U+FFFD on the way into SQLite, and the stored text would no longer match its hash.

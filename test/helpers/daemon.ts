@@ -34,11 +34,11 @@ export class TestDaemon {
   process?: ChildProcess;
   private output = '';
 
-  /** `extraToml` is appended to the config, e.g. a `[hypervisor]` section. */
-  constructor(extraToml = '') {
+  /** `extraToml` is appended to the config, e.g. a `[hypervisor]` section; `options.db` puts the store elsewhere. */
+  constructor(extraToml = '', options: { db?: string } = {}) {
     this.root = mkdtempSync(path.join(tmpdir(), 'kts-it-'));
     this.socket = path.join(this.root, 'kts.sock');
-    this.db = path.join(this.root, 'kts.db');
+    this.db = options.db ?? path.join(this.root, 'kts.db');
     this.runcRoot = path.join(this.root, 'runc');
     writeFileSync(path.join(this.root, 'config.toml'), [
       `listen = "${this.socket}"`, `root = "${this.root}"`, `db = "${this.db}"`, 'log_level = "debug"', 'stop_timeout_seconds = 2',
@@ -66,6 +66,17 @@ export class TestDaemon {
     const child = this.process;
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise((resolve) => child.once('exit', () => resolve()));
+  }
+
+  /** Starts a daemon that is expected to refuse to start: resolves with its exit code and everything it printed. */
+  async startExpectingFailure(): Promise<{ code: number | null; output: string }> {
+    const started = await this.start().then(() => true, () => false);
+    if (started) throw new Error(`daemon started, but it was expected to refuse:\n${this.output}`);
+    const child = this.process!;
+    if (child.exitCode === null && child.signalCode === null) throw new Error(`daemon neither served nor exited:\n${this.output}`);
+    // 'close' comes after 'exit' once stdout and stderr are drained: the output is complete.
+    if (!child.stdout!.closed || !child.stderr!.closed) await new Promise((resolve) => child.once('close', resolve));
+    return { code: child.exitCode, output: this.output };
   }
 
   get logs(): string {

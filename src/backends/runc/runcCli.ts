@@ -50,6 +50,13 @@ export class RuncCli {
   }
 
   /** Forced, and quiet about a container runc does not know: delete is idempotent. */
+  /** Every container in our runc root, with its bundle directory. */
+  async list(): Promise<Array<{ id: string; bundle: string }>> {
+    const result = this.check(await this.run(['list', '--format', 'json']), 'list', '');
+    const parsed = JSON.parse(result.stdout.trim() || '[]') as Array<{ id?: unknown; bundle?: unknown }> | null;
+    return (parsed ?? []).map((c) => ({ id: String(c.id), bundle: String(c.bundle ?? '') }));
+  }
+
   async forceDelete(containerId: string): Promise<void> {
     const result = await this.run(['delete', '--force', containerId]);
     if (result.code !== 0 && NOT_EXIST.test(result.stderr)) return;

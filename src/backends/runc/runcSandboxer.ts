@@ -9,6 +9,7 @@ import type {
   ContainerSpec,
   ContainerStats,
   ContainerStatus,
+  KnownResources,
   OciProcess,
   ProcessExit,
   SandboxSpec,
@@ -168,6 +169,22 @@ export class RuncSandboxer implements Sandboxer {
     this.dropWatch(sandboxId);
     await rm(paths.dir, { recursive: true, force: true });
     this.logger.info({ sandboxId }, 'runc sandbox removed');
+  }
+
+  async sweepOrphans(known: KnownResources): Promise<string[]> {
+    const removed: string[] = [];
+    for (const sandboxId of await readdir(join(this.options.rootDir, 'sandboxes')).catch(() => [] as string[])) {
+      if (known.sandboxIds.has(sandboxId)) continue;
+      await this.removeSandbox(sandboxId);
+      removed.push(`runc sandbox directory ${this.paths(sandboxId).dir} and its processes`);
+    }
+    for (const container of await this.runc.list()) {
+      if (known.containerIds.has(container.id)) continue;
+      await this.runc.forceDelete(container.id);
+      if (container.bundle) await unmountUnder(join(container.bundle, 'rootfs'));
+      removed.push(`runc container ${container.id} (bundle ${container.bundle})`);
+    }
+    return removed;
   }
 
   // ------------------------------------------------------------------ containers

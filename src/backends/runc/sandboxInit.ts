@@ -1,13 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deadlineExceeded, internal, invalidArgument, unavailable } from '../../core/errors.js';
 import type { StdioPaths } from '../../core/sandboxer.js';
 import type { SandboxWatch } from './exitWatcher.js';
 import type { SandboxPaths } from './paths.js';
+import { writeFileAtomic } from '../host/files.js';
 import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../host/procfs.js';
 
 /** Requests are written to the ctl FIFO in one write; up to PIPE_BUF bytes that write is atomic. */
@@ -163,8 +164,4 @@ async function collectResult(paths: SandboxPaths, reqId: string, logFile: string
   return { status: Number(exitText.trim()), startError: startError?.trim(), logText: logText ?? '' };
 }
 
-export async function writeFileAtomic(path: string, content: string): Promise<void> {
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, content);
-  await rename(tmp, path);
-}
+export { writeFileAtomic };

@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { HypervisorConfig } from '../../config.js';
 import { KtsError, alreadyExists, errorMessage, failedPrecondition, internal, isKtsError, notFound } from '../../core/errors.js';
 import { validateId } from '../../core/ids.js';
 import type {
-  ContainerSpec, ContainerStats, ContainerStatus, OciProcess, ProcessExit, SandboxSpec, Sandboxer, StartedSandbox, StdioPaths,
+  ContainerSpec, ContainerStats, ContainerStatus, KnownResources, OciProcess, ProcessExit, SandboxSpec, Sandboxer, StartedSandbox, StdioPaths,
 } from '../../core/sandboxer.js';
 import { isProcessAlive, parseIdentity, type ProcessIdentity } from '../host/procfs.js';
 import { AgentClient } from './agentClient.js';
@@ -232,6 +233,16 @@ export class VmmSandboxer implements Sandboxer {
     vm.forgotten = true;
     vm.agent.close();
     vm.share.close();
+  }
+
+  async sweepOrphans(known: KnownResources): Promise<string[]> {
+    const removed: string[] = [];
+    for (const sandboxId of await readdir(join(this.options.rootDir, 'vms')).catch(() => [] as string[])) {
+      if (known.sandboxIds.has(sandboxId)) continue;
+      await this.removeSandbox(sandboxId);
+      removed.push(`VM directory ${vmPaths(this.options.rootDir, sandboxId).dir} and its QEMU`);
+    }
+    return removed;
   }
 
   /** Not serving is not healthy: QEMU must run the guest and the agent must answer. */
