@@ -28,12 +28,18 @@ interface Armed {
 
 let armed: Armed | undefined;
 
-/** Parses `KTS_CRASH_AT=<point|any>[:<n>]`, e.g. `effect.before:2` or `any:7`. */
-export function parseCrashSpec(spec: string): Armed {
+const RANDOM_MAX_OCCURRENCE = 20;
+
+/**
+ * Parses `KTS_CRASH_AT=<point|any>[:<n>]`, e.g. `effect.before:2` or `any:7`, or `random`: any
+ * point, at an occurrence from 1 to 20 drawn by `random`.
+ */
+export function parseCrashSpec(spec: string, random: () => number = Math.random): Armed {
+  if (spec === 'random') return { point: 'any', occurrence: 1 + Math.floor(random() * RANDOM_MAX_OCCURRENCE), reached: 0 };
   const [point = '', count = '1'] = spec.split(':');
   const occurrence = Number(count);
   if (point !== 'any' && !(CRASH_POINTS as readonly string[]).includes(point)) {
-    throw invalidArgument(`KTS_CRASH_AT: unknown crash point "${point}" (known: any, ${CRASH_POINTS.join(', ')})`);
+    throw invalidArgument(`KTS_CRASH_AT: unknown crash point "${point}" (known: random, any, ${CRASH_POINTS.join(', ')})`);
   }
   if (!Number.isInteger(occurrence) || occurrence < 1) throw invalidArgument(`KTS_CRASH_AT: "${count}" is not a positive occurrence count`);
   return { point: point as Armed['point'], occurrence, reached: 0 };
