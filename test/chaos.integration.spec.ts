@@ -1,8 +1,8 @@
 // Crash consistency by fault injection: the daemon SIGKILLs itself at a named crash point while
 // pods are being created, started, stopped and removed; after each restart, the store and the host
 // must agree, nothing may leak, every intent must have its outcome, and retried requests must not
-// duplicate anything. KTS_CHAOS_CYCLES sets the number of crash cycles (default 200; the longer
-// run is `KTS_CHAOS_CYCLES=2000 npx vitest run test/chaos.integration.spec.ts`).
+// duplicate anything. runc pods: KTS_CHAOS_CYCLES crash cycles (default 200; scripts/chaos.sh is the
+// long run); VM pods: one cycle per crash point (each costs a guest boot under TCG).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -11,10 +11,12 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CRASH_POINTS } from '../src/engine/crashPoints.js';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
-import { TestDaemon, canRunContainers, mountsUnder } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, mountsUnder } from './helpers/daemon.js';
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
+const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
 const skip = canRunContainers();
+const skipVm = skip ?? (existsSync(path.join(GUEST_DIR, 'rootfs.img')) && existsSync(path.join(REPO, 'dist/agent/main.mjs')) ? undefined : `needs the guest image in ${GUEST_DIR} (scripts/setup.sh builds it)`);
 const CYCLES = Number(process.env.KTS_CHAOS_CYCLES ?? 200);
 const VERIFY_EVERY = 25;
 const TRANSITIONAL = new Set(['starting', 'stopping', 'shuttingDown', 'creating', 'deleting']);
@@ -25,18 +27,43 @@ function clients(socket: string): Clients {
   return { ...c, close: () => Object.values(c).forEach((client) => client.close()) };
 }
 
-/** kts-sandbox-init processes of one sandbox (its holder is a fork with the same command line, so not counted). */
-function initsOf(root: string, sandboxId: string): number {
-  const dir = path.join(root, 'sandboxes', sandboxId);
+/** Host processes matching `pattern` whose parent does not match too (a forked holder is not counted twice). */
+function topProcesses(pattern: (args: string) => boolean): number {
   const processes = execFileSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' }).split('\n')
     .map((line) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line))
-    .filter((m): m is RegExpExecArray => m !== null && m[3]!.includes('kts-sandbox-init --dir ') && (sandboxId ? m[3]!.includes(`--dir ${dir} `) : m[3]!.includes(`--dir ${dir}`)));
+    .filter((m): m is RegExpExecArray => m !== null && pattern(m[3]!));
   const pids = new Set(processes.map((m) => m[1]));
   return processes.filter((m) => !pids.has(m[2])).length;
 }
 
-describe.skipIf(skip)(`crash at any instant, restart, nothing lost or leaked${skip ? ` (skipped: ${skip})` : ''}`, () => {
-  const daemon = new TestDaemon();
+/** What differs between sandbox kinds in this test. */
+interface Kind {
+  name: 'runc' | 'vmm';
+  cycles: number;
+  podsPerCycle: number;
+  extraToml: string;
+  /** The pod's host processes: its kts-sandbox-init, or its QEMU; '' = any pod of this daemon. */
+  hostProcesses(root: string, sandboxId: string): number;
+}
+
+const runcKind: Kind = {
+  name: 'runc', cycles: CYCLES, podsPerCycle: 2, extraToml: '',
+  hostProcesses: (root, sandboxId) => {
+    const dir = path.join(root, 'sandboxes', sandboxId);
+    return topProcesses((args) => args.includes('kts-sandbox-init --dir ') && args.includes(sandboxId ? `--dir ${dir} ` : `--dir ${dir}`));
+  },
+};
+
+const vmmKind: Kind = {
+  name: 'vmm', cycles: CRASH_POINTS.length, podsPerCycle: 1, extraToml: `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "tcg"\n`,
+  hostProcesses: (root, sandboxId) => topProcesses((args) => args.startsWith('qemu-system') && args.includes(path.join(root, 'vms', sandboxId))),
+};
+
+describe.skipIf(skip)(`runc pods: crash at any instant, restart, nothing lost or leaked${skip ? ` (skipped: ${skip})` : ''}`, () => chaosSuite(runcKind));
+describe.skipIf(skipVm)(`VM pods: crash at every point, restart, nothing lost or leaked${skipVm ? ` (skipped: ${skipVm})` : ''}`, () => chaosSuite(vmmKind));
+
+function chaosSuite(kind: Kind): void {
+  const daemon = new TestDaemon(kind.extraToml);
   let lower: string;
   const podIds: string[] = [];
   const fired = new Map<string, number>();
@@ -48,12 +75,13 @@ describe.skipIf(skip)(`crash at any instant, restart, nothing lost or leaked${sk
 
   /** One pod's life, as far as the daemon lets it get before it dies. */
   async function workload(api: Clients, cycle: number): Promise<void> {
-    const pods = [`c${cycle}-a`, `c${cycle}-b`];
+    const pods = [`c${cycle}-a`, `c${cycle}-b`].slice(0, kind.podsPerCycle);
+    const last = pods[pods.length - 1]!;
     podIds.push(...pods);
     // The previous cycle's crash may have come before its second pod existed.
-    if (cycle > 0) await api.controller.Shutdown!({ sandbox_id: `c${cycle - 1}-b` }).catch((error: { code?: number }) => { if (error.code !== status.NOT_FOUND) throw error; });
+    if (cycle > 0) await api.controller.Shutdown!({ sandbox_id: `c${cycle - 1}-${last.slice(-1)}` }).catch((error: { code?: number }) => { if (error.code !== status.NOT_FOUND) throw error; });
     for (const sandboxId of pods) {
-      await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: 'runc' });
+      await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: kind.name });
       const started = await api.controller.Start!({ sandbox_id: sandboxId });
       await api.admin.Prepare!({
         sandbox_id: sandboxId, container_id: `${sandboxId}-ctr`, spec_json: JSON.stringify(ociSpec(sandboxId, started.pid, ['sleep', '600'])),
@@ -61,13 +89,14 @@ describe.skipIf(skip)(`crash at any instant, restart, nothing lost or leaked${sk
       });
       await api.task.Start!({ id: `${sandboxId}-ctr` });
     }
+    if (pods.length < 2) return;
     await api.controller.Stop!({ sandbox_id: pods[0], timeout_secs: 1 });
     await api.controller.Shutdown!({ sandbox_id: pods[0] });
   }
 
   async function crashCycle(cycle: number): Promise<void> {
     const point = CRASH_POINTS[cycle % CRASH_POINTS.length]!;
-    const occurrence = 1 + ((cycle * 7) % 5);
+    const occurrence = kind.name === 'vmm' ? 1 + (cycle % 2) : 1 + ((cycle * 7) % 5);
     try {
       await daemon.start({ KTS_CRASH_AT: `${point}:${occurrence}` });
     } catch {
@@ -93,7 +122,7 @@ describe.skipIf(skip)(`crash at any instant, restart, nothing lost or leaked${sk
       expect(sandboxes.filter((s) => TRANSITIONAL.has(s.state))).toEqual([]);
       expect(containers.filter((c) => TRANSITIONAL.has(c.state))).toEqual([]);
       for (const sandbox of sandboxes) {
-        expect(initsOf(daemon.root, sandbox.id), `inits of ${sandbox.id} (${sandbox.state})`).toBe(sandbox.state === 'ready' ? 1 : 0);
+        expect(kind.hostProcesses(daemon.root, sandbox.id), `host processes of ${sandbox.id} (${sandbox.state})`).toBe(sandbox.state === 'ready' ? 1 : 0);
       }
       for (const sandboxId of podIds) await retryLikeAClient(api, sandboxId);
       for (const sandboxId of podIds) {
@@ -112,9 +141,9 @@ describe.skipIf(skip)(`crash at any instant, restart, nothing lost or leaked${sk
 
   /** A client that lost its answers retries Create and Start with the same ids: no duplicate sandbox. */
   async function retryLikeAClient(api: Clients, sandboxId: string): Promise<void> {
-    await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: 'runc' }).catch((error: { code?: number }) => expect(error.code).toBe(status.ALREADY_EXISTS));
+    await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: kind.name }).catch((error: { code?: number }) => expect(error.code).toBe(status.ALREADY_EXISTS));
     await api.controller.Start!({ sandbox_id: sandboxId }).catch((error: { code?: number }) => expect([status.FAILED_PRECONDITION, status.NOT_FOUND]).toContain(error.code));
-    expect(initsOf(daemon.root, sandboxId)).toBeLessThanOrEqual(1);
+    expect(kind.hostProcesses(daemon.root, sandboxId)).toBeLessThanOrEqual(1);
   }
 
   function expectNothingLeft(): void {
@@ -123,7 +152,9 @@ describe.skipIf(skip)(`crash at any instant, restart, nothing lost or leaked${sk
     expect(existsSync(sandboxesDir) ? readdirSync(sandboxesDir) : []).toEqual([]);
     const runcList = execFileSync('runc', ['--root', daemon.runcRoot, 'list', '-q'], { encoding: 'utf8' }).trim();
     expect(runcList).toBe('');
-    expect(initsOf(daemon.root, '')).toBe(0);
+    expect(kind.hostProcesses(daemon.root, '')).toBe(0);
+    const vmsDir = path.join(daemon.root, 'vms');
+    expect(existsSync(vmsDir) ? readdirSync(vmsDir) : []).toEqual([]);
   }
 
   function expectEveryIntentHasAnOutcome(): void {
@@ -136,12 +167,12 @@ describe.skipIf(skip)(`crash at any instant, restart, nothing lost or leaked${sk
     }
   }
 
-  it(`survives ${CYCLES} crash/restart cycles with zero invariant violations, crashing at every point`, async () => {
-    for (let cycle = 0; cycle < CYCLES; cycle++) {
+  it(`survives ${kind.cycles} crash/restart cycles with zero invariant violations, crashing at every point`, async () => {
+    for (let cycle = 0; cycle < kind.cycles; cycle++) {
       await crashCycle(cycle);
-      if ((cycle + 1) % VERIFY_EVERY === 0 || cycle === CYCLES - 1) await verify();
+      if ((cycle + 1) % VERIFY_EVERY === 0 || cycle === kind.cycles - 1) await verify();
     }
     console.log(`crash points fired: ${JSON.stringify(Object.fromEntries(fired))}`);
     for (const point of CRASH_POINTS) expect(fired.get(point) ?? 0, `crashes at ${point}`).toBeGreaterThan(0);
   }, 1_800_000);
-});
+}

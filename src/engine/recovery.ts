@@ -2,7 +2,7 @@ import { containerMachine, type ContainerContext, type ContainerEvent } from '..
 import { nodeMachine, type NodeEvent } from '../../machines/nodeMachine.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { errorMessage } from '../core/errors.js';
-import { Engine, type CommandMeta, type ContainerEntity, type SandboxEntity } from './engine.js';
+import { Engine, exitFields, type CommandMeta, type ContainerEntity, type SandboxEntity } from './engine.js';
 import { Entity } from './entity.js';
 import { containerProjection, sandboxProjection } from './projections.js';
 
@@ -85,7 +85,9 @@ export class DaemonEngine extends Engine {
           this.recordSandbox(sandbox, { type: 'SandboxStarted', pid: status.pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString() }, recovered('completed the start', `the sandbox process ${status.pid} is running`));
           this.watchSandbox(sandbox);
         } else {
-          this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: 'the daemon stopped during start and the sandbox is not running' }, recovered('rolled back the start', 'no sandbox process runs'));
+          // Whatever the interrupted start left (a booting VM, a half-made init) goes before the outcome is recorded.
+          await this.sandboxerFor(sandbox).removeSandbox(sandboxId);
+          this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: 'the daemon stopped during start and the sandbox was not serving' }, recovered('rolled back the start', 'the sandbox was not serving; what the start left was removed'));
         }
         return;
       case 'ready':
@@ -115,7 +117,7 @@ export class DaemonEngine extends Engine {
     const status = await this.sandboxerFor(sandbox).containerStatus(sandboxId, containerId);
     const exited = () => {
       const exit = status.exit ?? { exitStatus: 255, exitedAt: new Date() };
-      this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, recovered('recorded an exit', status.exit ? `its exit status ${status.exit.exitStatus} was recorded on the host` : `the runtime reports it ${status.state}`));
+      this.recordContainer(container, { type: 'ContainerExited', ...exitFields(exit) }, recovered('recorded an exit', status.exit ? `its exit status ${status.exit.exitStatus} was recorded on the host` : `the runtime reports it ${status.state}`));
     };
     const live = status.state === 'created' || status.state === 'running';
     switch (container.state) {
@@ -124,7 +126,8 @@ export class DaemonEngine extends Engine {
           this.recordContainer(container, { type: 'ContainerCreated', pid: status.pid }, recovered('completed the create', `the runtime has it ${status.state} with pid ${status.pid}`));
           this.watchContainer(sandbox, container, status.pid);
         } else {
-          this.recordContainer(container, { type: 'ContainerCreateFailed', reason: 'the daemon stopped during create and runc has no such container' }, recovered('rolled back the create', `the runtime reports it ${status.state}`));
+          await this.sandboxerFor(sandbox).deleteContainer(sandboxId, containerId);
+          this.recordContainer(container, { type: 'ContainerCreateFailed', reason: 'the daemon stopped during create and runc has no such container' }, recovered('rolled back the create', `the runtime reports it ${status.state}; its mounts and state were removed`));
         }
         break;
       case 'created':

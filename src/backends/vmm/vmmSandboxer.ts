@@ -200,10 +200,12 @@ export class VmmSandboxer implements Sandboxer {
     await vm.exited;
   }
 
+  /** A VM counts as started only once its pod runs in the guest (launch.json is written last). */
   async sandboxStatus(sandboxId: string): Promise<{ alive: boolean; pid?: number }> {
     const vm = await this.vm(sandboxId).catch(() => undefined);
     if (!vm) return { alive: false };
-    return { alive: await isProcessAlive(vm.identity), pid: vm.identity.pid };
+    const started = existsSync(vm.paths.launchFile);
+    return { alive: started && (await isProcessAlive(vm.identity)), pid: vm.identity.pid };
   }
 
   async waitSandboxExit(sandboxId: string): Promise<ProcessExit> {
