@@ -27,13 +27,14 @@ export type ContainerEvent =
   | { type: 'ContainerStarted'; pid: number; startedAt: string }
   | { type: 'ContainerStartFailed'; reason: string }
   | { type: 'ContainerKillRequested'; signal: number; all: boolean }
-  | { type: 'ContainerExited'; exitStatus: number; exitedAt: string }
+  /** `reason`: what the backend knows beyond the status (e.g. a wasm trap or memory cap). */
+  | { type: 'ContainerExited'; exitStatus: number; exitedAt: string; reason?: string }
   | { type: 'ContainerReattached'; pid: number }
   | { type: 'ContainerUpdated'; resources: Record<string, unknown> }
   | { type: 'ExecCreated'; execId: string; args: string[]; stdio: StdioPaths }
   | { type: 'ExecStarted'; execId: string; pid: number }
   | { type: 'ExecStartFailed'; execId: string; reason: string }
-  | { type: 'ExecExited'; execId: string; exitStatus: number; exitedAt: string }
+  | { type: 'ExecExited'; execId: string; exitStatus: number; exitedAt: string; reason?: string }
   | { type: 'ExecDeleted'; execId: string }
   | { type: 'ContainerDeleteRequested' }
   | { type: 'ContainerDeleted' }

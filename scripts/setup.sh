@@ -26,6 +26,7 @@ fi
 echo "setup: building"
 npm run --silent build
 bash scripts/build-images.sh "$IMAGES_DIR"
+bash scripts/build-wasm-images.sh "$IMAGES_DIR"
 # The microVM guest (kernel, initrd, root image with Node, runc and the agent); installs QEMU and the kernel package.
 KTS_GUEST_AGENT_DIR="$(pwd)/dist/agent" bash scripts/build-guest.sh "${KTS_GUEST_DIR:-/var/lib/kts/guest}"
 echo "setup: done (kts is $(pwd)/bin/kts.js)"

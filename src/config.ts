@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { invalidArgument } from './core/errors.js';
@@ -21,6 +22,19 @@ export interface DaemonConfig {
   /** Seconds Stop waits for processes to exit after SIGTERM before SIGKILL. */
   stopTimeoutSeconds: number;
   hypervisor: HypervisorConfig;
+  metrics: MetricsConfig;
+}
+
+/** `[metrics]`: the Prometheus scrape endpoint. */
+export interface MetricsConfig {
+  /** Where `/metrics` is served over HTTP; null (the default: `listen` absent or "") serves nothing. */
+  listen: MetricsAddress | null;
+}
+
+export interface MetricsAddress {
+  /** An IP literal (IPv6 without brackets) or `localhost`; never a name that needs DNS at start. */
+  host: string;
+  port: number;
 }
 
 /** `[hypervisor]`: how microVM (vmm) sandboxes are launched. */
@@ -58,7 +72,7 @@ export interface HypervisorConfig {
 export const DEFAULT_SOCKET = '/run/kts/kts.sock';
 export const DEFAULT_ROOT = '/var/lib/kts';
 export const DEFAULT_CONFIG_PATH = '/etc/kts/config.toml';
-export const SANDBOX_KINDS = ['runc', 'vmm'] as const;
+export const SANDBOX_KINDS = ['runc', 'vmm', 'wasm'] as const;
 
 export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
   return {
@@ -66,12 +80,16 @@ export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
     root,
     db: path.join(root, 'kts.db'),
     defaultSandboxKind: 'runc',
-    sandboxerKinds: { runc: 'runc', 'kts-runc': 'runc', 'kuasar-runc': 'runc', vmm: 'vmm', 'kts-vmm': 'vmm', 'kuasar-vmm': 'vmm' },
+    sandboxerKinds: {
+      runc: 'runc', 'kts-runc': 'runc', 'kuasar-runc': 'runc', vmm: 'vmm', 'kts-vmm': 'vmm', 'kuasar-vmm': 'vmm', wasm: 'wasm', 'kts-wasm': 'wasm', 'kuasar-wasm': 'wasm',
+    },
     logLevel: 'info',
     runc: { binary: 'runc', root: '/run/kts-runc' },
     images: { dir: path.join(root, 'images') },
     stopTimeoutSeconds: 10,
     hypervisor: defaultHypervisorConfig(path.join(root, 'guest')),
+    // Off unless asked for: an unauthenticated HTTP port is the operator's choice, and two daemons on one host must not race for it.
+    metrics: { listen: null },
   };
 }
 
@@ -138,7 +156,7 @@ function parseTomlText(file: string, text: string): Record<string, unknown> {
   }
 }
 
-const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor'];
+const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics'];
 
 function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   for (const key of Object.keys(toml)) if (!TOP_KEYS.includes(key)) throw invalidArgument(`config: unknown key "${key}" (known: ${TOP_KEYS.join(', ')})`);
@@ -157,6 +175,7 @@ function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   const images = optionalTable(toml, 'images');
   config.images.dir = optionalString(images, 'dir', 'images.') ?? config.images.dir;
   applyHypervisorToml(config, optionalTable(toml, 'hypervisor'));
+  applyMetricsToml(config, optionalTable(toml, 'metrics'));
   const sandboxers = optionalTable(toml, 'sandboxers');
   for (const [name, kind] of Object.entries(sandboxers)) {
     if (typeof kind !== 'string') throw invalidArgument(`config: sandboxers.${name} must be a sandbox kind string`);
@@ -199,6 +218,25 @@ function applyHypervisorToml(config: DaemonConfig, table: Record<string, unknown
   }
   if (hypervisor.memoryMb < 128) throw invalidArgument('config: hypervisor.memory_mb must be at least 128 (the guest runs Node)');
   config.hypervisor = hypervisor;
+}
+
+function applyMetricsToml(config: DaemonConfig, table: Record<string, unknown>): void {
+  for (const key of Object.keys(table)) if (key !== 'listen') throw invalidArgument(`config: unknown key "metrics.${key}" (known: listen)`);
+  if (table.listen === undefined) return;
+  if (typeof table.listen !== 'string') throw invalidArgument('config: metrics.listen must be a string such as "127.0.0.1:9464" (or "" for off)');
+  config.metrics.listen = table.listen === '' ? null : parseMetricsAddress(table.listen);
+}
+
+/** `host:port` or `[ipv6]:port`; the host must be an IP literal or localhost, so the address means one thing at every start. */
+export function parseMetricsAddress(text: string): MetricsAddress {
+  const [, bracketed, bare, portText] = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text) ?? [];
+  const host = bracketed ?? bare ?? '';
+  const hostOk = bracketed !== undefined ? isIP(host) === 6 : host === 'localhost' || isIP(host) === 4;
+  const port = Number(portText);
+  if (!hostOk || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw invalidArgument(`config: metrics.listen "${text}" must be <IPv4 or localhost>:<port> or [<IPv6>]:<port> with a port from 1 to 65535, e.g. "127.0.0.1:9464"`);
+  }
+  return { host, port };
 }
 
 function validate(config: DaemonConfig): void {

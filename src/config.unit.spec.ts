@@ -12,16 +12,45 @@ const configFile = (text: string) => {
 };
 
 describe('daemon config', () => {
-  it('given no file, when loaded, then every default works: runc default kind, vmm served, guest under the root', () => {
+  it('given no file, when loaded, then every default works: runc default kind, vmm and wasm served, guest under the root', () => {
     const config = loadConfig(undefined, { root: '/srv/kts' });
     expect(config.defaultSandboxKind).toBe('runc');
     expect(config.sandboxerKinds['kuasar-vmm']).toBe('vmm');
+    expect([config.sandboxerKinds.wasm, config.sandboxerKinds['kts-wasm'], config.sandboxerKinds['kuasar-wasm']]).toEqual(['wasm', 'wasm', 'wasm']);
     expect(config.hypervisor).toMatchObject({ machine: 'microvm', accelerator: 'auto', kernel: '/srv/kts/guest/vmlinuz', initrd: '/srv/kts/guest/initrd.img' });
   });
 
   it('reads a [hypervisor] section; guest_dir moves kernel and initrd unless they are named', () => {
     const config = loadConfig(configFile('[hypervisor]\nguest_dir = "/opt/guest"\naccelerator = "tcg"\nvcpus = 2\nmemory_mb = 512\nkernel_params = "foo=1"\ndebug = true\n'));
     expect(config.hypervisor).toMatchObject({ kernel: '/opt/guest/vmlinuz', initrd: '/opt/guest/initrd.img', accelerator: 'tcg', vcpus: 2, memoryMb: 512, kernelParams: 'foo=1', debug: true });
+  });
+
+  it('given no [metrics] section or an empty listen, when loaded, then no metrics endpoint is served', () => {
+    expect(loadConfig(undefined, { root: '/srv/kts' }).metrics.listen).toBeNull();
+    expect(loadConfig(configFile('[metrics]\nlisten = ""\n')).metrics.listen).toBeNull();
+  });
+
+  it.each([
+    ['127.0.0.1:9464', { host: '127.0.0.1', port: 9464 }],
+    ['localhost:1', { host: 'localhost', port: 1 }],
+    ['[::1]:65535', { host: '::1', port: 65535 }],
+    ['0.0.0.0:9464', { host: '0.0.0.0', port: 9464 }],
+  ])('given [metrics] listen = %j, when loaded, then the endpoint address is %j', (listen, address) => {
+    expect(loadConfig(configFile(`[metrics]\nlisten = "${listen}"\n`)).metrics.listen).toEqual(address);
+  });
+
+  it.each([
+    ['[metrics]\nlisten = "9464"', 'metrics.listen "9464" must be'],
+    ['[metrics]\nlisten = ":9464"', 'metrics.listen ":9464" must be'],
+    ['[metrics]\nlisten = "127.0.0.1:0"', 'with a port from 1 to 65535'],
+    ['[metrics]\nlisten = "127.0.0.1:70000"', 'with a port from 1 to 65535'],
+    ['[metrics]\nlisten = "metrics.example:9464"', 'metrics.listen "metrics.example:9464" must be'],
+    ['[metrics]\nlisten = "::1:9464"', 'metrics.listen "::1:9464" must be'],
+    ['[metrics]\nlisten = "[127.0.0.1]:9464"', 'metrics.listen "[127.0.0.1]:9464" must be'],
+    ['[metrics]\nlisten = 9464', 'metrics.listen must be a string'],
+    ['[metrics]\nport = 9464', 'unknown key "metrics.port"'],
+  ])('refuses the metrics address in %j with a message naming it', (text, message) => {
+    expect(() => loadConfig(configFile(text))).toThrow(message);
   });
 
   it.each([

@@ -9,6 +9,7 @@ import { taskService } from './api/taskService.js';
 import { RuncSandboxer } from './backends/runc/runcSandboxer.js';
 import { QemuHypervisor } from './backends/vmm/qemu/qemuHypervisor.js';
 import { VmmSandboxer } from './backends/vmm/vmmSandboxer.js';
+import { WasmSandboxer } from './backends/wasm/wasmSandboxer.js';
 import type { DaemonConfig } from './config.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
@@ -17,6 +18,8 @@ import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
 import { openSqliteStore } from './store/sqliteStore.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
+import { DaemonMetrics } from './telemetry/metrics.js';
+import { serveMetrics } from './telemetry/metricsServer.js';
 import { initTracing, shutdownTracing } from './telemetry/tracing.js';
 
 export interface RunningDaemon {
@@ -32,18 +35,24 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   await mkdir(config.root, { recursive: true, mode: 0o700 });
   await mkdir(path.dirname(config.listen), { recursive: true });
   await refuseIfServed(config.listen);
-  const store = openSqliteStore(config.db);
+  const metrics = config.metrics.listen ? new DaemonMetrics({ dbPath: config.db }) : undefined;
+  const store = metrics ? metrics.instrument(openSqliteStore(config.db)) : openSqliteStore(config.db);
+  // Served before recovery so a taken port fails the start before recovery touches the host.
+  const metricsServer = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen, logger) : undefined;
   const crashTesting = armCrashPointsFromEnv(process.env);
   if (crashTesting) logger.warn({ crash_at: process.env.KTS_CRASH_AT }, 'TEST ONLY: crash points armed; this daemon will SIGKILL itself');
   const backends: Record<string, Sandboxer> = {
     runc: new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger }),
     vmm: new VmmSandboxer({ rootDir: config.root, config: config.hypervisor, hypervisor: new QemuHypervisor(config.hypervisor), logger }),
+    wasm: new WasmSandboxer({ rootDir: config.root, logger }),
   };
   const sandboxers = crashTesting ? Object.fromEntries(Object.entries(backends).map(([kind, s]) => [kind, withEffectCrashPoints(s)])) : backends;
   const engine = new DaemonEngine({
     store, sandboxers, logger, taskAddress: `grpc+${config.listen}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
   });
+  const recoveryStarted = performance.now();
   const recovery = await engine.recover();
+  metrics?.recordRecovery((performance.now() - recoveryStarted) / 1000, recovery);
   logger.info({ ...recovery, db: config.db }, 'recovered state from the event log');
 
   const images = new ImageStore({ imagesDir: config.images.dir, cacheDir: path.join(config.root, 'image-cache') });
@@ -64,6 +73,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     recovery,
     async close() {
       clearInterval(healthTimer);
+      await metricsServer?.close();
+      metrics?.close();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       await engine.close();
       await Promise.all(Object.values(backends).map((sandboxer) => sandboxer.close()));

@@ -26,6 +26,16 @@ function canRunVms(): string | undefined {
 const skip = canRunVms();
 const hypervisorToml = (extra = "boot_deadline_seconds = 120") => `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "auto"\n${extra}\n`;
 
+/** A host process's start time (field 22 of /proc/<pid>/stat), or undefined when there is none. */
+function startTimeOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
 function qemuProcessesUnder(root: string): number[] {
   let out = '';
   try {
@@ -86,6 +96,22 @@ describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : '
     const types = (JSON.parse(daemon.ktsOk('history', '--json', vmPod.podId)) as { events: Array<{ type: string }> }).events.map((e) => e.type);
     expect(types).toContain('SandboxReattached');
     expect(types).toContain('ContainerReattached');
+  });
+
+  it('kills an exec inside the VM by its exec id: the guest pid is signalled by the agent, never on the host', async () => {
+    const task = taskClient(daemon.socket);
+    try {
+      const process = { args: ['sleep', '600'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 }, terminal: false };
+      await task.Exec!({ id: vmPod.containerId, exec_id: 'long-sleep', spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(process)) } });
+      const { pid } = await task.Start!({ id: vmPod.containerId, exec_id: 'long-sleep' });
+      const hostProcessWithThatPid = startTimeOf(pid);
+      await task.Kill!({ id: vmPod.containerId, exec_id: 'long-sleep', signal: 9 });
+      expect((await task.Wait!({ id: vmPod.containerId, exec_id: 'long-sleep' })).exit_status).toBe(137);
+      if (hostProcessWithThatPid) expect(startTimeOf(pid), `host process ${pid} must be untouched`).toBe(hostProcessWithThatPid);
+      await task.Delete!({ id: vmPod.containerId, exec_id: 'long-sleep' });
+    } finally {
+      task.close();
+    }
   });
 
   it('when the VM pod is removed, then no QEMU, socket, share, mount or directory is left', () => {

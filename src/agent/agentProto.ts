@@ -49,6 +49,11 @@ export interface ContainerRequest {
   containerId: string;
 }
 
+export interface KillProcessRequest {
+  pid: number;
+  signal: number;
+}
+
 export interface KillRequest {
   containerId: string;
   signal: number;

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Metadata, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { unary } from '../api/rpc.js';
 import { GUEST_SHARE_DIR } from '../backends/vmm/vmPaths.js';
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument } from '../core/errors.js';
@@ -8,6 +8,7 @@ import { validateId } from '../core/ids.js';
 import type { ContainerStatus, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
 import { isObject, isStringArray } from '../oci/json.js';
 import { holderNamespaces, validateOciSpec, type OciNamespace, type OciSpec } from '../oci/containerSpec.js';
+import { encodeSpans, GUEST_SPANS_TRAILER, type GuestSpanCollector } from '../telemetry/guestSpans.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
   AGENT_SERVICE,
@@ -18,6 +19,7 @@ import {
   type Empty,
   type ExecRequest,
   type ExitResponse,
+  type KillProcessRequest,
   type KillRequest,
   type PidResponse,
   type PidsResponse,
@@ -41,6 +43,8 @@ export interface AgentServiceOptions {
    * agent runs outside a VM.
    */
   podNetnsPath?: string;
+  /** Spans finished in the guest, sent back in each call's trailer (see src/telemetry/guestSpans.ts). */
+  spans?: GuestSpanCollector;
   defaultStopTimeoutMs?: number;
 }
 
@@ -49,6 +53,8 @@ const MAX_PROCESS_JSON_BYTES = 1024 * 1024;
 const MAX_PATH_CHARS = 1024;
 /** The kernel's PID_MAX_LIMIT on 64-bit. */
 const MAX_PID = 4_194_304;
+/** Linux's PID_MAX_LIMIT. */
+const MAX_GUEST_PID = 4_194_304;
 const MAX_SIGNAL = 64;
 const MAX_STOP_TIMEOUT_MS = 10 * 60_000;
 const HOSTNAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/;
@@ -58,17 +64,26 @@ interface Pod {
   holderPid: number;
 }
 
+function spansTrailer(collector: GuestSpanCollector | undefined, traceId: string): Metadata | undefined {
+  const spans = collector?.take(traceId) ?? [];
+  if (spans.length === 0) return undefined;
+  const trailer = new Metadata();
+  trailer.set(GUEST_SPANS_TRAILER, encodeSpans(spans));
+  return trailer;
+}
+
 /** kts.agent.v1.Agent over one Sandboxer (runc inside the guest) that holds the VM's single pod. */
 export function agentService(sandboxer: Sandboxer, options: AgentServiceOptions): UntypedServiceImplementation {
   const agent = new GuestPodAgent(sandboxer, options);
   const rpc = <Req, Res>(method: string, handler: (request: Req) => Promise<Res>) =>
-    unary<Req, Res>(`${AGENT_SERVICE}/${method}`, options.logger, (request) => handler(request));
+    unary<Req, Res>(`${AGENT_SERVICE}/${method}`, options.logger, (request) => handler(request), { trailer: (traceId) => spansTrailer(options.spans, traceId) });
   return {
     Check: rpc<Empty, CheckResponse>('Check', () => agent.check()),
     StartPod: rpc<StartPodRequest, PidResponse>('StartPod', (request) => agent.startPod(request)),
     CreateContainer: rpc<CreateContainerRequest, PidResponse>('CreateContainer', (request) => agent.createContainer(request)),
     StartContainer: rpc<ContainerRequest, PidResponse>('StartContainer', (request) => agent.startContainer(request)),
     KillContainer: rpc<KillRequest, Empty>('KillContainer', (request) => agent.killContainer(request)),
+    KillProcess: rpc<KillProcessRequest, Empty>('KillProcess', (request) => agent.killProcess(request)),
     DeleteContainer: rpc<ContainerRequest, Empty>('DeleteContainer', (request) => agent.deleteContainer(request)),
     ContainerStatus: rpc<ContainerRequest, ContainerStatusResponse>('ContainerStatus', (request) => agent.containerStatus(request)),
     ExecProcess: rpc<ExecRequest, PidResponse>('ExecProcess', (request) => agent.execProcess(request)),
@@ -156,6 +171,19 @@ class GuestPodAgent {
       throw invalidArgument(`signal ${request.signal} must be 1-${MAX_SIGNAL}`);
     }
     await this.sandboxer.killContainer(sandboxId, validateId('container id', request.containerId), request.signal, request.all === true);
+    return {};
+  }
+
+  /** An exec of the pod by its guest pid; a process already gone is not an error. */
+  async killProcess(request: KillProcessRequest): Promise<Empty> {
+    this.requirePod();
+    if (!Number.isInteger(request.signal) || request.signal < 1 || request.signal > MAX_SIGNAL) throw invalidArgument(`signal ${request.signal} must be 1-${MAX_SIGNAL}`);
+    if (!Number.isInteger(request.pid) || request.pid < 2 || request.pid > MAX_GUEST_PID) throw invalidArgument(`pid ${request.pid} must be 2-${MAX_GUEST_PID}`);
+    try {
+      process.kill(request.pid, request.signal);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+    }
     return {};
   }
 

@@ -10,6 +10,7 @@ import { RuncSandboxer } from '../backends/runc/runcSandboxer.js';
 import { GUEST_SHARE_DIR } from '../backends/vmm/vmPaths.js';
 import { errorMessage } from '../core/errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
+import { GuestSpanCollector } from '../telemetry/guestSpans.js';
 import { initTracing, shutdownTracing } from '../telemetry/tracing.js';
 import { loadAgentDefinition } from './agentProto.js';
 import { agentService } from './agentService.js';
@@ -61,7 +62,8 @@ async function serve(config: AgentConfig, server: Server): Promise<void> {
 async function main(): Promise<void> {
   // The port read holds a libuv pool thread while a host is connected; keep room for runc's file work.
   process.env.UV_THREADPOOL_SIZE ??= '8';
-  initTracing('kts-agent');
+  const spans = new GuestSpanCollector();
+  initTracing('kts-agent', [spans]);
   const logger = createLogger().child({ component: 'agent' });
   const config = agentConfig(process.env);
   const sandboxer = new RuncSandboxer({
@@ -69,7 +71,7 @@ async function main(): Promise<void> {
   });
   const server = new Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
   server.addService(loadAgentDefinition(config.protoFile), agentService(sandboxer, {
-    logger, agentVersion: config.version, shareDir: config.shareDir, bundlesDir: path.join(config.rootDir, 'bundles'),
+    logger, agentVersion: config.version, shareDir: config.shareDir, bundlesDir: path.join(config.rootDir, 'bundles'), spans,
   }));
   await serve(config, server);
   const portPath = config.portPath ?? (await findVirtioPort(AGENT_PORT_NAME));

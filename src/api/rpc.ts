@@ -24,25 +24,43 @@ function callInfo(fullMethod: string, headers: Record<string, string>, peer: str
   return { namespace, meta: { caller: `grpc ${fullMethod} peer=${peer} agent=${agent.split(' ')[0]}${namespace ? ` ns=${namespace}` : ''}` } };
 }
 
+/** OpenTelemetry's rpc.* attributes of a gRPC call named `package.Service/Method`. */
+export function rpcAttributes(fullMethod: string): Record<string, string> {
+  const [service = '', method = ''] = fullMethod.split('/');
+  return { 'rpc.system': 'grpc', 'rpc.service': service, 'rpc.method': method };
+}
+
+export interface UnaryOptions {
+  /** Trailing metadata for the reply (or the error) of a call of trace `traceId`: the agent returns its spans so. */
+  trailer?: (traceId: string) => Metadata | undefined;
+}
+
 /**
  * Wraps a unary handler: a SERVER span named after the gRPC method, parented on the W3C trace
  * context in the request metadata; errors become gRPC statuses; unexpected ones are logged.
  */
-export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (request: Req, call: CallInfo) => Promise<Res>) {
+export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (request: Req, call: CallInfo) => Promise<Res>, options: UnaryOptions = {}) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const headers = metadataRecord(call.metadata);
     const info = callInfo(fullMethod, headers, call.getPeer());
-    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: { 'rpc.system': 'grpc', 'rpc.method': fullMethod } }, () =>
-      handler(call.request, info),
-    ).then(
+    let traceId = '';
+    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: rpcAttributes(fullMethod) }, (span) => {
+      traceId = span.spanContext().traceId;
+      return handler(call.request, info).then(
+        (response) => { span.setAttribute('rpc.grpc.status_code', 0); return response; },
+        (error: unknown) => { span.setAttribute('rpc.grpc.status_code', toServiceError(error).code); throw error; },
+      );
+    }).then(
       (response) => {
         crashPoint('reply.before', fullMethod);
-        callback(null, response);
+        callback(null, response, options.trailer?.(traceId));
       },
       (error) => {
         const serviceError = toServiceError(error);
         if (serviceError.code === 13) logger.error({ err: error, method: fullMethod }, 'request failed unexpectedly');
         else logger.debug({ method: fullMethod, code: serviceError.code, message: serviceError.message }, 'request rejected');
+        const trailer = options.trailer?.(traceId);
+        if (trailer) serviceError.metadata.merge(trailer);
         callback(serviceError);
       },
     );
@@ -54,7 +72,7 @@ export function serverStream<Req, Res>(fullMethod: string, logger: Logger, handl
   return (call: ServerWritableStream<Req, Res>) => {
     const headers = metadataRecord(call.metadata);
     const info = callInfo(fullMethod, headers, call.getPeer());
-    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: { 'rpc.system': 'grpc', 'rpc.method': fullMethod } }, () => handler(call, info)).then(
+    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: rpcAttributes(fullMethod) }, () => handler(call, info)).then(
       () => call.end(),
       (error) => {
         logger.debug({ err: error, method: fullMethod }, 'stream ended with error');

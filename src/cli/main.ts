@@ -11,6 +11,7 @@ import { initTracing, shutdownTracing, withSpan } from '../telemetry/tracing.js'
 import { chainFromVerifyResponse, describeChain } from './chainReport.js';
 import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
+import { buildTimeline, renderTimeline } from './timeline.js';
 
 const out = (text: string) => process.stdout.write(text);
 
@@ -176,6 +177,22 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
         events.map((e) => [String(e.sequence), String(e.time), String(e.streamId), String(e.type), `${e.stateBefore} → ${e.stateAfter}`, String(e.caller).split(' peer=')[0]!, String(e.traceId) || '-'])));
       out(history.chainOk ? 'hash chain: verified\n' : `hash chain: BROKEN (${history.chainError})\n`);
       if (!history.chainOk) process.exitCode = 3;
+    }));
+
+  cli.command('timeline')
+    .description('the start of a pod as a waterfall of phases from its event log, the slowest marked (for VM pods: QEMU + guest boot and the guest\'s own part too)')
+    .argument('<pod>', 'pod id, name, namespace/name, or a container id (its timeline then ends at that container\'s start)')
+    .option('--json', 'print {podId, containerId, totalMs, phases: [{name, startMs, durationMs, slowest}]}')
+    .addOption(socketOption())
+    .addHelpText('after', '\nExample:\n  kts timeline busybox-pod\n  kts timeline --json 3f0c…  | jq .phases')
+    .action(async (ref: string, options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const history = await client.admin.History!({ ref });
+      const events = (history.events as Array<Record<string, string>>).map((e) => ({ streamId: e.streamId!, type: e.type!, time: e.time!, payload: JSON.parse(e.payloadJson!) as Record<string, unknown> }));
+      const named = events.some((e) => e.streamId === `container-${ref}`) ? ref : undefined;
+      const timeline = buildTimeline(events, named);
+      if (options.json) return void out(JSON.stringify({ podId: history.sandboxId, ...timeline }, null, 2) + '\n');
+      if (timeline.phases.length === 0) return void out(`pod ${history.sandboxId} has not started yet\n`);
+      out(`pod ${history.sandboxId}${timeline.containerId ? `, container ${timeline.containerId}` : ''}\n${renderTimeline(timeline)}`);
     }));
 
   cli.command('events')

@@ -96,6 +96,11 @@ export interface Sandboxer {
   deleteContainer(sandboxId: string, containerId: string): Promise<void>;
   containerStatus(sandboxId: string, containerId: string): Promise<ContainerStatus>;
   execProcess(sandboxId: string, containerId: string, execId: string, process: OciProcess, stdio: StdioPaths): Promise<{ pid: number }>;
+  /**
+   * Signals one exec process. Optional: without it the engine signals the exec's pid on the host,
+   * which is right only for a backend whose pids are host pids (runc).
+   */
+  killExec?(sandboxId: string, containerId: string, execId: string, signal: number, pid: number): Promise<void>;
   /** Resolves with the exit of a container init or exec process of this sandbox, also one that exited while the daemon was down. */
   waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit>;
   pids(sandboxId: string, containerId: string): Promise<number[]>;

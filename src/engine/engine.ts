@@ -1,3 +1,5 @@
+import { ROOT_CONTEXT, context } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
 import type { Logger } from 'pino';
 import { containerMachine, type ContainerContext, type ContainerEvent } from '../../machines/containerMachine.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
@@ -5,7 +7,7 @@ import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFo
 import { validateId } from '../core/ids.js';
 import type { ContainerStats, MountSpec, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
 import type { EventStore } from '../core/store.js';
-import { withSpan } from '../telemetry/tracing.js';
+import { withSpan, withSpanSync } from '../telemetry/tracing.js';
 import { crashPoint } from './crashPoints.js';
 import { Entity, type CommandMeta } from './entity.js';
 import { KeyedQueue } from './keyedQueue.js';
@@ -54,12 +56,20 @@ export interface CreateContainerInput {
 /** An intent is the write-ahead half of an effect: the event that says it was decided. */
 export const isIntent = (eventType: string) => eventType.endsWith('Requested');
 
-function withCommitCrashPoints<T>(eventType: string, commit: () => T): T {
+/** One span per transition, with the crash points around its commit; the event stores this span's ids. */
+function withCommitCrashPoints<T>(eventType: string, streamId: string, commit: () => T): T {
   const phase = isIntent(eventType) ? 'intent' : 'outcome';
-  crashPoint(`${phase}.before_commit`, eventType);
-  const stored = commit();
-  crashPoint(`${phase}.after_commit`, eventType);
-  return stored;
+  return withSpanSync(`engine.${eventType}`, { 'kts.stream_id': streamId, 'kts.event': eventType, 'kts.event_phase': phase }, () => {
+    crashPoint(`${phase}.before_commit`, eventType);
+    const stored = commit();
+    crashPoint(`${phase}.after_commit`, eventType);
+    return stored;
+  });
+}
+
+/** A backend's exit as event fields; the reason only when the backend gave one. */
+export function exitFields(exit: ProcessExit): { exitStatus: number; exitedAt: string; reason?: string } {
+  return { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString(), ...(exit.reason !== undefined && { reason: exit.reason }) };
 }
 
 export const sandboxStream = (sandboxId: string) => `sandbox-${sandboxId}`;
@@ -127,13 +137,13 @@ export class Engine {
   }
 
   protected recordSandbox(sandbox: SandboxEntity, event: Parameters<SandboxEntity['record']>[0], meta: CommandMeta) {
-    const stored = withCommitCrashPoints(event.type, () => sandbox.record(event, meta, `sandbox ${sandbox.context.sandboxId || 'new'}`));
+    const stored = withCommitCrashPoints(event.type, sandbox.streamId, () => sandbox.record(event, meta, `sandbox ${sandbox.context.sandboxId || 'new'}`));
     this.waiters.notify(sandbox.streamId);
     return stored;
   }
 
   protected recordContainer(container: ContainerEntity, event: Parameters<ContainerEntity['record']>[0], meta: CommandMeta) {
-    const stored = withCommitCrashPoints(event.type, () => container.record(event, meta, `container ${container.context.containerId || 'new'}`));
+    const stored = withCommitCrashPoints(event.type, container.streamId, () => container.record(event, meta, `container ${container.context.containerId || 'new'}`));
     this.waiters.notify(container.streamId);
     return stored;
   }
@@ -163,7 +173,7 @@ export class Engine {
       this.recordSandbox(sandbox, { type: 'SandboxStartRequested' }, meta);
       const c = sandbox.context;
       try {
-        const { pid, details } = await withSpan('sandboxer.start', { attributes: { 'kts.sandbox_id': sandboxId, 'kts.sandbox_kind': c.kind } }, async (span) => {
+        const { pid, details } = await withSpan('sandboxer.start', { attributes: { 'sandbox.id': sandboxId, 'sandbox.kind': c.kind } }, async (span) => {
           const started = await this.sandboxerFor(sandbox).startSandbox({
             sandboxId, name: c.name, namespace: c.namespace, hostname: c.hostname, netnsPath: c.netnsPath ?? undefined, annotations: c.annotations,
           });
@@ -181,10 +191,22 @@ export class Engine {
     });
   }
 
+  /**
+   * Waits in the background for an exit and records it. The wait makes no spans (it is no
+   * request's work); the recording starts a trace of its own. A failure to record is logged,
+   * never thrown: the next start's recovery records the exit instead.
+   */
+  protected observe<T>(wait: () => Promise<T>, onExit: (value: T) => Promise<void>, onError: (error: unknown) => void): void {
+    context.with(ROOT_CONTEXT, () =>
+      context.with(suppressTracing(ROOT_CONTEXT), wait).then(onExit, onError)
+        .catch((error: unknown) => this.logger.error({ err: error }, 'recording an exit failed (the store refused it); a restart will record it')),
+    );
+  }
+
   /** Records the sandbox's exit when its holder process dies on its own. */
   protected watchSandbox(sandbox: SandboxEntity): void {
     const sandboxId = sandbox.context.sandboxId;
-    this.sandboxerFor(sandbox).waitSandboxExit(sandboxId).then(
+    this.observe(() => this.sandboxerFor(sandbox).waitSandboxExit(sandboxId),
       (exit) => this.serial(sandboxId, async () => {
         if (this.closed || !isRunning(sandbox)) return;
         this.logger.warn({ sandbox_id: sandboxId, exit_status: exit.exitStatus }, 'sandbox exited on its own');
@@ -192,7 +214,7 @@ export class Engine {
         this.recordSandbox(sandbox, { type: 'SandboxExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'sandbox-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, err: error }, 'watching sandbox exit failed'),
-    ).catch((error: unknown) => this.logger.error({ err: error }, 'recording an exit failed (the store refused it); a restart will record it'));
+    );
   }
 
   async stopSandbox(sandboxId: string, timeoutMs: number | undefined, meta: CommandMeta): Promise<void> {
@@ -207,7 +229,7 @@ export class Engine {
     }
     if (sandbox.state !== 'stopping') this.recordSandbox(sandbox, { type: 'SandboxStopRequested', timeoutMs }, meta);
     try {
-      const exit = await withSpan('sandboxer.stop', { attributes: { 'kts.sandbox_id': sandbox.context.sandboxId } }, () =>
+      const exit = await withSpan('sandboxer.stop', { attributes: { 'sandbox.id': sandbox.context.sandboxId } }, () =>
         this.sandboxerFor(sandbox).stopSandbox(sandbox.context.sandboxId, { timeoutMs }),
       );
       await this.recordContainerExitsAfterStop(sandbox, meta);
@@ -227,7 +249,7 @@ export class Engine {
         sandboxer.waitProcessExit(sandbox.context.sandboxId, container.context.pid),
         new Promise<ProcessExit>((resolve) => setTimeout(() => resolve({ exitStatus: 137, exitedAt: new Date() }), EXIT_AFTER_STOP_DEADLINE_MS).unref()),
       ]);
-      this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, meta);
+      this.recordContainer(container, { type: 'ContainerExited', ...exitFields(exit) }, meta);
     }
   }
 
@@ -251,7 +273,7 @@ export class Engine {
       for (const container of this.containersOf(sandboxId)) await this.deleteContainerNow(container, meta);
       if (sandbox.state !== 'shuttingDown') this.recordSandbox(sandbox, { type: 'SandboxShutdownRequested' }, meta);
       try {
-        await withSpan('sandboxer.remove', { attributes: { 'kts.sandbox_id': sandboxId } }, () => this.sandboxerFor(sandbox).removeSandbox(sandboxId));
+        await withSpan('sandboxer.remove', { attributes: { 'sandbox.id': sandboxId } }, () => this.sandboxerFor(sandbox).removeSandbox(sandboxId));
       } catch (error) {
         this.recordSandbox(sandbox, { type: 'SandboxShutdownFailed', reason: errorMessage(error) }, meta);
         throw error;
@@ -290,7 +312,8 @@ export class Engine {
    * `SandboxUnhealthy` (Status turns NOTREADY) with the reason, `SandboxHealthy` when it answers again.
    */
   async checkHealth(): Promise<void> {
-    await Promise.all([...this.sandboxes.values()].filter(isRunning).map((sandbox) => this.checkSandboxHealth(sandbox)));
+    // Periodic checks are not requests: they make no traces (their events say what they found).
+    await context.with(suppressTracing(context.active()), () => Promise.all([...this.sandboxes.values()].filter(isRunning).map((sandbox) => this.checkSandboxHealth(sandbox))));
   }
 
   private async checkSandboxHealth(sandbox: SandboxEntity): Promise<void> {
@@ -326,7 +349,7 @@ export class Engine {
       this.recordContainer(container, { type: 'ContainerCreateRequested', ...recorded, createdAt: new Date().toISOString() }, meta);
       this.containers.set(input.containerId, container);
       try {
-        const { pid } = await withSpan('sandboxer.create_container', { attributes: { 'kts.sandbox_id': input.sandboxId, 'kts.container_id': input.containerId } }, () =>
+        const { pid } = await withSpan('sandboxer.create_container', { attributes: { 'sandbox.id': input.sandboxId, 'container.id': input.containerId } }, () =>
           this.sandboxerFor(sandbox).createContainer({ sandboxId: input.sandboxId, containerId: input.containerId, bundleDir: input.bundleDir, rootfsMounts: input.rootfsMounts, stdio: input.stdio }),
         );
         this.recordContainer(container, { type: 'ContainerCreated', pid }, meta);
@@ -342,13 +365,13 @@ export class Engine {
   /** Records a container's exit when its init process ends, even one that ended while the daemon was down. */
   protected watchContainer(sandbox: SandboxEntity, container: ContainerEntity, pid: number): void {
     const { sandboxId, containerId } = container.context;
-    this.sandboxerFor(sandbox).waitProcessExit(sandboxId, pid).then(
+    this.observe(() => this.sandboxerFor(sandbox).waitProcessExit(sandboxId, pid),
       (exit) => this.serial(sandboxId, async () => {
         if (this.closed || !['created', 'running'].includes(container.state) || container.context.pid !== pid) return;
-        this.recordContainer(container, { type: 'ContainerExited', exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'container-exit-watch' });
+        this.recordContainer(container, { type: 'ContainerExited', ...exitFields(exit) }, { caller: 'container-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'watching container exit failed'),
-    ).catch((error: unknown) => this.logger.error({ err: error }, 'recording an exit failed (the store refused it); a restart will record it'));
+    );
   }
 
   async startContainer(containerId: string, meta: CommandMeta): Promise<{ pid: number }> {
@@ -359,7 +382,7 @@ export class Engine {
       const sandbox = this.sandbox(sandboxId);
       this.recordContainer(container, { type: 'ContainerStartRequested' }, meta);
       try {
-        const { pid } = await withSpan('sandboxer.start_container', { attributes: { 'kts.sandbox_id': sandboxId, 'kts.container_id': containerId } }, () =>
+        const { pid } = await withSpan('sandboxer.start_container', { attributes: { 'sandbox.id': sandboxId, 'container.id': containerId } }, () =>
           this.sandboxerFor(sandbox).startContainer(sandboxId, containerId),
         );
         this.recordContainer(container, { type: 'ContainerStarted', pid, startedAt: new Date().toISOString() }, meta);
@@ -471,7 +494,7 @@ export class Engine {
       if (!process) throw failedPrecondition(`exec ${execId} lost its process spec in a daemon restart; create it again`);
       const sandbox = this.sandbox(sandboxId);
       try {
-        const { pid } = await withSpan('sandboxer.exec', { attributes: { 'kts.container_id': containerId, 'kts.exec_id': execId } }, () =>
+        const { pid } = await withSpan('sandboxer.exec', { attributes: { 'container.id': containerId, 'exec.id': execId } }, () =>
           this.sandboxerFor(sandbox).execProcess(sandboxId, containerId, execId, process, exec.stdio),
         );
         this.recordContainer(container, { type: 'ExecStarted', execId, pid }, meta);
@@ -487,14 +510,14 @@ export class Engine {
 
   protected watchExec(sandbox: SandboxEntity, container: ContainerEntity, execId: string, pid: number): void {
     const { sandboxId } = container.context;
-    this.sandboxerFor(sandbox).waitProcessExit(sandboxId, pid).then(
+    this.observe(() => this.sandboxerFor(sandbox).waitProcessExit(sandboxId, pid),
       (exit) => this.serial(sandboxId, async () => {
         const exec = container.context.execs[execId];
         if (this.closed || !exec || exec.pid !== pid || exec.exitedAt !== null || container.state === 'deleted') return;
-        this.recordContainer(container, { type: 'ExecExited', execId, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() }, { caller: 'exec-exit-watch' });
+        this.recordContainer(container, { type: 'ExecExited', execId, ...exitFields(exit) }, { caller: 'exec-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, exec_id: execId, err: error }, 'watching exec exit failed'),
-    ).catch((error: unknown) => this.logger.error({ err: error }, 'recording an exit failed (the store refused it); a restart will record it'));
+    );
   }
 
   async waitExec(containerId: string, execId: string): Promise<{ exitStatus: number; exitedAt: string }> {
@@ -511,9 +534,12 @@ export class Engine {
   }
 
   async killExec(containerId: string, execId: string, signal: number): Promise<void> {
-    const exec = this.container(containerId).context.execs[execId];
+    const { sandboxId, execs } = this.container(containerId).context;
+    const exec = execs[execId];
     if (!exec) throw notFound(`exec ${execId} not found in container ${containerId}`);
     if (exec.pid === null || exec.exitedAt !== null) return;
+    const sandboxer = this.sandboxerFor(this.sandbox(sandboxId));
+    if (sandboxer.killExec) return sandboxer.killExec(sandboxId, containerId, execId, signal, exec.pid);
     try {
       process.kill(exec.pid, signal);
     } catch (error) {

@@ -1,27 +1,45 @@
 import { context, propagation, trace, SpanKind, SpanStatusCode, type Context, type Span, type TextMapGetter } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as OtlpGrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as OtlpHttpJsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as OtlpHttpProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, NodeTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { BatchSpanProcessor, NodeTracerProvider, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
 
 export const TRACER_NAME = 'kuasar-ts';
 
 let provider: NodeTracerProvider | undefined;
+let exportProcessors: SpanProcessor[] = [];
+
+/** The exporter OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL asks for: grpc (default), http/protobuf or http/json. */
+function otlpExporter(env: NodeJS.ProcessEnv): SpanExporter {
+  const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'grpc';
+  if (protocol === 'http/protobuf') return new OtlpHttpProtoExporter();
+  if (protocol === 'http/json') return new OtlpHttpJsonExporter();
+  return new OtlpGrpcExporter();
+}
 
 /**
  * Registers a tracer provider so every request gets a trace id that events and logs can carry.
  * Spans are exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is
- * set; otherwise no processor is attached and a finished span is simply dropped.
+ * set; otherwise no exporter is attached and a finished span is simply dropped. `extraProcessors`
+ * see every span too (the guest agent's collector sends its spans back to the host).
  */
-export function initTracing(serviceName = 'kts-daemon'): void {
-  if (provider) return;
+export function initTracing(serviceName = 'kts-daemon', extraProcessors: SpanProcessor[] = []): void {
+  // The standard switch: no provider, no spans, no trace ids on events.
+  if (provider || process.env.OTEL_SDK_DISABLED === 'true') return;
   const exporting = Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
-  const spanProcessors: SpanProcessor[] = exporting ? [new BatchSpanProcessor(new OTLPTraceExporter())] : [];
+  exportProcessors = exporting ? [new BatchSpanProcessor(otlpExporter(process.env))] : [];
   provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? serviceName }),
-    spanProcessors,
+    spanProcessors: [...exportProcessors, ...extraProcessors],
   });
   provider.register({ propagator: new W3CTraceContextPropagator() });
+}
+
+/** Exports spans made elsewhere (inside a VM) with this process's own; a no-op when nothing exports. */
+export function exportForeignSpans(spans: ReadableSpan[]): void {
+  for (const processor of exportProcessors) for (const span of spans) processor.onEnd(span);
 }
 
 /** Flushes spans still buffered for export; bounded so a dead collector never blocks shutdown. */
@@ -29,6 +47,7 @@ export async function shutdownTracing(): Promise<void> {
   if (!provider) return;
   const current = provider;
   provider = undefined;
+  exportProcessors = [];
   await Promise.race([current.shutdown(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
 }
 
@@ -63,9 +82,27 @@ export async function withSpan<T>(
   try {
     return await context.with(trace.setSpan(parent, span), () => work(span));
   } catch (error) {
-    span.recordException(error as Error);
-    span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
-    throw error;
+    throw failed(span, error);
+  } finally {
+    span.end();
+  }
+}
+
+/** Marks the span failed with the error, and hands the error back to be rethrown. */
+function failed(span: Span, error: unknown): unknown {
+  span.recordException(error as Error);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+  return error;
+}
+
+/** The synchronous twin of withSpan, for work that must not yield (a store commit). */
+export function withSpanSync<T>(name: string, attributes: Record<string, string | number | boolean>, work: () => T): T {
+  const parent = context.active();
+  const span = tracer().startSpan(name, { attributes }, parent);
+  try {
+    return context.with(trace.setSpan(parent, span), work);
+  } catch (error) {
+    throw failed(span, error);
   } finally {
     span.end();
   }

@@ -1,5 +1,6 @@
 import { failedPrecondition, internal, notFound } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats } from '../../core/sandboxer.js';
+import { withSpan } from '../../telemetry/tracing.js';
 import { runCommand, type CommandResult } from '../host/command.js';
 
 export interface RuncState {
@@ -79,8 +80,13 @@ export class RuncCli {
     return ['--root', this.root, ...log];
   }
 
+  /** One span per runc command (`runc.start`, `runc.kill`, …), on the host and inside a VM alike. */
   private run(args: string[]): Promise<CommandResult> {
-    return runCommand(this.binary, [...this.global(), ...args]);
+    return withSpan(`runc.${args[0]}`, { attributes: { 'process.command_args': args.join(' ').slice(0, 200) } }, async (span) => {
+      const result = await runCommand(this.binary, [...this.global(), ...args]);
+      span.setAttribute('process.exit_code', result.code);
+      return result;
+    });
   }
 
   private check(result: CommandResult, command: string, containerId: string): CommandResult {

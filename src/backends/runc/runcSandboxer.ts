@@ -16,6 +16,7 @@ import type {
   Sandboxer,
   StdioPaths,
 } from '../../core/sandboxer.js';
+import { withSpan } from '../../telemetry/tracing.js';
 import { removeCgroupDir } from './cgroups.js';
 import { readExitFile, readInitIdentity, SandboxWatch } from './exitWatcher.js';
 import { mountRootfs, unmountUnder } from '../host/mounts.js';
@@ -201,8 +202,8 @@ export class RuncSandboxer implements Sandboxer {
       await mkdir(rootfs, { recursive: true });
       await mountRootfs(spec.rootfsMounts, rootfs);
       await this.recordCgroupParent(paths, spec.bundleDir);
-      const result = await this.runInSandbox(spec.sandboxId, (log) =>
-        this.runc.createArgv(spec.containerId, spec.bundleDir, container.initPid, log), spec.stdio);
+      const result = await withSpan('runc.create', { attributes: { 'container.id': spec.containerId } }, () => this.runInSandbox(spec.sandboxId, (log) =>
+        this.runc.createArgv(spec.containerId, spec.bundleDir, container.initPid, log), spec.stdio));
       return { pid: await this.commandPid(result, `runc create ${spec.containerId}`, container.initPid) };
     } catch (error) {
       await this.undoCreate(spec.containerId, container, rootfs, error);
@@ -267,7 +268,8 @@ export class RuncSandboxer implements Sandboxer {
       throw error.code === 'EEXIST' ? alreadyExists(`exec ${execId} already exists in container ${containerId}`) : error;
     });
     const pidFile = container.execPid(execId);
-    const result = await this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio);
+    const result = await withSpan('runc.exec', { attributes: { 'container.id': containerId } }, () =>
+      this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio));
     return { pid: await this.commandPid(result, `runc exec ${containerId} (exec ${execId})`, pidFile) };
   }
 

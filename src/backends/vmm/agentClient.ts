@@ -1,12 +1,16 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, credentials, Metadata, type CallOptions, type ClientUnaryCall, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
-import { loadAgentDefinition, type WireStdio } from '../../agent/agentProto.js';
+import { SpanKind, context } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
+import { AGENT_SERVICE as AGENT_SERVICE_NAME, loadAgentDefinition, type WireStdio } from '../../agent/agentProto.js';
 import { fromServiceError } from '../../api/grpcErrors.js';
+import { rpcAttributes } from '../../api/rpc.js';
 import { PROTO_DIR } from '../../api/protos.js';
 import { deadlineExceeded, errorMessage, internal, isKtsError, KtsError, unavailable } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats, ContainerStatus, OciProcess, ProcessExit, StdioPaths } from '../../core/sandboxer.js';
-import { injectContext } from '../../telemetry/tracing.js';
+import { decodeGuestSpans, GUEST_SPANS_TRAILER } from '../../telemetry/guestSpans.js';
+import { exportForeignSpans, injectContext, withSpan } from '../../telemetry/tracing.js';
 
 export const AGENT_PROTO_FILE = path.join(PROTO_DIR, 'kts', 'agent', 'v1', 'agent.proto');
 /** The guest is untrusted: no reply may be larger than this. */
@@ -101,7 +105,8 @@ export class AgentClient {
     for (let remaining = deadlineMs; remaining > 0; remaining = deadline - Date.now()) {
       attempts++;
       try {
-        return await this.check(Math.min(remaining, this.callDeadlineMs));
+        // One span for the whole wait (the caller's), not one per unanswered attempt.
+        return await context.with(suppressTracing(context.active()), () => this.check(Math.min(remaining, this.callDeadlineMs)));
       } catch (error) {
         if (!isKtsError(error, 'unavailable') && !isKtsError(error, 'deadline_exceeded')) throw error;
         if (this.closing.signal.aborted) throw error;
@@ -127,6 +132,10 @@ export class AgentClient {
 
   async killContainer(containerId: string, signal: number, all: boolean): Promise<void> {
     await this.call('KillContainer', { containerId, signal, all });
+  }
+
+  async killProcess(pid: number, signal: number): Promise<void> {
+    await this.call('KillProcess', { pid, signal });
   }
 
   async deleteContainer(containerId: string): Promise<void> {
@@ -184,20 +193,24 @@ export class AgentClient {
     if (this.closing.signal.aborted) return Promise.reject(unavailable(`agent ${method}: the client is closed`));
     const definition = this.definition[method];
     if (!definition) return Promise.reject(internal(`agent.proto has no method ${method}`));
-    const metadata = new Metadata();
-    for (const [key, value] of Object.entries(injectContext())) metadata.set(key, value);
-    const deadline = deadlineMs === null ? undefined : Date.now() + deadlineMs;
-    const options: CallOptions = deadline === undefined ? {} : { deadline };
-    return new Promise((resolve, reject) => {
-      const call = this.client.makeUnaryRequest<object, unknown>(
-        definition.path, definition.requestSerialize, definition.responseDeserialize, request, metadata, options,
-        (error, response) => {
-          this.calls.delete(call);
-          if (error) reject(this.callError(method, error, deadlineMs, deadline));
-          else resolve(new Reply(method, response));
-        },
-      );
-      this.calls.add(call);
+    const fullMethod = `${AGENT_SERVICE_NAME}/${method}`;
+    return withSpan(fullMethod, { kind: SpanKind.CLIENT, attributes: rpcAttributes(fullMethod) }, (span) => {
+      const metadata = new Metadata();
+      for (const [key, value] of Object.entries(injectContext())) metadata.set(key, value);
+      const deadline = deadlineMs === null ? undefined : Date.now() + deadlineMs;
+      const options: CallOptions = deadline === undefined ? {} : { deadline };
+      return new Promise<Reply>((resolve, reject) => {
+        const call = this.client.makeUnaryRequest<object, unknown>(
+          definition.path, definition.requestSerialize, definition.responseDeserialize, request, metadata, options,
+          (error, response) => {
+            this.calls.delete(call);
+            if (error) reject(this.callError(method, error, deadlineMs, deadline));
+            else resolve(new Reply(method, response));
+          },
+        );
+        call.on('status', (status) => importGuestSpans(status.metadata, span.spanContext().traceId));
+        this.calls.add(call);
+      });
     });
   }
 
@@ -219,6 +232,12 @@ export class AgentClient {
       throw unavailable(`agent client for ${this.socketPath} was closed`);
     }
   }
+}
+
+/** The guest's spans of this call, from its trailer, exported with the host's (see guestSpans.ts). */
+function importGuestSpans(trailer: Metadata, traceId: string): void {
+  const encoded = trailer.get(GUEST_SPANS_TRAILER)[0];
+  if (Buffer.isBuffer(encoded)) exportForeignSpans(decodeGuestSpans(encoded, traceId));
 }
 
 function wireStdio(stdio: StdioPaths): WireStdio {

@@ -14,6 +14,7 @@ import type { Accelerator, Hypervisor } from './hypervisor.js';
 import { consoleTail } from './qemu/qemuHypervisor.js';
 import { VmShare } from './share.js';
 import { vmPaths, type VmPaths } from './vmPaths.js';
+import { withSpan } from '../../telemetry/tracing.js';
 
 export interface VmmLogger {
   info(fields: object, message: string): void;
@@ -136,7 +137,8 @@ export class VmmSandboxer implements Sandboxer {
       throw internal(`the VM exited while booting; console:\n${await consoleTail(paths)}`);
     });
     try {
-      await Promise.race([vm.agent.waitForReady(deadlineSeconds * 1000), died]);
+      await withSpan('guest.wait_ready', { attributes: { 'hypervisor.accelerator': accelerator, 'guest.deadline_ms': deadlineSeconds * 1000 } }, () =>
+        Promise.race([vm.agent.waitForReady(deadlineSeconds * 1000), died]));
     } catch (error) {
       await this.kill(vm);
       if (errorMessage(error).includes('console:')) throw error;
@@ -275,6 +277,11 @@ export class VmmSandboxer implements Sandboxer {
 
   async killContainer(sandboxId: string, containerId: string, signal: number, all: boolean): Promise<void> {
     await (await this.vm(sandboxId)).agent.killContainer(containerId, signal, all);
+  }
+
+  /** The exec's pid is a guest pid: only the agent may signal it. */
+  async killExec(sandboxId: string, _containerId: string, _execId: string, signal: number, pid: number): Promise<void> {
+    await (await this.vm(sandboxId)).agent.killProcess(pid, signal);
   }
 
   async deleteContainer(sandboxId: string, containerId: string): Promise<void> {

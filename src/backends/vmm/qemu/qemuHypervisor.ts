@@ -6,6 +6,7 @@ import { runCommand } from '../../host/command.js';
 import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../../host/procfs.js';
 import type { Accelerator, Hypervisor, VmRunState } from '../hypervisor.js';
 import type { VmPaths } from '../vmPaths.js';
+import { withSpan } from '../../../telemetry/tracing.js';
 import { qemuArgs } from './qemuCommand.js';
 import { QmpClient } from './qmpClient.js';
 
@@ -18,7 +19,15 @@ export class QemuHypervisor implements Hypervisor {
 
   constructor(private readonly config: HypervisorConfig) {}
 
-  async launch(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity> {
+  launch(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity> {
+    return withSpan('qemu.launch', { attributes: { 'hypervisor.accelerator': accelerator, 'hypervisor.machine': this.config.machine } }, async (span) => {
+      const identity = await this.launchNow(paths, accelerator, vmName);
+      span.setAttribute('process.pid', identity.pid);
+      return identity;
+    });
+  }
+
+  private async launchNow(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity> {
     const args = qemuArgs(this.config, accelerator, paths, vmName, { tscKhz: await hostTscKhz() });
     const result = await runCommand(this.config.path, args, LAUNCH_TIMEOUT_MS).catch((error: NodeJS.ErrnoException) => {
       throw unavailable(`cannot run ${this.config.path}: ${error.code === 'ENOENT' ? 'not found (apt-get install qemu-system-x86)' : error.message}`);
@@ -49,7 +58,11 @@ export class QemuHypervisor implements Hypervisor {
     return access('/dev/kvm', constants.R_OK | constants.W_OK).then(() => true, () => false);
   }
 
-  private async withQmp<T>(paths: VmPaths, work: (qmp: QmpClient) => Promise<T>): Promise<T> {
+  private withQmp<T>(paths: VmPaths, work: (qmp: QmpClient) => Promise<T>): Promise<T> {
+    return withSpan('qmp', {}, () => this.withQmpNow(paths, work));
+  }
+
+  private async withQmpNow<T>(paths: VmPaths, work: (qmp: QmpClient) => Promise<T>): Promise<T> {
     const qmp = await QmpClient.connect(paths.qmpSocket, QMP_TIMEOUT_MS);
     try {
       return await work(qmp);

@@ -1,5 +1,7 @@
 import { connect, type Socket } from 'node:net';
+import { SpanKind } from '@opentelemetry/api';
 import { deadlineExceeded, internal, unavailable } from '../../../core/errors.js';
+import { withSpan } from '../../../telemetry/tracing.js';
 
 const MAX_LINE_BYTES = 1024 * 1024;
 
@@ -45,6 +47,10 @@ export class QmpClient {
 
   /** Runs one command; resolves with its `return`, rejects with QEMU's `error.desc`. */
   execute(command: string, args?: Record<string, unknown>, timeoutMs = 5000): Promise<unknown> {
+    return withSpan(`qmp.${command}`, { kind: SpanKind.CLIENT, attributes: { 'rpc.system': 'qmp', 'rpc.method': command } }, () => this.send(command, args, timeoutMs));
+  }
+
+  private send(command: string, args: Record<string, unknown> | undefined, timeoutMs: number): Promise<unknown> {
     if (this.closedReason) return Promise.reject(unavailable(this.closedReason));
     const id = `kts-${this.nextId++}`;
     return new Promise((resolve, reject) => {

@@ -1,0 +1,175 @@
+import { statSync } from 'node:fs';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { containerMachine, sandboxMachine } from '../../machines/index.js';
+import { SANDBOX_KINDS } from '../config.js';
+import type { EventStore, StoredEvent } from '../core/store.js';
+import { withCommitTiming } from '../store/timedStore.js';
+import { PodStartTracker, type GuestStarted, type PodStarted } from './podStarts.js';
+
+/** Every metric name starts with this; README.md's "Metrics" table lists them all. */
+export const METRIC_PREFIX = 'kts_';
+
+// Bucket edges in seconds: a runc phase takes milliseconds, a VM start under TCG tens of seconds.
+const POD_START_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+const GUEST_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
+// A WAL commit with synchronous=NORMAL is tens of microseconds; a busy or failing disk shows in the top buckets.
+const COMMIT_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+/** States a read-model row can hold: every machine state but `absent`, which has no row. */
+const SANDBOX_STATES = Object.keys(sandboxMachine.states).filter((state) => state !== 'absent');
+const CONTAINER_STATES = Object.keys(containerMachine.states).filter((state) => state !== 'absent');
+
+/**
+ * The daemon's Prometheus metrics, derived from what it already records: the event log (pod starts,
+ * transitions, guest boots), the read models (sandboxes and containers by state, read at scrape
+ * time), and timings of store commits and recovery. Nothing in the engine calls it.
+ */
+export class DaemonMetrics {
+  readonly registry = new Registry();
+  private readonly podStart = new Histogram({
+    name: 'kts_pod_start_duration_seconds', help: 'Pod start, from SandboxCreated until its first container is running, by sandbox kind.',
+    labelNames: ['kind'], buckets: POD_START_BUCKETS, registers: [this.registry],
+  });
+  private readonly podStartPhase = new Histogram({
+    name: 'kts_pod_start_phase_duration_seconds', help: 'One phase of a pod start (they add up to kts_pod_start_duration_seconds), by sandbox kind and phase.',
+    labelNames: ['kind', 'phase'], buckets: POD_START_BUCKETS, registers: [this.registry],
+  });
+  private readonly podStartFailures = new Counter({
+    name: 'kts_pod_start_failures_total', help: 'Pod starts that failed (a retried container counts each failure), by sandbox kind and the phase that failed.',
+    labelNames: ['kind', 'phase'], registers: [this.registry],
+  });
+  private readonly guestBoot = new Histogram({
+    name: 'kts_guest_boot_duration_seconds', help: 'VM sandboxes: from launching the hypervisor until the guest agent answers, by accelerator.',
+    labelNames: ['accelerator'], buckets: GUEST_BUCKETS, registers: [this.registry],
+  });
+  private readonly guestPodStart = new Histogram({
+    name: 'kts_guest_pod_start_duration_seconds', help: 'VM sandboxes: the guest agent starting the pod once the guest is up, by accelerator.',
+    labelNames: ['accelerator'], buckets: GUEST_BUCKETS, registers: [this.registry],
+  });
+  private readonly transitions = new Counter({
+    name: 'kts_transitions_total', help: 'Events committed to the log (each is one state-machine transition), by entity (sandbox, container, node) and event type.',
+    labelNames: ['entity', 'type'], registers: [this.registry],
+  });
+  private readonly storeCommit = new Histogram({
+    name: 'kts_store_commit_duration_seconds', help: 'One append to the event store, by result (ok, or the error kind: conflict, unavailable, internal…).',
+    labelNames: ['result'], buckets: COMMIT_BUCKETS, registers: [this.registry],
+  });
+  private readonly recoveryDuration = new Gauge({
+    name: 'kts_recovery_duration_seconds', help: 'How long recovery took when this daemon started: replay, reconcile with the host, orphan sweep.', registers: [this.registry],
+  });
+  private readonly recoveryFailures = new Gauge({
+    name: 'kts_recovery_failures', help: 'Sandboxes (or the orphan sweep) recovery could not reconcile when this daemon started.', registers: [this.registry],
+  });
+  private unsubscribe?: () => void;
+
+  constructor(private readonly options: { dbPath: string }) {
+    collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
+  }
+
+  /** Call once, with the store the engine will use; returns that store with its commits timed. */
+  instrument(store: EventStore): EventStore {
+    const tracker = new PodStartTracker({
+      podStarted: (started) => this.recordPodStart(started),
+      podStartFailed: ({ kind, phase }) => this.podStartFailures.inc({ kind, phase }),
+      guestStarted: (guest) => this.recordGuestStart(guest),
+    });
+    this.unsubscribe = store.onAppended((events) => {
+      this.countTransitions(events);
+      tracker.observe(events);
+    });
+    this.registerReadModelGauges(store);
+    return withCommitTiming(store, (seconds, result) => this.storeCommit.observe({ result }, seconds));
+  }
+
+  recordRecovery(seconds: number, report: { failures: readonly string[] }): void {
+    this.recoveryDuration.set(seconds);
+    this.recoveryFailures.set(report.failures.length);
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  private recordPodStart(started: PodStarted): void {
+    this.podStart.observe({ kind: started.kind }, started.totalSeconds);
+    for (const [phase, seconds] of Object.entries(started.phaseSeconds)) this.podStartPhase.observe({ kind: started.kind, phase }, seconds);
+  }
+
+  private recordGuestStart(guest: GuestStarted): void {
+    this.guestBoot.observe({ accelerator: guest.accelerator }, guest.bootSeconds);
+    this.guestPodStart.observe({ accelerator: guest.accelerator }, guest.podStartSeconds);
+  }
+
+  private countTransitions(events: readonly StoredEvent[]): void {
+    // Stream ids are `<entity>-<id>` or a bare entity name (`node`), so the label set stays small.
+    for (const event of events) this.transitions.inc({ entity: event.streamId.split('-', 1)[0], type: event.type });
+  }
+
+  /** Gauges read at scrape time, so they always agree with what `kts pods` and `kts ps` show. */
+  private registerReadModelGauges(store: EventStore): void {
+    const dbPath = this.options.dbPath;
+    new Gauge({
+      name: 'kts_sandboxes', help: 'Sandboxes in the read model, by kind and state (removed ones included, as the log keeps them).',
+      labelNames: ['kind', 'state'], registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { kind, state, count } of sandboxCounts(store)) this.set({ kind, state }, count);
+      },
+    });
+    new Gauge({
+      name: 'kts_containers', help: 'Containers in the read model, by the kind of their sandbox and their state (deleted ones included).',
+      labelNames: ['kind', 'state'], registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { kind, state, count } of containerCounts(store)) this.set({ kind, state }, count);
+      },
+    });
+    new Gauge({
+      name: 'kts_store_head_sequence', help: 'Sequence number of the last event in the log: the number of events ever committed.', registers: [this.registry],
+      collect() {
+        this.set(store.headSequence());
+      },
+    });
+    new Gauge({
+      name: 'kts_store_file_size_bytes', help: 'Size of the SQLite database file and of its write-ahead log.', labelNames: ['file'], registers: [this.registry],
+      collect() {
+        this.set({ file: 'db' }, fileSize(dbPath));
+        this.set({ file: 'wal' }, fileSize(`${dbPath}-wal`));
+      },
+    });
+  }
+}
+
+interface StateCount {
+  kind: string;
+  state: string;
+  count: number;
+}
+
+/** Every kind × state pair, zeros included, so a dashboard shows 0 rather than "no data". */
+function sandboxCounts(store: EventStore): StateCount[] {
+  return countByKindAndState(SANDBOX_STATES, store.listSandboxes().map(({ kind, state }) => ({ kind, state })));
+}
+
+function containerCounts(store: EventStore): StateCount[] {
+  const kindOf = new Map(store.listSandboxes().map((sandbox) => [sandbox.id, sandbox.kind]));
+  return countByKindAndState(CONTAINER_STATES, store.listContainers().map(({ sandboxId, state }) => ({ kind: kindOf.get(sandboxId) ?? 'unknown', state })));
+}
+
+function countByKindAndState(states: readonly string[], rows: ReadonlyArray<{ kind: string; state: string }>): StateCount[] {
+  const counts = new Map<string, StateCount>();
+  const add = (kind: string, state: string, count: number) => {
+    const key = `${kind}\u0000${state}`;
+    const entry = counts.get(key) ?? { kind, state, count: 0 };
+    entry.count += count;
+    counts.set(key, entry);
+  };
+  for (const kind of SANDBOX_KINDS) for (const state of states) add(kind, state, 0);
+  for (const row of rows) add(row.kind, row.state, 1);
+  return [...counts.values()];
+}
+
+function fileSize(file: string): number {
+  return statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+}
