@@ -60,15 +60,21 @@ async function measure(env) {
 }
 
 const off = [];
+const unexported = [];
 const on = [];
 for (let round = 0; round < rounds; round++) {
   off.push(...(await measure({ OTEL_SDK_DISABLED: 'true' })));
+  unexported.push(...(await measure({})));
   on.push(...(await measure({ OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_TRACES_SAMPLER: 'always_on' })));
 }
 receiver.forceShutdown();
-const result = { pods, rounds, off_p50_ms: median(off), on_p50_ms: median(on), overhead: median(on) / median(off) - 1, spans_received: received, off, on };
+const result = {
+  pods, rounds, off_p50_ms: median(off), unexported_p50_ms: median(unexported), on_p50_ms: median(on),
+  overhead: median(on) / median(off) - 1, spans_received: received, off, unexported, on,
+};
 console.log(`runc pod start (Create + Start + RunContainer), ${pods} pods × ${rounds} rounds, p50:`);
 console.log(`  tracing off (OTEL_SDK_DISABLED)        ${result.off_p50_ms.toFixed(1)} ms`);
+console.log(`  spans made, none exported (default)    ${result.unexported_p50_ms.toFixed(1)} ms`);
 console.log(`  tracing on, 100% sampled, OTLP export  ${result.on_p50_ms.toFixed(1)} ms   (${received} spans received)`);
 console.log(`  difference                             ${(result.overhead * 100).toFixed(1)}%`);
 mkdirSync(path.join(REPO, 'bench/results'), { recursive: true });
