@@ -28,6 +28,7 @@ echo; echo "== kts pods"; "$KTS" pods
 echo; echo "== kts ps"; "$KTS" ps
 echo; echo "== kts logs $container"; "$KTS" logs "$container"
 echo; echo "== kts history $pod"; "$KTS" history "$pod"
+echo; echo "== kts timeline $pod"; "$KTS" timeline "$pod"
 trace="$("$KTS" history --json "$pod" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const h=JSON.parse(s);console.log(h.events.find(e=>e.traceId)?.traceId??"")})')"
 echo
 echo "Trace of the run: $trace"
@@ -36,5 +37,6 @@ if [[ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]]; then
 else
   echo "  set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. a local Jaeger's OTLP port) before starting the daemon to export spans."
 fi
-echo "History: $KTS history $pod    Events: $KTS events    Remove: $KTS rm $pod"
+echo "History: $KTS history $pod    Timeline: $KTS timeline $pod    Events: $KTS events    Remove: $KTS rm $pod"
+echo "A microVM pod: $KTS run --runtime vmm examples/pod.yaml examples/busybox.yaml    A wasm one: $KTS run --runtime wasm examples/pod.yaml examples/wasm-hello.yaml"
 echo "The daemon keeps running (pid file: none; stop it with: pkill -f 'kts.js daemon')."
