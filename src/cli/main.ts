@@ -1,13 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { encodePodSandboxConfig } from '../api/protos.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
-import { startDaemon } from '../daemon.js';
 import { readContainerConfigFile, readPodSandboxConfigFile } from '../oci/podConfig.js';
-import { verifyStoreFile } from '../store/sqliteStore.js';
-import { createLogger } from '../telemetry/logger.js';
-import { initTracing, shutdownTracing, withSpan } from '../telemetry/tracing.js';
 import { chainFromVerifyResponse, describeChain } from './chainReport.js';
 import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
@@ -56,6 +51,8 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     .option('--db <file>', 'SQLite event store (default <root>/kts.db)')
     .action(async (options: { config?: string; listen?: string; root?: string; db?: string }) => {
       const config = loadConfig(options.config, { listen: options.listen, root: options.root, db: options.db });
+      // Loaded here, not at the top: every other command starts faster without the daemon's modules.
+      const [{ startDaemon }, { createLogger }] = await Promise.all([import('../daemon.js'), import('../telemetry/logger.js')]);
       const logger = createLogger(config.logLevel);
       const daemon = await startDaemon(config, logger);
       let stopping = false;
@@ -80,6 +77,7 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     .action(async (podFile: string, containerFile: string, options: { runtime?: string; json?: boolean; socket?: string }) => {
       const pod = await readPodSandboxConfigFile(podFile);
       const container = await readContainerConfigFile(containerFile);
+      const [{ initTracing, shutdownTracing, withSpan }, { encodePodSandboxConfig }] = await Promise.all([import('../telemetry/tracing.js'), import('../api/protos.js')]);
       initTracing('kts-cli');
       const result = await withClient(options, (client) => withSpan('kts run', {}, async () => {
         const sandboxId = randomBytes(16).toString('hex');
@@ -218,7 +216,7 @@ function verifyCommand(command: Command, description: string): void {
 
 async function auditVerify(options: { db?: string; socket?: string }): Promise<void> {
   const verification = options.db !== undefined
-    ? verifyStoreFile(options.db)
+    ? (await import('../store/sqliteStore.js')).verifyStoreFile(options.db)
     : await withClient(options, async (client) => chainFromVerifyResponse(await client.admin.Verify!({})));
   out(describeChain(verification) + '\n');
   if (!verification.ok) process.exitCode = 3;

@@ -1,8 +1,6 @@
 import { context, propagation, trace, SpanKind, SpanStatusCode, type Context, type Span, type TextMapGetter } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter as OtlpGrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { OTLPTraceExporter as OtlpHttpJsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as OtlpHttpProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { createRequire } from 'node:module';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, NodeTracerProvider, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
 
@@ -11,12 +9,18 @@ export const TRACER_NAME = 'kuasar-ts';
 let provider: NodeTracerProvider | undefined;
 let exportProcessors: SpanProcessor[] = [];
 
-/** The exporter OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL asks for: grpc (default), http/protobuf or http/json. */
+const requireExporter = createRequire(import.meta.url);
+type ExporterModule = { OTLPTraceExporter: new () => SpanExporter };
+
+/**
+ * The exporter OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL asks for: grpc (default), http/protobuf or
+ * http/json. Loaded only when exporting: they are most of the start-up cost of every `kts` command.
+ */
 function otlpExporter(env: NodeJS.ProcessEnv): SpanExporter {
   const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'grpc';
-  if (protocol === 'http/protobuf') return new OtlpHttpProtoExporter();
-  if (protocol === 'http/json') return new OtlpHttpJsonExporter();
-  return new OtlpGrpcExporter();
+  const name = protocol === 'http/protobuf' ? 'proto' : protocol === 'http/json' ? 'http' : 'grpc';
+  const { OTLPTraceExporter } = requireExporter(`@opentelemetry/exporter-trace-otlp-${name}`) as ExporterModule;
+  return new OTLPTraceExporter();
 }
 
 /**
