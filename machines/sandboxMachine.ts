@@ -5,6 +5,27 @@
  */
 import { assertEvent, assign, setup } from 'xstate';
 
+/** What CNI reported for a pod's network (the CNI result, in the spec's own field names). */
+export interface PodNetworkStatus {
+  /** Interfaces the plugins made; `sandbox` is the netns path for the pod's own ones, absent for host-side ones (the bridge, veth peer). */
+  interfaces: Array<{ name: string; mac: string; sandbox?: string }>;
+  /** `address` is CIDR (10.88.0.5/16); `interface` indexes `interfaces`. */
+  ips: Array<{ address: string; gateway?: string; interface?: number }>;
+  routes: Array<{ dst: string; gw?: string }>;
+  dns?: { nameservers?: string[]; domain?: string; search?: string[]; options?: string[] };
+}
+
+/** A network namespace kts made for the pod and the CNI network attached in it. */
+export interface SandboxNetwork {
+  netnsPath: string;
+  /** The CNI network's name (its config's `name`). */
+  network: string;
+  /** CNI_IFNAME: the pod's interface, e.g. eth0. */
+  interfaceName: string;
+  /** Null between the intent and CNI ADD's result. */
+  status: PodNetworkStatus | null;
+}
+
 export type SandboxEvent =
   | {
       type: 'SandboxCreated';
@@ -22,6 +43,9 @@ export type SandboxEvent =
       createdAt: string;
     }
   | { type: 'SandboxStartRequested' }
+  /** Write-ahead: kts is about to make this netns and run CNI ADD in it; recovery tears down what it finds. */
+  | { type: 'SandboxNetworkRequested'; netnsPath: string; network: string; interfaceName: string }
+  | { type: 'SandboxNetworkConfigured'; status: PodNetworkStatus }
   | {
       type: 'SandboxStarted';
       pid: number;
@@ -54,6 +78,8 @@ export type SandboxEventType = SandboxEvent['type'];
 const sandboxEventTypeSet: { [K in SandboxEventType]: true } = {
   SandboxCreated: true,
   SandboxStartRequested: true,
+  SandboxNetworkRequested: true,
+  SandboxNetworkConfigured: true,
   SandboxStarted: true,
   SandboxStartFailed: true,
   SandboxUnhealthy: true,
@@ -94,11 +120,16 @@ export interface SandboxContext {
   namespace: string;
   uid: string;
   hostname: string;
+  /** A netns given at creation (containerd's netns_path); null when kts makes one or the backend does. */
   netnsPath: string | null;
+  /** The netns kts made for the pod and its CNI result; null when CNI did not run for it. */
+  network: SandboxNetwork | null;
   annotations: Record<string, string>;
   labels: Record<string, string>;
   logDirectory: string | null;
   createdAt: string;
+  /** What the backend chose or measured at start (SandboxStarted's `backend`), e.g. the VM's guest interfaces. */
+  backend: Record<string, string | number>;
   /** The process holding the sandbox's namespaces (hypervisor or sandbox init); kept after it exits. */
   pid: number | null;
   taskAddress: string | null;
@@ -117,10 +148,12 @@ const initialSandboxContext: SandboxContext = {
   uid: '',
   hostname: '',
   netnsPath: null,
+  network: null,
   annotations: {},
   labels: {},
   logDirectory: null,
   createdAt: '',
+  backend: {},
   pid: null,
   taskAddress: null,
   startedAt: null,
@@ -154,7 +187,15 @@ export const sandboxMachine = setup({
     }),
     recordStart: assign(({ event }) => {
       assertEvent(event, 'SandboxStarted');
-      return { pid: event.pid, taskAddress: event.taskAddress, startedAt: event.startedAt, lastError: null };
+      return { pid: event.pid, taskAddress: event.taskAddress, startedAt: event.startedAt, lastError: null, backend: event.backend ?? {} };
+    }),
+    recordNetworkIntent: assign(({ event }) => {
+      assertEvent(event, 'SandboxNetworkRequested');
+      return { network: { netnsPath: event.netnsPath, network: event.network, interfaceName: event.interfaceName, status: null } };
+    }),
+    recordNetworkStatus: assign(({ context, event }) => {
+      assertEvent(event, 'SandboxNetworkConfigured');
+      return { network: context.network && { ...context.network, status: event.status } };
     }),
     recordUpdate: assign(({ context, event }) => {
       assertEvent(event, 'SandboxUpdated');
@@ -185,6 +226,11 @@ export const sandboxMachine = setup({
   },
   guards: {
     hasStarted: ({ context }) => context.startedAt !== null,
+    // Old snapshots predate `network`: undefined there means none.
+    hasNoNetwork: ({ context }) => !context.network,
+    awaitsNetworkResult: ({ context }) => Boolean(context.network) && context.network?.status === null,
+    /** A start whose network was requested counts only once CNI's result is recorded. */
+    networkSettled: ({ context }) => !context.network || context.network.status !== null,
   },
 }).createMachine({
   id: 'sandbox',
@@ -204,10 +250,12 @@ export const sandboxMachine = setup({
         SandboxUpdated: { target: 'created', actions: 'recordUpdate' },
       },
     },
-    // Launching the sandbox (VM / init process) was decided; it may be partly up, not yet serving tasks.
+    // Launching the sandbox (VM / init process) was decided; it may be partly up (its netns, CNI, the process), not yet serving tasks.
     starting: {
       on: {
-        SandboxStarted: { target: 'ready', actions: 'recordStart' },
+        SandboxNetworkRequested: { guard: 'hasNoNetwork', target: 'starting', actions: 'recordNetworkIntent' },
+        SandboxNetworkConfigured: { guard: 'awaitsNetworkResult', target: 'starting', actions: 'recordNetworkStatus' },
+        SandboxStarted: { guard: 'networkSettled', target: 'ready', actions: 'recordStart' },
         SandboxStartFailed: { target: 'failed', actions: 'recordFailure' },
       },
     },

@@ -27,6 +27,8 @@ const TRANSITIONS: Array<TransitionRow & { from: SandboxStateValue; event: Sandb
   { from: 'created', event: 'SandboxStopRequested', to: 'stopping' },
   { from: 'created', event: 'SandboxShutdownRequested', to: 'shuttingDown' },
   { from: 'created', event: 'SandboxUpdated', to: 'created' },
+  { from: 'starting', event: 'SandboxNetworkRequested', to: 'starting' },
+  { from: 'starting', event: 'SandboxNetworkConfigured', to: 'starting' },
   { from: 'starting', event: 'SandboxStarted', to: 'ready' },
   { from: 'starting', event: 'SandboxStartFailed', to: 'failed' },
   { from: 'ready', event: 'SandboxStopRequested', to: 'stopping' },
@@ -63,6 +65,15 @@ const created: SandboxEvent = {
   createdAt: '2026-01-01T00:00:00.000Z',
 };
 const startRequested: SandboxEvent = { type: 'SandboxStartRequested' };
+const networkRequested: SandboxEvent = { type: 'SandboxNetworkRequested', netnsPath: '/var/lib/kts/network/sb-1/netns', network: 'kts', interfaceName: 'eth0' };
+const networkConfigured: SandboxEvent = {
+  type: 'SandboxNetworkConfigured',
+  status: {
+    interfaces: [{ name: 'kts0', mac: '0a:58:0a:58:00:01' }, { name: 'eth0', mac: '0a:58:0a:58:00:05', sandbox: '/var/lib/kts/network/sb-1/netns' }],
+    ips: [{ address: '10.88.0.5/16', gateway: '10.88.0.1', interface: 1 }],
+    routes: [{ dst: '0.0.0.0/0', gw: '10.88.0.1' }],
+  },
+};
 const started: SandboxEvent = {
   type: 'SandboxStarted',
   pid: 4242,
@@ -86,6 +97,8 @@ const shutdownFailed: SandboxEvent = { type: 'SandboxShutdownFailed', reason: 'u
 const SAMPLE_EVENTS: SandboxEvent[] = [
   created,
   startRequested,
+  networkRequested,
+  networkConfigured,
   started,
   startFailed,
   unhealthy,
@@ -189,6 +202,33 @@ describe('sandboxMachine: context', () => {
       taskAddress: 'unix:///run/kts/sb-1/task.sock',
       startedAt: '2026-01-01T00:00:01.000Z',
     });
+  });
+
+  it('given a starting sandbox, when SandboxNetworkRequested, then the netns is recorded with no result yet', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, networkRequested]);
+    expect(snapshot.value).toBe('starting');
+    expect(snapshot.context.network).toEqual({ netnsPath: '/var/lib/kts/network/sb-1/netns', network: 'kts', interfaceName: 'eth0', status: null });
+  });
+
+  it('given a network requested, when SandboxNetworkConfigured, then the CNI result is recorded beside the netns', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, networkRequested, networkConfigured]);
+    expect(snapshot.context.network?.netnsPath).toBe('/var/lib/kts/network/sb-1/netns');
+    expect(snapshot.context.network?.status?.ips).toEqual([{ address: '10.88.0.5/16', gateway: '10.88.0.1', interface: 1 }]);
+  });
+
+  it('given a network requested but not configured, when SandboxStarted, then it is rejected (the start waits for CNI\'s result)', () => {
+    expect(() => replay(sandboxMachine, [created, startRequested, networkRequested, started])).toThrow(IllegalTransitionError);
+    expect(replay(sandboxMachine, [created, startRequested, networkRequested, networkConfigured, started]).value).toBe('ready');
+  });
+
+  it('given a network already requested, when SandboxNetworkRequested again, then it is rejected', () => {
+    expect(() => replay(sandboxMachine, [created, startRequested, networkRequested, networkRequested])).toThrow(IllegalTransitionError);
+    expect(() => replay(sandboxMachine, [created, startRequested, networkConfigured])).toThrow(IllegalTransitionError);
+  });
+
+  it('given a starting sandbox, when SandboxStarted with backend details, then they are kept', () => {
+    const snapshot = replay(sandboxMachine, [created, startRequested, { ...started, backend: { 'hypervisor.accelerator': 'tcg' } } as SandboxEvent]);
+    expect(snapshot.context.backend).toEqual({ 'hypervisor.accelerator': 'tcg' });
   });
 
   it('given a ready sandbox, when SandboxReattached, then the new pid is recorded', () => {

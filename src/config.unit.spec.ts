@@ -65,4 +65,37 @@ describe('daemon config', () => {
   ])('refuses %j with a message naming the problem', (text, message) => {
     expect(() => loadConfig(configFile(text))).toThrow(message);
   });
+
+  it('given no [network] section, when loaded, then CNI is off and the bridge network has its documented defaults', () => {
+    const network = loadConfig(undefined, { root: '/srv/kts' }).network;
+    expect(network).toMatchObject({ cni: false, cniConfDir: '/etc/cni/net.d', cniBinDirs: ['/usr/lib/cni', '/opt/cni/bin'], interfaceName: 'eth0' });
+    expect(network.bridge).toEqual({ name: 'kts', bridge: 'kts0', subnet: '10.88.0.0/16', mtu: 0, ipMasq: false, ipamDataDir: '' });
+  });
+
+  it('reads a [network] section: bin dirs split on ":", paths made absolute, the bridge settings', () => {
+    const network = loadConfig(configFile([
+      '[network]', 'cni = true', 'cni_conf_dir = "/srv/cni/conf"', 'cni_bin_dir = "/srv/cni/bin:/opt/cni/bin"', 'interface = "net0"',
+      'network_name = "pods"', 'bridge = "pods0"', 'subnet = "10.88.7.0/24"', 'mtu = 1400', 'ip_masq = true', 'ipam_data_dir = "/srv/ipam"',
+    ].join('\n'))).network;
+    expect(network).toMatchObject({ cni: true, cniConfDir: '/srv/cni/conf', cniBinDirs: ['/srv/cni/bin', '/opt/cni/bin'], interfaceName: 'net0' });
+    expect(network.bridge).toEqual({ name: 'pods', bridge: 'pods0', subnet: '10.88.7.0/24', mtu: 1400, ipMasq: true, ipamDataDir: '/srv/ipam' });
+  });
+
+  it('given network.mtu = 0, when loaded, then the kernel chooses the MTU', () => {
+    expect(loadConfig(configFile('[network]\nmtu = 0\n')).network.bridge.mtu).toBe(0);
+  });
+
+  it.each([
+    ['[network]\ncni = "yes"', 'network.cni must be true or false'],
+    ['[network]\nsubnet = "10.88.0.0"', 'network.subnet "10.88.0.0" must be an IPv4 CIDR'],
+    ['[network]\nsubnet = "fd00::/64"', 'network.subnet "fd00::/64" must be an IPv4 CIDR'],
+    ['[network]\nbridge = "a-bridge-name-too-long"', 'network.bridge "a-bridge-name-too-long" must be a device name'],
+    ['[network]\ninterface = "eth 0"', 'network.interface "eth 0" must be a device name'],
+    ['[network]\nmtu = 100', 'network.mtu must be 0 (the kernel\'s choice) or from 576 to 65535'],
+    ['[network]\nmtu = -1', 'network.mtu must be 0 (the kernel\'s choice) or from 576 to 65535'],
+    ['[network]\nmtu = "1500"', 'network.mtu must be an integer'],
+    ['[network]\ncni_dir = "/x"', 'unknown key "network.cni_dir"'],
+  ])('refuses the network setting in %j with a message naming it', (text, message) => {
+    expect(() => loadConfig(configFile(text))).toThrow(message);
+  });
 });

@@ -13,9 +13,10 @@ import { WasmSandboxer } from './backends/wasm/wasmSandboxer.js';
 import type { DaemonConfig } from './config.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
-import { armCrashPointsFromEnv, withEffectCrashPoints } from './engine/crashPoints.js';
+import { armCrashPointsFromEnv, withEffectCrashPoints, withNetworkCrashPoints } from './engine/crashPoints.js';
 import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
+import { openPodNetworks } from './network/podNetworks.js';
 import { openSqliteStore } from './store/sqliteStore.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { DaemonMetrics } from './telemetry/metrics.js';
@@ -47,8 +48,11 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     wasm: new WasmSandboxer({ rootDir: config.root, logger }),
   };
   const sandboxers = crashTesting ? Object.fromEntries(Object.entries(backends).map(([kind, s]) => [kind, withEffectCrashPoints(s)])) : backends;
+  // Made even when CNI is off: pods attached before a restart with `cni = false` are still torn down.
+  const podNetworks = await openPodNetworks(config.network, path.join(config.root, 'network'), logger);
   const engine = new DaemonEngine({
     store, sandboxers, logger, taskAddress: `grpc+${config.listen}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
+    networks: crashTesting ? withNetworkCrashPoints(podNetworks) : podNetworks, runCni: config.network.cni,
   });
   const recoveryStarted = performance.now();
   const recovery = await engine.recover();

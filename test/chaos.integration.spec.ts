@@ -3,8 +3,9 @@
 // must agree, nothing may leak, every intent must have its outcome, and retried requests must not
 // duplicate anything. runc pods: KTS_CHAOS_CYCLES crash cycles (default 200; scripts/chaos.sh is the
 // long run); VM pods: one cycle per crash point (each costs a guest boot under TCG).
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
@@ -17,6 +18,7 @@ import { adminClient, controllerClient, taskClient, type ProtoClient } from './h
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
 const skip = canRunContainers();
 const skipVm = skip ?? (existsSync(path.join(GUEST_DIR, 'rootfs.img')) && existsSync(path.join(REPO, 'dist/agent/main.mjs')) ? undefined : `needs the guest image in ${GUEST_DIR} (scripts/setup.sh builds it)`);
+const skipCni = skip ?? (existsSync('/usr/lib/cni/bridge') ? undefined : 'needs the CNI plugins in /usr/lib/cni (scripts/setup.sh installs containernetworking-plugins)');
 const CYCLES = Number(process.env.KTS_CHAOS_CYCLES ?? 200);
 const VERIFY_EVERY = 25;
 const TRANSITIONAL = new Set(['starting', 'stopping', 'shuttingDown', 'creating', 'deleting']);
@@ -44,6 +46,8 @@ interface Kind {
   extraToml: string;
   /** The pod's host processes: its kts-sandbox-init, or its QEMU; '' = any pod of this daemon. */
   hostProcesses(root: string, sandboxId: string): number;
+  /** Pods get CNI networks on this bridge, with host-local's allocations in ipamDir (the test's own subnet). */
+  network?: { bridge: string; subnetPrefix: string; ipamDir: string };
 }
 
 const runcKind: Kind = {
@@ -59,7 +63,16 @@ const vmmKind: Kind = {
   hostProcesses: (root, sandboxId) => topProcesses((args) => args.startsWith('qemu-system') && args.includes(path.join(root, 'vms', sandboxId))),
 };
 
+// Its own bridge and subnet, made by the bridge plugin and removed after: pods only ever reach each other there.
+const cniNetwork = { bridge: 'ktschaos0', subnetPrefix: '10.88.214', ipamDir: path.join(tmpdir(), `kts-chaos-ipam-${process.pid}`) };
+const runcCniKind: Kind = {
+  ...runcKind, cycles: Math.min(CYCLES, 50), network: cniNetwork,
+  extraToml: ['[network]', 'cni = true', `cni_conf_dir = "${cniNetwork.ipamDir}/conf"`, `network_name = "kts-chaos"`, `bridge = "${cniNetwork.bridge}"`,
+    `subnet = "${cniNetwork.subnetPrefix}.0/24"`, `ipam_data_dir = "${cniNetwork.ipamDir}"`].join('\n'),
+};
+
 describe.skipIf(skip)(`runc pods: crash at any instant, restart, nothing lost or leaked${skip ? ` (skipped: ${skip})` : ''}`, () => chaosSuite(runcKind));
+describe.skipIf(skipCni)(`runc pods with CNI networks: crash at any instant, restart, no netns or address leaked${skipCni ? ` (skipped: ${skipCni})` : ''}`, () => chaosSuite(runcCniKind));
 describe.skipIf(skipVm)(`VM pods: crash at every point, restart, nothing lost or leaked${skipVm ? ` (skipped: ${skipVm})` : ''}`, () => chaosSuite(vmmKind));
 
 function chaosSuite(kind: Kind): void {
@@ -68,10 +81,19 @@ function chaosSuite(kind: Kind): void {
   const podIds: string[] = [];
   const fired = new Map<string, number>();
 
+  const ipForwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8');
+
   beforeAll(() => {
     lower = busyboxRootfs(path.join(daemon.root, 'image'));
   });
-  afterAll(() => daemon.cleanup());
+  afterAll(async () => {
+    await daemon.cleanup();
+    if (!kind.network) return;
+    // The bridge plugin makes the bridge and turns on forwarding; CNI DEL undoes neither.
+    spawnSync('ip', ['link', 'del', kind.network.bridge], { stdio: 'ignore' });
+    writeFileSync('/proc/sys/net/ipv4/ip_forward', ipForwardBefore);
+    rmSync(kind.network.ipamDir, { recursive: true, force: true });
+  });
 
   /** One pod's life, as far as the daemon lets it get before it dies. */
   async function workload(api: Clients, cycle: number): Promise<void> {
@@ -155,6 +177,12 @@ function chaosSuite(kind: Kind): void {
     expect(kind.hostProcesses(daemon.root, '')).toBe(0);
     const vmsDir = path.join(daemon.root, 'vms');
     expect(existsSync(vmsDir) ? readdirSync(vmsDir) : []).toEqual([]);
+    if (!kind.network) return;
+    const networkDir = path.join(daemon.root, 'network');
+    expect(existsSync(networkDir) ? readdirSync(networkDir) : []).toEqual([]);
+    const { ipamDir, subnetPrefix } = kind.network;
+    const allocations = path.join(ipamDir, 'kts-chaos');
+    expect(existsSync(allocations) ? readdirSync(allocations).filter((name) => name.startsWith(`${subnetPrefix}.`)) : []).toEqual([]);
   }
 
   function expectEveryIntentHasAnOutcome(): void {

@@ -6,22 +6,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QmpClient } from '../src/backends/vmm/qemu/qmpClient.js';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
-import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunVms, isAlive, mountsUnder, until } from './helpers/daemon.js';
 import { controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
-
-function canRunVms(): string | undefined {
-  const base = canRunContainers();
-  if (base) return base;
-  try {
-    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
-  } catch {
-    return 'needs qemu-system-x86_64 (apt-get install qemu-system-x86; scripts/setup.sh does)';
-  }
-  if (!existsSync(path.join(REPO, 'dist/agent/main.mjs'))) return 'needs the guest agent bundle: run "npm run build"';
-  return undefined;
-}
 
 const skip = canRunVms();
 const hypervisorToml = (extra = "boot_deadline_seconds = 120") => `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "auto"\n${extra}\n`;

@@ -75,6 +75,26 @@ export interface StopPodRequest {
   timeoutMs: number;
 }
 
+export interface WireNetworkInterface {
+  name: string;
+  mac: string;
+  mtu: number;
+  addresses: string[];
+}
+
+export interface WireNetworkRoute {
+  destination: string;
+  /** Empty: on-link. */
+  gateway: string;
+  device: string;
+  family: string;
+}
+
+export interface ConfigureNetworkRequest {
+  interfaces: WireNetworkInterface[];
+  routes: WireNetworkRoute[];
+}
+
 export interface PidResponse {
   pid: number;
 }

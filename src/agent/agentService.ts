@@ -13,6 +13,7 @@ import type { Logger } from '../telemetry/logger.js';
 import {
   AGENT_SERVICE,
   type CheckResponse,
+  type ConfigureNetworkRequest,
   type ContainerRequest,
   type ContainerStatusResponse,
   type CreateContainerRequest,
@@ -29,6 +30,7 @@ import {
   type WaitRequest,
   type WireStdio,
 } from './agentProto.js';
+import { applyGuestNetwork, validateGuestNetwork, type GuestNetwork } from './guestNetwork.js';
 
 export interface AgentServiceOptions {
   logger: Logger;
@@ -46,6 +48,8 @@ export interface AgentServiceOptions {
   /** Spans finished in the guest, sent back in each call's trailer (see src/telemetry/guestSpans.ts). */
   spans?: GuestSpanCollector;
   defaultStopTimeoutMs?: number;
+  /** Applies a validated network to the guest; default: busybox `ip` on the VM's NICs (a test passes its own). */
+  applyNetwork?: (network: GuestNetwork) => Promise<void>;
 }
 
 const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -91,12 +95,14 @@ export function agentService(sandboxer: Sandboxer, options: AgentServiceOptions)
     Pids: rpc<ContainerRequest, PidsResponse>('Pids', (request) => agent.pids(request)),
     Stats: rpc<ContainerRequest, StatsResponse>('Stats', (request) => agent.stats(request)),
     StopPod: rpc<StopPodRequest, ExitResponse>('StopPod', (request) => agent.stopPod(request)),
+    ConfigureNetwork: rpc<ConfigureNetworkRequest, Empty>('ConfigureNetwork', (request) => agent.configureNetwork(request)),
   };
 }
 
 class GuestPodAgent {
   private pod: Pod | undefined;
   private startingPodId: string | undefined;
+  private networkConfigured = false;
   private readonly shareDir: string;
 
   constructor(
@@ -133,6 +139,15 @@ class GuestPodAgent {
     } finally {
       this.startingPodId = undefined;
     }
+  }
+
+  /** Once per guest, failed or not: a second attempt would meet the first one's addresses. */
+  async configureNetwork(request: ConfigureNetworkRequest): Promise<Empty> {
+    const network = validateGuestNetwork(request);
+    if (this.networkConfigured) throw failedPrecondition('the guest network was configured already');
+    this.networkConfigured = true;
+    await (this.options.applyNetwork ?? applyGuestNetwork)(network);
+    return {};
   }
 
   async createContainer(request: CreateContainerRequest): Promise<PidResponse> {

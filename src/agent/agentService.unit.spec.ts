@@ -13,6 +13,7 @@ import { silentLogger } from '../telemetry/logger.js';
 import { activeTraceIds, initTracing, shutdownTracing, withSpan } from '../telemetry/tracing.js';
 import { loadAgentDefinition } from './agentProto.js';
 import { agentService, guestContainerConfig } from './agentService.js';
+import type { GuestNetwork } from './guestNetwork.js';
 
 const HOLDER_PID = 4242;
 const EXITED_AT = new Date('2025-01-02T03:04:05.678Z');
@@ -107,6 +108,7 @@ describe('agent service through AgentClient', () => {
   let server: Server;
   let client: AgentClient;
   let socket: string;
+  let appliedNetworks: GuestNetwork[];
 
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'kts-agent-'));
@@ -114,7 +116,9 @@ describe('agent service through AgentClient', () => {
     bundlesDir = path.join(dir, 'bundles');
     socket = path.join(dir, 'agent.sock');
     fake = new FakeSandboxer();
-    server = await serve(socket, agentService(fake, { logger: silentLogger(), agentVersion: 'test-1', shareDir, bundlesDir }));
+    appliedNetworks = [];
+    const applyNetwork = async (network: GuestNetwork) => void appliedNetworks.push(network);
+    server = await serve(socket, agentService(fake, { logger: silentLogger(), agentVersion: 'test-1', shareDir, bundlesDir, applyNetwork }));
     client = new AgentClient(socket, { callTimeoutMs: 5000 });
   });
 
@@ -140,6 +144,25 @@ describe('agent service through AgentClient', () => {
     expect(before.uptimeSeconds).toBeGreaterThan(0);
     await client.startPod({ sandboxId: 'pod-1', hostname: 'web' });
     expect((await client.check()).pod).toEqual({ sandboxId: 'pod-1', pid: HOLDER_PID, alive: true });
+  });
+
+  it('given the pod netns\'s interfaces and routes, when ConfigureNetwork, then the guest applies them once', async () => {
+    const network = {
+      interfaces: [{ name: 'eth0', mac: '0A:58:0A:58:00:05', mtu: 1500, addresses: ['10.88.0.5/16'] }],
+      routes: [{ destination: 'default', gateway: '10.88.0.1', device: 'eth0', family: 'inet' }],
+    };
+    await client.configureNetwork(network);
+    expect(appliedNetworks).toEqual([{
+      interfaces: [{ name: 'eth0', mac: '0a:58:0a:58:00:05', mtu: 1500, addresses: ['10.88.0.5/16'] }],
+      routes: [{ destination: 'default', gateway: '10.88.0.1', device: 'eth0', family: 'inet' }],
+    }]);
+    expect(await rejection(client.configureNetwork(network))).toEqual({ kind: 'failed_precondition', message: 'agent ConfigureNetwork: the guest network was configured already' });
+  });
+
+  it('given a route through a device the request does not name, when ConfigureNetwork, then INVALID_ARGUMENT and nothing is applied', async () => {
+    const network = { interfaces: [], routes: [{ destination: 'default', gateway: '10.88.0.1', device: 'eth0', family: 'inet' }] };
+    expect((await rejection(client.configureNetwork(network))).kind).toBe('invalid_argument');
+    expect(appliedNetworks).toEqual([]);
   });
 
   it('starts the one pod of the guest in the guest network namespace', async () => {

@@ -6,7 +6,10 @@ import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/g
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
-import type { SandboxRow, StoredEvent } from '../core/store.js';
+import type { ContainerRow, SandboxRow, StoredEvent } from '../core/store.js';
+import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
+import { Entity } from '../engine/entity.js';
+import { isStringArray } from '../oci/json.js';
 import type { Engine } from '../engine/engine.js';
 import { containerStream, sandboxStream } from '../engine/engine.js';
 import type { ImageStore } from '../images/imageStore.js';
@@ -60,10 +63,35 @@ function eventMessage(event: StoredEvent) {
 }
 
 function sandboxMessage(row: SandboxRow) {
+  const ips = row.metadata.ips;
   return {
     id: row.id, name: row.name, namespace: row.namespace, kind: row.kind, state: row.state, pid: row.pid ?? 0,
     taskAddress: row.taskAddress ?? '', createdAt: row.createdAt, updatedAt: row.updatedAt, metadataJson: JSON.stringify(row.metadata),
+    ips: isStringArray(ips) ? ips : [], netnsPath: typeof row.metadata.netnsPath === 'string' ? row.metadata.netnsPath : '',
   };
+}
+
+function containerMessage(row: ContainerRow) {
+  return {
+    id: row.id, sandboxId: row.sandboxId, name: row.name, state: row.state, pid: row.pid ?? 0, exitStatus: row.exitStatus ?? 0,
+    exited: row.exitedAt !== null, exitedAt: row.exitedAt ?? '', createdAt: row.createdAt, image: String(row.metadata.image ?? ''),
+    logPath: String(row.metadata.logPath ?? ''), metadataJson: JSON.stringify(row.metadata),
+  };
+}
+
+/** The pod as its stream leaves it, live or removed: replayed from the store, never from memory. */
+function inspectSandbox(engine: Engine, ref: string) {
+  const row = resolveSandboxRef(engine, ref);
+  const entity = Entity.load<SandboxContext, SandboxEvent>(sandboxStream(row.id), sandboxMachine, engine.store, () => undefined);
+  try {
+    return {
+      sandbox: sandboxMessage(row),
+      stateJson: JSON.stringify({ state: entity.state, ...entity.context }),
+      containers: engine.store.listContainers(row.id).map(containerMessage),
+    };
+  } finally {
+    entity.stop();
+  }
 }
 
 /** Finds a sandbox, live or removed, by id, `name`, `namespace/name`, or the id of one of its containers. */
@@ -91,11 +119,7 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
   return {
     ListSandboxes: rpc('ListSandboxes', async () => ({ sandboxes: engine.store.listSandboxes().filter((row) => row.state !== 'removed').map(sandboxMessage) })),
     ListContainers: rpc<{ sandboxId: string }, object>('ListContainers', async (request) => ({
-      containers: engine.store.listContainers(request.sandboxId || undefined).filter((row) => row.state !== 'deleted').map((row) => ({
-        id: row.id, sandboxId: row.sandboxId, name: row.name, state: row.state, pid: row.pid ?? 0, exitStatus: row.exitStatus ?? 0,
-        exited: row.exitedAt !== null, exitedAt: row.exitedAt ?? '', createdAt: row.createdAt, image: String(row.metadata.image ?? ''),
-        logPath: String(row.metadata.logPath ?? ''), metadataJson: JSON.stringify(row.metadata),
-      })),
+      containers: engine.store.listContainers(request.sandboxId || undefined).filter((row) => row.state !== 'deleted').map(containerMessage),
     })),
     History: rpc<{ ref: string }, object>('History', async (request) => {
       const sandbox = resolveSandboxRef(engine, request.ref);
@@ -104,6 +128,7 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
       const chain = engine.store.verifyChain();
       return { sandboxId: sandbox.id, events: events.map(eventMessage), chainOk: chain.ok, chainError: chain.ok ? '' : `broken at sequence ${chain.brokenAtSequence}: ${chain.reason}` };
     }),
+    Inspect: rpc<{ ref: string }, object>('Inspect', async (request) => inspectSandbox(engine, request.ref)),
     Verify: rpc('Verify', async () => {
       const chain = engine.store.verifyChain();
       if (chain.ok) return { ok: true, eventCount: chain.eventCount };

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'commander';
 import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
+import { NETWORK_ANNOTATION, NETWORK_CHOICES } from '../core/podNetwork.js';
 import { readContainerConfigFile, readPodSandboxConfigFile } from '../oci/podConfig.js';
 import { chainFromVerifyResponse, describeChain } from './chainReport.js';
 import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
@@ -36,7 +37,8 @@ function program(): Command {
 Examples:
   kts daemon --root /var/lib/kts                      serve on ${DEFAULT_SOCKET}
   kts run examples/pod.yaml examples/busybox.yaml     start a pod with one container
-  kts pods; kts ps --json                             list them
+  kts pods -o wide; kts ps --json                     list them (wide: with pod IPs)
+  kts inspect <pod>                                   its network setup, backend details, containers
   kts logs <container>; kts exec <container> -- ls /  look inside
   kts history <pod>                                   every transition, with trace ids
   kts stop <pod>; kts rm <pod>                        stop, then remove everything
@@ -72,16 +74,18 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     .argument('<pod.yaml>', 'pod config (crictl format: metadata.name, namespace, hostname, labels…)')
     .argument('<container.yaml>', 'container config (crictl format: metadata.name, image.image, command, args, envs…)')
     .option('--runtime <kind>', 'sandbox kind (default: the daemon\'s default_sandbox_kind, runc)')
+    .addOption(new Option('--network <mode>', 'cni: a CNI network (an error if the daemon does not run CNI); none: loopback only (default: the daemon\'s [network] cni)').choices(NETWORK_CHOICES))
     .option('--json', 'print {"podId", "containerId", "pid"} as JSON')
     .addOption(socketOption())
-    .action(async (podFile: string, containerFile: string, options: { runtime?: string; json?: boolean; socket?: string }) => {
+    .action(async (podFile: string, containerFile: string, options: { runtime?: string; network?: string; json?: boolean; socket?: string }) => {
       const pod = await readPodSandboxConfigFile(podFile);
       const container = await readContainerConfigFile(containerFile);
       const [{ initTracing, shutdownTracing, withSpan }, { encodePodSandboxConfig }] = await Promise.all([import('../telemetry/tracing.js'), import('../api/protos.js')]);
       initTracing('kts-cli');
       const result = await withClient(options, (client) => withSpan('kts run', {}, async () => {
         const sandboxId = randomBytes(16).toString('hex');
-        await client.controller.Create!({ sandboxId, options: encodePodSandboxConfig(pod), sandboxer: options.runtime ?? '' });
+        const annotations = options.network ? { [NETWORK_ANNOTATION]: options.network } : {};
+        await client.controller.Create!({ sandboxId, options: encodePodSandboxConfig(pod), sandboxer: options.runtime ?? '', annotations });
         await client.controller.Start!({ sandboxId });
         const run = await client.admin.RunContainer!({
           sandboxId, name: container.metadata.name, image: container.image.image, command: container.command, args: container.args,
@@ -95,13 +99,31 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
 
   cli.command('pods')
     .description('list pods (sandboxes) that are not removed')
-    .option('--json', 'print an array of pods')
+    .option('--json', 'print an array of pods (same as -o json)')
+    .addOption(new Option('-o, --output <format>', 'wide: also the pod IPs and netns; json: an array of pods').choices(['wide', 'json']))
     .addOption(socketOption())
-    .action(async (options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {
-      const { sandboxes } = (await client.admin.ListSandboxes!({})) as { sandboxes: Array<Record<string, string | number>> };
-      const pods = sandboxes.map((s) => ({ id: String(s.id), name: String(s.name), namespace: String(s.namespace), kind: String(s.kind), state: String(s.state), pid: Number(s.pid), createdAt: String(s.createdAt) }));
-      if (options.json) return void out(JSON.stringify(pods, null, 2) + '\n');
-      out(formatTable(['POD ID', 'NAME', 'NAMESPACE', 'KIND', 'STATE', 'CREATED'], pods.map((p) => [p.id.slice(0, 13), p.name, p.namespace, p.kind, p.state, ago(p.createdAt)])));
+    .action(async (options: { json?: boolean; output?: string; socket?: string }) => withClient(options, async (client) => {
+      const { sandboxes } = (await client.admin.ListSandboxes!({})) as { sandboxes: Array<Record<string, unknown>> };
+      const pods = sandboxes.map((s) => ({
+        id: String(s.id), name: String(s.name), namespace: String(s.namespace), kind: String(s.kind), state: String(s.state), pid: Number(s.pid),
+        createdAt: String(s.createdAt), ips: Array.isArray(s.ips) ? s.ips.map(String) : [], netnsPath: String(s.netnsPath ?? ''),
+      }));
+      if (options.json || options.output === 'json') return void out(JSON.stringify(pods, null, 2) + '\n');
+      const wide = options.output === 'wide';
+      const headers = ['POD ID', 'NAME', 'NAMESPACE', 'KIND', 'STATE', ...(wide ? ['IP', 'NETNS'] : []), 'CREATED'];
+      out(formatTable(headers, pods.map((p) => [
+        p.id.slice(0, 13), p.name, p.namespace, p.kind, p.state, ...(wide ? [p.ips.join(',') || '-', p.netnsPath || '-'] : []), ago(p.createdAt),
+      ])));
+    }));
+
+  cli.command('inspect')
+    .description('a pod as its event log leaves it, as JSON: state, metadata, network (netns, CNI interfaces, IPs, routes), backend details (a VM\'s mirrored interfaces), containers')
+    .argument('<pod>', 'pod id, name, namespace/name, or one of its container ids')
+    .addOption(socketOption())
+    .action(async (ref: string, options: { socket?: string }) => withClient(options, async (client) => {
+      const inspected = await client.admin.Inspect!({ ref });
+      const containers = (inspected.containers as Array<Record<string, unknown>>).map((c) => ({ id: c.id, name: c.name, state: c.state, pid: c.pid, image: c.image }));
+      out(JSON.stringify({ ...(JSON.parse(String(inspected.stateJson)) as Record<string, unknown>), containers }, null, 2) + '\n');
     }));
 
   cli.command('ps')

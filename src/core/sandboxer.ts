@@ -79,6 +79,8 @@ export interface KnownResources {
 
 export interface Sandboxer {
   readonly kind: string;
+  /** Its pods live in a network namespace, so the engine may give them one with CNI; absent means they have none (wasm). */
+  readonly podNetwork?: boolean;
   /** Start the sandbox's holder of namespaces (or its VM); resolves once it can take containers. */
   startSandbox(spec: SandboxSpec): Promise<StartedSandbox>;
   /** Kill every container and the holder; idempotent. */

@@ -1,5 +1,6 @@
 import { writeSync } from 'node:fs';
 import { invalidArgument } from '../core/errors.js';
+import type { PodNetworks } from '../core/podNetwork.js';
 import type { Sandboxer } from '../core/sandboxer.js';
 
 /**
@@ -64,19 +65,28 @@ export function crashPoint(point: CrashPoint, detail: string): void {
   process.kill(process.pid, 'SIGKILL');
 }
 
-const EFFECTS = ['startSandbox', 'stopSandbox', 'removeSandbox', 'createContainer', 'startContainer', 'killContainer', 'deleteContainer', 'execProcess'] as const;
+const SANDBOXER_EFFECTS = ['startSandbox', 'stopSandbox', 'removeSandbox', 'createContainer', 'startContainer', 'killContainer', 'deleteContainer', 'execProcess'] as const;
+const NETWORK_EFFECTS = ['setUp', 'tearDown'] as const;
 
 /** The same sandboxer with `effect.before`/`effect.after` around every call that changes the host. */
 export function withEffectCrashPoints(sandboxer: Sandboxer): Sandboxer {
-  const effects: readonly string[] = EFFECTS;
-  return new Proxy(sandboxer, {
+  return aroundEffects(sandboxer, sandboxer.kind, SANDBOXER_EFFECTS);
+}
+
+/** The same pod networks with `effect.before`/`effect.after` around CNI ADD (with its netns) and DEL. */
+export function withNetworkCrashPoints(networks: PodNetworks): PodNetworks {
+  return aroundEffects(networks, 'network', NETWORK_EFFECTS);
+}
+
+function aroundEffects<T extends object>(subject: T, label: string, effects: readonly string[]): T {
+  return new Proxy(subject, {
     get(target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver);
       if (typeof property !== 'string' || !effects.includes(property) || typeof value !== 'function') return value;
       return async (...args: unknown[]) => {
-        crashPoint('effect.before', `${target.kind}.${property}`);
+        crashPoint('effect.before', `${label}.${property}`);
         const result: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        crashPoint('effect.after', `${target.kind}.${property}`);
+        crashPoint('effect.after', `${label}.${property}`);
         return result;
       };
     },

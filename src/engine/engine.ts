@@ -5,12 +5,14 @@ import { containerMachine, type ContainerContext, type ContainerEvent } from '..
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
+import type { PodNetworks } from '../core/podNetwork.js';
 import type { ContainerStats, MountSpec, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
 import type { EventStore } from '../core/store.js';
 import { withSpan, withSpanSync } from '../telemetry/tracing.js';
 import { crashPoint } from './crashPoints.js';
 import { Entity, type CommandMeta } from './entity.js';
 import { KeyedQueue } from './keyedQueue.js';
+import { checkNetworkChoice, wantsPodNetwork } from './networkPolicy.js';
 import { containerProjection, sandboxProjection } from './projections.js';
 import { StateWaiters } from './waiters.js';
 
@@ -26,6 +28,10 @@ export interface EngineOptions {
   /** What Start returns as the Task API address, e.g. `grpc+/run/kts/kts.sock`. */
   taskAddress: string;
   defaultStopTimeoutMs: number;
+  /** Makes and removes the pod networks kts runs CNI for; without it no pod gets one. */
+  networks?: PodNetworks;
+  /** Pods created without a netns get one from `networks` (unless they opt out); else they get loopback only. */
+  runCni?: boolean;
 }
 
 export interface CreateSandboxInput {
@@ -160,6 +166,7 @@ export class Engine {
       if (this.sandboxes.has(input.sandboxId) || this.store.readStream(streamId).length > 0) {
         throw alreadyExists(`sandbox ${input.sandboxId} already exists`);
       }
+      checkNetworkChoice(input, this.options.sandboxers[input.kind]!, this.options.runCni === true && this.options.networks !== undefined);
       const entity: SandboxEntity = new Entity(streamId, sandboxMachine, this.store, sandboxProjection);
       this.recordSandbox(entity, { type: 'SandboxCreated', ...input, createdAt: new Date().toISOString() }, meta);
       this.sandboxes.set(input.sandboxId, entity);
@@ -173,9 +180,10 @@ export class Engine {
       this.recordSandbox(sandbox, { type: 'SandboxStartRequested' }, meta);
       const c = sandbox.context;
       try {
+        const netnsPath = c.netnsPath ?? (await this.attachNetwork(sandbox, meta));
         const { pid, details } = await withSpan('sandboxer.start', { attributes: { 'sandbox.id': sandboxId, 'sandbox.kind': c.kind } }, async (span) => {
           const started = await this.sandboxerFor(sandbox).startSandbox({
-            sandboxId, name: c.name, namespace: c.namespace, hostname: c.hostname, netnsPath: c.netnsPath ?? undefined, annotations: c.annotations,
+            sandboxId, name: c.name, namespace: c.namespace, hostname: c.hostname, netnsPath, annotations: c.annotations,
           });
           if (started.details) span.setAttributes(started.details);
           return started;
@@ -185,10 +193,30 @@ export class Engine {
         this.watchSandbox(sandbox);
         return { pid, taskAddress: this.options.taskAddress, createdAt: c.createdAt };
       } catch (error) {
+        await this.releaseNetwork(sandbox).catch((cleanup: unknown) =>
+          this.logger.error({ sandbox_id: sandboxId, err: cleanup }, 'tearing down the network of a failed start failed; removal retries it'));
         this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: errorMessage(error) }, meta);
         throw error;
       }
     });
+  }
+
+  /** Intent (the netns it will be), effect (netns + CNI ADD), outcome (CNI's result); returns the netns, if any. */
+  protected async attachNetwork(sandbox: SandboxEntity, meta: CommandMeta): Promise<string | undefined> {
+    const networks = this.options.networks;
+    if (!networks || !wantsPodNetwork(sandbox.context, this.sandboxerFor(sandbox), this.options.runCni === true)) return undefined;
+    const sandboxId = sandbox.context.sandboxId;
+    const plan = networks.plan(sandboxId);
+    this.recordSandbox(sandbox, { type: 'SandboxNetworkRequested', ...plan }, meta);
+    const status = await networks.setUp(sandboxId);
+    this.recordSandbox(sandbox, { type: 'SandboxNetworkConfigured', status }, meta);
+    return plan.netnsPath;
+  }
+
+  /** CNI DEL and netns removal of the network kts made for the pod, if it made one; idempotent. */
+  protected async releaseNetwork(sandbox: SandboxEntity): Promise<void> {
+    if (!sandbox.context.network || !this.options.networks) return;
+    await this.options.networks.tearDown(sandbox.context.sandboxId);
   }
 
   /**
@@ -274,6 +302,7 @@ export class Engine {
       if (sandbox.state !== 'shuttingDown') this.recordSandbox(sandbox, { type: 'SandboxShutdownRequested' }, meta);
       try {
         await withSpan('sandboxer.remove', { attributes: { 'sandbox.id': sandboxId } }, () => this.sandboxerFor(sandbox).removeSandbox(sandboxId));
+        await this.releaseNetwork(sandbox);
       } catch (error) {
         this.recordSandbox(sandbox, { type: 'SandboxShutdownFailed', reason: errorMessage(error) }, meta);
         throw error;

@@ -31,6 +31,9 @@ export function sandboxProjection(snapshot: SandboxSnapshot, version: number): P
         exitStatus: c.exitStatus,
         exitedAt: c.exitedAt,
         lastError: c.lastError,
+        // Snapshots from before pod networks have no `network`.
+        netnsPath: c.netnsPath ?? c.network?.netnsPath ?? null,
+        ips: (c.network?.status?.ips ?? []).map((ip) => ip.address.split('/')[0]),
       },
     },
   };

@@ -47,10 +47,14 @@ export class DaemonEngine extends Engine {
   /** Host resources of no live sandbox or container are removed, each recorded on the node stream. */
   private async sweepOrphans(): Promise<void> {
     const known = { sandboxIds: new Set(this.sandboxes.keys()), containerIds: new Set(this.containers.keys()) };
-    for (const sandboxer of Object.values(this.options.sandboxers)) {
-      for (const resource of await sandboxer.sweepOrphans(known)) {
-        this.logger.warn({ kind: sandboxer.kind, resource }, 'removed a resource no sandbox owns');
-        this.node().record({ type: 'OrphanRemoved', kind: sandboxer.kind, resource, reason: 'no live sandbox or container in the event log owns it' }, RECOVERY);
+    const sweeps = Object.values(this.options.sandboxers).map((sandboxer) => ({ kind: sandboxer.kind, sweep: () => sandboxer.sweepOrphans(known) }));
+    // Pod networks go after the backends: a VM's taps live in the netns until its QEMU and directory are gone.
+    const networks = this.options.networks;
+    if (networks) sweeps.push({ kind: 'network', sweep: () => networks.sweepOrphans(known.sandboxIds) });
+    for (const { kind, sweep } of sweeps) {
+      for (const resource of await sweep()) {
+        this.logger.warn({ kind, resource }, 'removed a resource no sandbox owns');
+        this.node().record({ type: 'OrphanRemoved', kind, resource, reason: 'no live sandbox or container in the event log owns it' }, RECOVERY);
       }
     }
   }
@@ -85,8 +89,9 @@ export class DaemonEngine extends Engine {
           this.recordSandbox(sandbox, { type: 'SandboxStarted', pid: status.pid, taskAddress: this.options.taskAddress, startedAt: new Date().toISOString() }, recovered('completed the start', `the sandbox process ${status.pid} is running`));
           this.watchSandbox(sandbox);
         } else {
-          // Whatever the interrupted start left (a booting VM, a half-made init) goes before the outcome is recorded.
+          // Whatever the interrupted start left (a booting VM, a half-made init, its netns and CNI attachment) goes before the outcome is recorded.
           await this.sandboxerFor(sandbox).removeSandbox(sandboxId);
+          await this.releaseNetwork(sandbox);
           this.recordSandbox(sandbox, { type: 'SandboxStartFailed', reason: 'the daemon stopped during start and the sandbox was not serving' }, recovered('rolled back the start', 'the sandbox was not serving; what the start left was removed'));
         }
         return;
@@ -103,6 +108,7 @@ export class DaemonEngine extends Engine {
         return this.stopSandboxNow(sandbox, this.options.defaultStopTimeoutMs, recovered('completed the stop', 'a stop was decided before the daemon stopped'));
       case 'shuttingDown':
         await this.sandboxerFor(sandbox).removeSandbox(sandboxId);
+        await this.releaseNetwork(sandbox);
         this.recordSandbox(sandbox, { type: 'SandboxRemoved' }, recovered('completed the removal', 'a shutdown was decided before the daemon stopped'));
         this.sandboxes.delete(sandboxId);
         sandbox.stop();

@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,19 @@ export function canRunContainers(): string | undefined {
   } catch {
     return 'needs runc (apt-get install runc; scripts/setup.sh does)';
   }
+  return undefined;
+}
+
+/** Why microVM tests cannot run here (no QEMU, no agent bundle, or what canRunContainers says), or undefined. */
+export function canRunVms(): string | undefined {
+  const base = canRunContainers();
+  if (base) return base;
+  try {
+    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'needs qemu-system-x86_64 (apt-get install qemu-system-x86; scripts/setup.sh does)';
+  }
+  if (!existsSync(path.join(REPO, 'dist/agent/main.mjs'))) return 'needs the guest agent bundle: run "npm run build"';
   return undefined;
 }
 
@@ -110,6 +123,15 @@ export class TestDaemon {
       const e = error as { stdout: string; stderr: string; status: number };
       return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.status ?? 1 };
     }
+  }
+
+  /** Runs the kts CLI against this daemon without blocking the test, e.g. to kill the daemon while it serves. */
+  ktsAsync(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [KTS, ...args], { env: { ...process.env, KTS_SOCKET: this.socket }, encoding: 'utf8' }, (error, stdout, stderr) => {
+        resolve({ stdout, stderr, code: error ? (typeof error.code === 'number' ? error.code : 1) : 0 });
+      });
+    });
   }
 
   ktsOk(...args: string[]): string {

@@ -7,15 +7,28 @@ export interface CommandResult {
   stderr: string;
 }
 
+export interface CommandOptions {
+  /** Written to the child's stdin, which is then closed; without it stdin is /dev/null. */
+  input?: string;
+  /** The child's whole environment; default: the daemon's. */
+  env?: NodeJS.ProcessEnv;
+}
+
 const OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024;
 
 /**
  * Runs a program with an argument array (never a shell) and collects its output; the child is
  * killed if it outlives timeoutMs. A non-zero exit is a result, not an exception.
  */
-export function runCommand(file: string, args: string[], timeoutMs = 30_000): Promise<CommandResult> {
+export function runCommand(file: string, args: string[], timeoutMs = 30_000, options: CommandOptions = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+    const spawnOptions = { timeout: timeoutMs, killSignal: 'SIGKILL' as const, env: options.env ?? process.env };
+    const child = options.input === undefined
+      ? spawn(file, args, { ...spawnOptions, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(file, args, { ...spawnOptions, stdio: ['pipe', 'pipe', 'pipe'] });
+    // A child that exits without reading its stdin makes the write fail with EPIPE: its exit status says what happened.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(options.input);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let size = 0;

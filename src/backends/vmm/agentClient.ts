@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, credentials, Metadata, type CallOptions, type ClientUnaryCall, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
 import { SpanKind, context } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
-import { AGENT_SERVICE as AGENT_SERVICE_NAME, loadAgentDefinition, type WireStdio } from '../../agent/agentProto.js';
+import { AGENT_SERVICE as AGENT_SERVICE_NAME, loadAgentDefinition, type ConfigureNetworkRequest, type WireStdio } from '../../agent/agentProto.js';
 import { fromServiceError } from '../../api/grpcErrors.js';
 import { rpcAttributes } from '../../api/rpc.js';
 import { PROTO_DIR } from '../../api/protos.js';
@@ -173,6 +173,11 @@ export class AgentClient {
       memoryUsageBytes: count('memoryUsageBytes'), memoryLimitBytes: count('memoryLimitBytes'),
       pidsCurrent: count('pidsCurrent'), pidsLimit: count('pidsLimit'),
     };
+  }
+
+  /** The pod netns's interfaces and routes, applied to the guest's NICs before StartPod. */
+  async configureNetwork(network: ConfigureNetworkRequest): Promise<void> {
+    await this.call('ConfigureNetwork', network);
   }
 
   /** The agent may take timeoutMs to stop the pod, so the call's deadline is that much longer. */

@@ -10,11 +10,25 @@ export interface VmRunState {
   status: string;
 }
 
+/** A virtio-net NIC of the VM backed by a tap device. */
+export interface VmNic {
+  /** The hypervisor's id for the backend (QEMU `-netdev id=`). */
+  id: string;
+  tap: string;
+  mac: string;
+}
+
+/** The VM's NICs and the netns their taps live in; the hypervisor runs in that netns to open them. */
+export interface VmNetwork {
+  netnsPath: string;
+  nics: VmNic[];
+}
+
 /** One hypervisor (QEMU today) behind the vmm sandboxer; a second would be a sibling folder. */
 export interface Hypervisor {
   readonly name: string;
   /** Starts the VM detached from the daemon; resolves once the hypervisor process runs. */
-  launch(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity>;
+  launch(paths: VmPaths, accelerator: Accelerator, vmName: string, network?: VmNetwork): Promise<ProcessIdentity>;
   runState(paths: VmPaths): Promise<VmRunState>;
   /** Ends the VM at once (no guest shutdown); the process exits. */
   quit(paths: VmPaths): Promise<void>;

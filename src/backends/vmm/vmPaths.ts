@@ -18,6 +18,8 @@ export interface VmPaths {
   identityFile: string;
   /** What the launch chose (accelerator and why), as JSON. */
   launchFile: string;
+  /** The pod netns's interfaces mirrored into the VM and their taps (tapMirror.ts), written before the taps are made. */
+  networkFile: string;
 }
 
 export function vmPaths(rootDir: string, sandboxId: string): VmPaths {
@@ -32,6 +34,7 @@ export function vmPaths(rootDir: string, sandboxId: string): VmPaths {
     pidFile: join(dir, 'qemu.pid'),
     identityFile: join(dir, 'qemu.identity'),
     launchFile: join(dir, 'launch.json'),
+    networkFile: join(dir, 'network.json'),
   };
 }
 

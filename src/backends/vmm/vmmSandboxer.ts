@@ -13,6 +13,7 @@ import { AgentClient } from './agentClient.js';
 import type { Accelerator, Hypervisor } from './hypervisor.js';
 import { consoleTail } from './qemu/qemuHypervisor.js';
 import { VmShare } from './share.js';
+import { connectTaps, describePlan, disconnectTaps, guestNetworkOf, loadPlan, planVmNetwork, savePlan, vmNetworkOf, type VmNetworkPlan } from './tapMirror.js';
 import { vmPaths, type VmPaths } from './vmPaths.js';
 import { withSpan } from '../../telemetry/tracing.js';
 
@@ -55,6 +56,8 @@ const UNKNOWN_EXIT_STATUS = 255;
  */
 export class VmmSandboxer implements Sandboxer {
   readonly kind = 'vmm';
+  /** QEMU runs in the pod's netns when it has interfaces to mirror; else the guest has loopback only. */
+  readonly podNetwork = true;
   private readonly vms = new Map<string, Vm>();
   /** The accelerator decided for this daemon's life; `auto` decides on the first boot. */
   private decided: { accelerator: Accelerator; reason: string } | undefined;
@@ -72,12 +75,15 @@ export class VmmSandboxer implements Sandboxer {
     });
     const launchedAt = Date.now();
     try {
-      const { vm, accelerator, reason } = await this.boot(spec.sandboxId, paths);
+      const network = spec.netnsPath ? await this.mirrorNetwork(paths, spec.netnsPath) : undefined;
+      const { vm, accelerator, reason } = await this.boot(spec.sandboxId, paths, network);
       const bootMs = Date.now() - launchedAt;
+      if (network) await vm.agent.configureNetwork(guestNetworkOf(network));
       const pod = await vm.agent.startPod({ sandboxId: spec.sandboxId, hostname: spec.hostname });
       const details = {
         'hypervisor.name': this.options.hypervisor.name, 'hypervisor.accelerator': accelerator, 'hypervisor.accelerator_reason': reason,
         'guest.boot_ms': bootMs, 'guest.pod_start_ms': Date.now() - launchedAt - bootMs, 'guest.pod_pid': pod.pid,
+        ...(network && { 'guest.interfaces': describePlan(network) }),
       };
       await writeFile(paths.launchFile, JSON.stringify(details));
       this.options.logger.info({ sandbox_id: spec.sandboxId, qemu_pid: vm.identity.pid, ...details }, 'VM sandbox started');
@@ -88,6 +94,18 @@ export class VmmSandboxer implements Sandboxer {
     }
   }
 
+  /** Taps beside the netns's interfaces, recorded first; undefined when the netns has nothing to mirror. */
+  private async mirrorNetwork(paths: VmPaths, netnsPath: string): Promise<VmNetworkPlan | undefined> {
+    return withSpan('vm.network', { attributes: { 'netns.path': netnsPath } }, async (span) => {
+      const plan = await planVmNetwork(netnsPath);
+      span.setAttribute('vm.nics', plan.interfaces.length);
+      if (plan.interfaces.length === 0) return undefined;
+      await savePlan(paths.networkFile, plan);
+      await connectTaps(plan);
+      return plan;
+    });
+  }
+
   private async requireGuestImage(): Promise<void> {
     for (const file of [this.options.config.kernel, this.options.config.initrd, this.options.config.image].filter(Boolean)) {
       if (!existsSync(file)) throw failedPrecondition(`guest image file ${file} is missing: build it with scripts/build-guest.sh (or set [hypervisor] kernel/initrd)`);
@@ -95,28 +113,28 @@ export class VmmSandboxer implements Sandboxer {
   }
 
   /** Launches QEMU and waits for the agent; under `auto`, the first boot tries KVM once. */
-  private async boot(sandboxId: string, paths: VmPaths): Promise<{ vm: Vm; accelerator: Accelerator; reason: string }> {
+  private async boot(sandboxId: string, paths: VmPaths, network?: VmNetworkPlan): Promise<{ vm: Vm; accelerator: Accelerator; reason: string }> {
     const configured = this.options.config.accelerator;
-    if (configured !== 'auto') return { vm: await this.launch(sandboxId, paths, configured, this.options.config.bootDeadlineSeconds), accelerator: configured, reason: 'configured' };
+    if (configured !== 'auto') return { vm: await this.launch(sandboxId, paths, configured, this.options.config.bootDeadlineSeconds, network), accelerator: configured, reason: 'configured' };
     if (!this.decided && this.probing) await this.probing.catch(() => undefined);
     if (!this.decided) {
       let finish!: () => void;
       this.probing = new Promise((resolve) => (finish = resolve));
       try {
-        return await this.probeKvm(sandboxId, paths);
+        return await this.probeKvm(sandboxId, paths, network);
       } finally {
         finish();
       }
     }
     const { accelerator, reason } = this.decided;
-    return { vm: await this.launch(sandboxId, paths, accelerator, this.options.config.bootDeadlineSeconds), accelerator, reason };
+    return { vm: await this.launch(sandboxId, paths, accelerator, this.options.config.bootDeadlineSeconds, network), accelerator, reason };
   }
 
-  private async probeKvm(sandboxId: string, paths: VmPaths): Promise<{ vm: Vm; accelerator: Accelerator; reason: string }> {
+  private async probeKvm(sandboxId: string, paths: VmPaths, network?: VmNetworkPlan): Promise<{ vm: Vm; accelerator: Accelerator; reason: string }> {
     let reason = '/dev/kvm is not usable';
     if (await this.options.hypervisor.acceleratorAvailable('kvm')) {
       try {
-        const vm = await this.launch(sandboxId, paths, 'kvm', this.options.config.kvmProbeDeadlineSeconds);
+        const vm = await this.launch(sandboxId, paths, 'kvm', this.options.config.kvmProbeDeadlineSeconds, network);
         this.decided = { accelerator: 'kvm', reason: 'a KVM guest booted' };
         return { vm, accelerator: 'kvm', reason: this.decided.reason };
       } catch (error) {
@@ -127,11 +145,11 @@ export class VmmSandboxer implements Sandboxer {
       }
     }
     this.decided = { accelerator: 'tcg', reason };
-    return { vm: await this.launch(sandboxId, paths, 'tcg', this.options.config.bootDeadlineSeconds), accelerator: 'tcg', reason };
+    return { vm: await this.launch(sandboxId, paths, 'tcg', this.options.config.bootDeadlineSeconds, network), accelerator: 'tcg', reason };
   }
 
-  private async launch(sandboxId: string, paths: VmPaths, accelerator: Accelerator, deadlineSeconds: number): Promise<Vm> {
-    const identity = await this.options.hypervisor.launch(paths, accelerator, `kts-${sandboxId}`);
+  private async launch(sandboxId: string, paths: VmPaths, accelerator: Accelerator, deadlineSeconds: number, network?: VmNetworkPlan): Promise<Vm> {
+    const identity = await this.options.hypervisor.launch(paths, accelerator, `kts-${sandboxId}`, network && vmNetworkOf(network));
     const vm = this.track(sandboxId, paths, identity);
     const died = vm.exited.then(async () => {
       throw internal(`the VM exited while booting; console:\n${await consoleTail(paths)}`);
@@ -221,10 +239,12 @@ export class VmmSandboxer implements Sandboxer {
     this.options.logger.info({ sandbox_id: sandboxId }, 'VM sandbox removed');
   }
 
-  /** Ends the VM if it runs, unbinds the share and deletes the VM's directory. */
+  /** Ends the VM if it runs, removes its taps, unbinds the share and deletes the VM's directory. */
   private async discard(sandboxId: string, paths: VmPaths): Promise<void> {
     const vm = await this.vm(sandboxId).catch(() => undefined);
     if (vm) await this.kill(vm);
+    const network = await loadPlan(paths.networkFile);
+    if (network) await disconnectTaps(network);
     await new VmShare(paths).removeAll();
     await this.forget(sandboxId);
     await rm(paths.dir, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 import type { HypervisorConfig } from '../../../config.js';
 import type { VmPaths } from '../vmPaths.js';
 
-import type { Accelerator } from '../hypervisor.js';
+import type { Accelerator, VmNic } from '../hypervisor.js';
 export type { Accelerator };
 
 /** The virtio-serial port the guest agent serves on, found in the guest by this name. */
@@ -30,7 +30,7 @@ export function kernelCommandLine(config: HypervisorConfig, accelerator: Acceler
  * after machine init, so a bad kernel path or option fails the launch with an exit code, and the
  * VM outlives the daemon. The guest sees only its own kernel/initrd and the sandbox's share.
  */
-export function qemuArgs(config: HypervisorConfig, accelerator: Accelerator, paths: VmPaths, name: string, host: HostFacts = {}): string[] {
+export function qemuArgs(config: HypervisorConfig, accelerator: Accelerator, paths: VmPaths, name: string, host: HostFacts = {}, nics: VmNic[] = []): string[] {
   const machine = config.machine === 'microvm' ? 'microvm,x-option-roms=off,rtc=on,pit=on,pic=on,isa-serial=on' : 'q35';
   // microvm has virtio-mmio only; q35 needs the PCI variants of the same devices.
   const device = (type: string) => (config.machine === 'microvm' ? `${type}-device` : `${type}-pci`);
@@ -54,6 +54,11 @@ export function qemuArgs(config: HypervisorConfig, accelerator: Accelerator, pat
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
     '-fsdev', `local,id=share,path=${paths.shareDir},security_model=none,multidevs=remap`,
     '-device', `${device('virtio-9p')},fsdev=share,mount_tag=${SHARE_MOUNT_TAG}`,
+    // QEMU opens each tap by name, so it must run in the netns that holds them (see QemuHypervisor.launch).
+    ...nics.flatMap((nic) => [
+      '-netdev', `tap,id=${nic.id},ifname=${nic.tap},script=no,downscript=no`,
+      '-device', `${device('virtio-net')},netdev=${nic.id},mac=${nic.mac}`,
+    ]),
     '-pidfile', paths.pidFile,
     '-daemonize',
   ];

@@ -41,4 +41,20 @@ describe('the QEMU command line of a microVM sandbox', () => {
     expect(line).toContain('console=ttyS0');
     expect(line.endsWith('foo=bar')).toBe(true);
   });
+
+  it('given a pod netns with interfaces, then each gets a tap netdev and a virtio-net NIC with the interface\'s MAC', () => {
+    const nics = [{ id: 'net0', tap: 'tap0_kts', mac: '0a:58:0a:58:00:05' }, { id: 'net1', tap: 'tap1_kts', mac: '0a:58:0a:59:00:07' }];
+    const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x', {}, nics);
+    expect(option(args, '-netdev')).toEqual(['tap,id=net0,ifname=tap0_kts,script=no,downscript=no', 'tap,id=net1,ifname=tap1_kts,script=no,downscript=no']);
+    expect(option(args, '-device').filter((device) => device.startsWith('virtio-net'))).toEqual([
+      'virtio-net-device,netdev=net0,mac=0a:58:0a:58:00:05', 'virtio-net-device,netdev=net1,mac=0a:58:0a:59:00:07',
+    ]);
+    expect(option(qemuArgs({ ...defaultHypervisorConfig('/g'), machine: 'q35' }, 'tcg', paths, 'x', {}, nics), '-device')).toContain('virtio-net-pci,netdev=net0,mac=0a:58:0a:58:00:05');
+  });
+
+  it('given no NICs, then the VM has no network device at all', () => {
+    const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x');
+    expect(option(args, '-netdev')).toEqual([]);
+    expect(args.join(' ')).not.toContain('virtio-net');
+  });
 });

@@ -4,7 +4,7 @@ import type { HypervisorConfig } from '../../../config.js';
 import { internal, unavailable } from '../../../core/errors.js';
 import { runCommand } from '../../host/command.js';
 import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../../host/procfs.js';
-import type { Accelerator, Hypervisor, VmRunState } from '../hypervisor.js';
+import type { Accelerator, Hypervisor, VmNetwork, VmRunState } from '../hypervisor.js';
 import type { VmPaths } from '../vmPaths.js';
 import { withSpan } from '../../../telemetry/tracing.js';
 import { qemuArgs } from './qemuCommand.js';
@@ -19,20 +19,25 @@ export class QemuHypervisor implements Hypervisor {
 
   constructor(private readonly config: HypervisorConfig) {}
 
-  launch(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity> {
-    return withSpan('qemu.launch', { attributes: { 'hypervisor.accelerator': accelerator, 'hypervisor.machine': this.config.machine } }, async (span) => {
-      const identity = await this.launchNow(paths, accelerator, vmName);
+  launch(paths: VmPaths, accelerator: Accelerator, vmName: string, network?: VmNetwork): Promise<ProcessIdentity> {
+    const attributes = { 'hypervisor.accelerator': accelerator, 'hypervisor.machine': this.config.machine, 'vm.nics': network?.nics.length ?? 0 };
+    return withSpan('qemu.launch', { attributes }, async (span) => {
+      const identity = await this.launchNow(paths, accelerator, vmName, network);
       span.setAttribute('process.pid', identity.pid);
       return identity;
     });
   }
 
-  private async launchNow(paths: VmPaths, accelerator: Accelerator, vmName: string): Promise<ProcessIdentity> {
-    const args = qemuArgs(this.config, accelerator, paths, vmName, { tscKhz: await hostTscKhz() });
-    const result = await runCommand(this.config.path, args, LAUNCH_TIMEOUT_MS).catch((error: NodeJS.ErrnoException) => {
-      throw unavailable(`cannot run ${this.config.path}: ${error.code === 'ENOENT' ? 'not found (apt-get install qemu-system-x86)' : error.message}`);
+  private async launchNow(paths: VmPaths, accelerator: Accelerator, vmName: string, network?: VmNetwork): Promise<ProcessIdentity> {
+    const qemuArgv = qemuArgs(this.config, accelerator, paths, vmName, { tscKhz: await hostTscKhz() }, network?.nics);
+    // Only the network namespace changes: QEMU's sockets are paths, its files the host's.
+    const inNetns = network !== undefined && network.nics.length > 0;
+    const file = inNetns ? 'nsenter' : this.config.path;
+    const args = inNetns ? [`--net=${network.netnsPath}`, '--', this.config.path, ...qemuArgv] : qemuArgv;
+    const result = await runCommand(file, args, LAUNCH_TIMEOUT_MS).catch((error: NodeJS.ErrnoException) => {
+      throw unavailable(`cannot run ${file}: ${error.code === 'ENOENT' ? 'not found (apt-get install qemu-system-x86 util-linux)' : error.message}`);
     });
-    await writeFile(paths.qemuLog, [`${this.config.path} ${args.join(' ')}`, result.stdout, result.stderr].join('\n'));
+    await writeFile(paths.qemuLog, [`${file} ${args.join(' ')}`, result.stdout, result.stderr].join('\n'));
     if (result.code !== 0) throw internal(`qemu failed to launch (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     const pid = await readPidFile(paths.pidFile);
     const identity = pid === undefined ? undefined : await readProcessIdentity(pid);
