@@ -10,41 +10,17 @@
 // - kill: Task Kill (SIGKILL) of a spinning module (wasm-spin) → Task Wait returns.
 // Usage: node bench/wasm-start.mjs [--runs 50] [--idle 20] [--kills 10]   (root; needs `npm run build`)
 // Prints a table and writes bench/results/wasm-start.json.
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { buildTestImages, REPO, startDaemon, writeResult } from './lib/daemon.mjs';
+import { memoryKb } from './lib/procfs.mjs';
+import { elapsedMs as ms, sleep, startTimer, summarize } from './lib/stats.mjs';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const KTS = path.join(REPO, 'bin/kts.js');
-const { connectClient } = await import(path.join(REPO, 'dist/src/cli/client.js'));
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '50' }, idle: { type: 'string', default: '20' }, kills: { type: 'string', default: '10' } } });
 const runs = Number(values.runs);
 const idleCount = Number(values.idle);
 const kills = Number(values.kills);
-
-const root = mkdtempSync(path.join(tmpdir(), 'kts-bench-wasm-'));
-const socket = path.join(root, 'kts.sock');
-const imagesDir = path.join(REPO, '.kts/test-images');
-execFileSync('bash', [path.join(REPO, 'scripts/build-wasm-images.sh'), imagesDir], { stdio: 'ignore' });
-writeFileSync(path.join(root, 'config.toml'), `listen = "${socket}"\nroot = "${root}"\nlog_level = "warn"\n[runc]\nroot = "${root}/runc"\n[images]\ndir = "${imagesDir}"\n`);
-
-const kts = (...args) => execFileSync(process.execPath, [KTS, ...args], { env: { ...process.env, KTS_SOCKET: socket }, encoding: 'utf8' });
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const ms = (since) => Number(process.hrtime.bigint() - since) / 1e6;
-const memoryKb = (pid) => {
-  const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? NaN);
-  return { rss: field('Rss'), pss: field('Pss') };
-};
-const summary = (samples) => {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-  const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
-  return { median, p90: at(0.9), min: sorted[0], max: sorted.at(-1), samples };
-};
 
 async function startPod(client, sandboxId) {
   await client.controller.Create({ sandboxId, sandboxer: 'wasm' });
@@ -56,23 +32,23 @@ async function apiStartLatency(client) {
   for (let i = 0; i < 3; i++) await client.admin.RunContainer({ sandboxId: 'bench-api', name: `warmup-${i}`, image: 'wasm-hello:latest', start: true });
   const samples = [];
   for (let i = 0; i < runs; i++) {
-    const started = process.hrtime.bigint();
+    const started = startTimer();
     await client.admin.RunContainer({ sandboxId: 'bench-api', name: `hello-${i}`, image: 'wasm-hello:latest', start: true });
     samples.push(ms(started));
   }
-  return summary(samples);
+  return summarize(samples);
 }
 
-function cliStartLatency() {
+function cliStartLatency(daemon) {
   const samples = [];
   for (let i = 0; i < runs; i++) {
-    const pod = path.join(root, `pod-${i}.yaml`);
+    const pod = path.join(daemon.root, `pod-${i}.yaml`);
     writeFileSync(pod, `metadata:\n  name: cli-${i}\n  namespace: bench\n  uid: cli-${i}\n`);
-    const started = process.hrtime.bigint();
-    kts('run', '--runtime', 'wasm', pod, path.join(REPO, 'examples/wasm-hello.yaml'));
+    const started = startTimer();
+    daemon.kts('run', '--runtime', 'wasm', pod, path.join(REPO, 'examples/wasm-hello.yaml'));
     samples.push(ms(started));
   }
-  return summary(samples);
+  return summarize(samples);
 }
 
 async function idleMemory(client, daemonPid) {
@@ -96,42 +72,34 @@ async function killLatency(client) {
   for (let i = 0; i < kills; i++) {
     const run = await client.admin.RunContainer({ sandboxId: 'bench-kill', name: `spin-${i}`, image: 'wasm-spin:latest', start: true });
     while (!readFileSync(String(run.logPath), 'utf8').includes('spinning')) await sleep(20);
-    const started = process.hrtime.bigint();
+    const started = startTimer();
     await client.task.Kill({ id: run.containerId, signal: 9 });
     const exit = await client.task.Wait({ id: run.containerId });
     samples.push(ms(started));
     if (exit.exitStatus !== 137) throw new Error(`spin-${i} exited ${exit.exitStatus}, not 137`);
   }
-  return summary(samples);
+  return summarize(samples);
 }
 
-const daemon = spawn(process.execPath, [KTS, 'daemon', '--config', path.join(root, 'config.toml')], { stdio: 'ignore' });
-const client = connectClient(socket);
+buildTestImages({ wasm: true });
+const daemon = await startDaemon({ name: 'kts-bench-wasm' });
+const { client } = daemon;
 try {
-  for (let i = 0; i < 100; i++) {
-    try { execFileSync(process.execPath, [KTS, 'pods', '--socket', socket], { stdio: 'ignore' }); break; } catch { await sleep(100); }
-  }
   const api = await apiStartLatency(client);
-  const cli = cliStartLatency();
+  const cli = cliStartLatency(daemon);
   const idle = await idleMemory(client, daemon.pid);
   const kill = await killLatency(client);
   const result = { node: process.version, runs, start_api_ms: api, start_cli_ms: cli, idle_memory: idle, kill_spinning_ms: kill };
 
-  const row = (label, s) => `  ${label.padEnd(44)} ${s.median.toFixed(1).padStart(7)} ${s.p90.toFixed(1).padStart(7)} ${s.min.toFixed(1).padStart(7)} ${s.max.toFixed(1).padStart(7)}`;
-  console.log(`wasm container start (${runs} serial runs each)        median     p90     min     max  (ms)`);
+  const row = (label, s) => `  ${label.padEnd(44)} ${s.p50.toFixed(1).padStart(7)} ${s.p90.toFixed(1).padStart(7)} ${s.min.toFixed(1).padStart(7)} ${s.max.toFixed(1).padStart(7)}`;
+  console.log(`wasm container start (${runs} serial runs each)        p50     p90     min     max  (ms)`);
   console.log(row('admin RunContainer, connected gRPC client', api));
   console.log(row('`kts run --runtime wasm` (CLI, new pod)', cli));
   console.log(row(`Task Kill → Wait of a spinning module (${kills})`, kill));
   console.log(`daemon memory with ${idleCount} idle (sleeping) wasm containers`);
   console.log(`  PSS ${(idle.before_kb.pss / 1024).toFixed(1)} → ${(idle.after_kb.pss / 1024).toFixed(1)} MiB: ${(idle.pss_per_container_kb / 1024).toFixed(2)} MiB per container`);
   console.log(`  RSS ${(idle.before_kb.rss / 1024).toFixed(1)} → ${(idle.after_kb.rss / 1024).toFixed(1)} MiB: ${(idle.rss_per_container_kb / 1024).toFixed(2)} MiB per container`);
-  mkdirSync(path.join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(path.join(REPO, 'bench/results/wasm-start.json'), JSON.stringify(result, null, 2) + '\n');
-  console.log('wrote bench/results/wasm-start.json');
+  writeResult('wasm-start', result);
 } finally {
-  for (const pod of JSON.parse(kts('pods', '--json'))) kts('rm', pod.id);
-  client.close();
-  daemon.kill('SIGTERM');
-  await new Promise((resolve) => daemon.once('exit', resolve));
-  rmSync(root, { recursive: true, force: true });
+  await daemon.stop();
 }
