@@ -34,7 +34,8 @@ function machine() {
   return {
     cpu: cpus()[0]?.model, cores: cpus().length, memory_gib: Math.round(totalmem() / 2 ** 30),
     kernel: firstLine('uname', ['-r']), node: process.version, runc: firstLine('runc', ['--version']),
-    containerd: firstLine('containerd', ['--version']), qemu: firstLine('qemu-system-x86_64', ['--version']),
+    // `containerd --version` prints its Go module path first; the version words are what matter.
+    containerd: firstLine('containerd', ['--version']).split(' ').slice(2).join(' '), qemu: firstLine('qemu-system-x86_64', ['--version']),
   };
 }
 
