@@ -4,7 +4,7 @@ import { invalidArgument } from '../../core/errors.js';
 import type { ContainerSpec, StdioPaths } from '../../core/sandboxer.js';
 import { bindMount, mountRootfs, unmountUnder } from '../host/mounts.js';
 import { FifoPumps } from './fifoPump.js';
-import { GUEST_SHARE_DIR, containerShareDir, type VmPaths } from './vmPaths.js';
+import { GUEST_SHARE_DIR, containerShareDir, execShareDir, type VmPaths } from './vmPaths.js';
 
 const STREAMS = ['stdout', 'stderr'] as const;
 
@@ -39,7 +39,7 @@ export class VmShare {
 
   /** Stdio of an exec process, under `share/c/<container>/exec/<execId>/`. */
   async addExec(containerId: string, execId: string, stdio: StdioPaths): Promise<StdioPaths> {
-    const relative = path.join(containerShareDir(containerId), 'exec', execId);
+    const relative = execShareDir(containerId, execId);
     const hostDir = path.join(this.paths.shareDir, relative);
     await mkdir(hostDir, { recursive: true });
     return this.shareStdio(stdio, hostDir, relative);
