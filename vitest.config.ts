@@ -9,5 +9,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // Test images are built once before any spec (test/globalSetup.ts).
+    globalSetup: ['test/globalSetup.ts'],
   },
 });

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, buildTestImages, canRunContainers } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers } from './helpers/daemon.js';
 
 const skip = canRunContainers();
 const POD = path.join(REPO, 'examples/pod.yaml');
@@ -106,7 +106,6 @@ describe.skipIf(skip)(`Prometheus metrics of a real daemon${skip ? ` (skipped: $
   let scrape: Scrape;
 
   beforeAll(async () => {
-    buildTestImages();
     port = await freeLoopbackPort();
     daemon = new TestDaemon(`[metrics]\nlisten = "127.0.0.1:${port}"`);
     await daemon.start();

@@ -1,7 +1,7 @@
 import { existsSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, buildTestImages, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
 
 const skip = canRunContainers();
 const POD = path.join(REPO, 'examples/pod.yaml');
@@ -15,7 +15,6 @@ describe.skipIf(skip)(`a busybox pod through the kts CLI${skip ? ` (skipped: ${s
   let containerPid = 0;
 
   beforeAll(async () => {
-    buildTestImages();
     await daemon.start();
   });
   afterAll(() => daemon.cleanup());

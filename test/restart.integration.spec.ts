@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestDaemon, buildTestImages, canRunContainers, isAlive, until, writeYaml } from './helpers/daemon.js';
+import { TestDaemon, canRunContainers, isAlive, until, writeYaml } from './helpers/daemon.js';
 
 const skip = canRunContainers();
 
@@ -11,7 +11,6 @@ describe.skipIf(skip)(`SIGKILL of the daemon while a container runs${skip ? ` (s
   let containerPid = 0;
 
   beforeAll(async () => {
-    buildTestImages();
     await daemon.start();
   });
   afterAll(() => daemon.cleanup());

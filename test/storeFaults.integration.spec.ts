@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, buildTestImages, canRunContainers } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers } from './helpers/daemon.js';
 
 const skip = canRunContainers();
 const POD = path.join(REPO, 'examples/pod.yaml');
@@ -35,8 +35,6 @@ function overwriteEventsRootPage(db: string): void {
 }
 
 describe.skipIf(skip)(`store faults${skip ? ` (skipped: ${skip})` : ''}`, () => {
-  beforeAll(() => buildTestImages());
-
   describe('a full disk under the event store', () => {
     const disk = mkdtempSync(path.join(tmpdir(), 'kts-it-tmpfs-'));
     const filler = path.join(disk, 'filler');

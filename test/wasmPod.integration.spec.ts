@@ -75,7 +75,6 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
   }
 
   beforeAll(async () => {
-    execFileSync('bash', [path.join(REPO, 'scripts/build-wasm-images.sh'), IMAGES_DIR], { stdio: 'ignore' });
     await daemon.start();
     [controller, admin, task] = [controllerClient(daemon.socket), adminClient(daemon.socket), taskClient(daemon.socket)];
   });

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const KTS = path.join(REPO, 'bin/kts.js');
-/** Built once per run by scripts/build-images.sh (idempotent). */
+/** Built once per run, before any spec, by test/globalSetup.ts. */
 export const IMAGES_DIR = path.join(REPO, '.kts/test-images');
 
 export function canRunContainers(): string | undefined {
@@ -34,8 +34,11 @@ export function canRunVms(): string | undefined {
   return undefined;
 }
 
+/** Builds busybox:latest and the wasm-* images into IMAGES_DIR (each script skips what is up to date). */
 export function buildTestImages(): void {
-  execFileSync('bash', [path.join(REPO, 'scripts/build-images.sh'), IMAGES_DIR], { stdio: 'ignore' });
+  for (const script of ['build-images.sh', 'build-wasm-images.sh']) {
+    execFileSync('bash', [path.join(REPO, 'scripts', script), IMAGES_DIR], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
 }
 
 /** A real `kts daemon` process with its own root, socket, database and runc root. */
