@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFi
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IMAGES_DIR, REPO, TestDaemon, mountsUnder, until, writeYaml } from './helpers/daemon.js';
+import { REPO, TestDaemon, mountsUnder, until, writeYaml } from './helpers/daemon.js';
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const FIRST_WASM_PID = 1 << 22;
