@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder, qemuProcessesUnder, until } from './helpers/daemon.js';
 
 const CNI_BIN_DIR = '/usr/lib/cni';
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
@@ -180,6 +180,8 @@ describe.skipIf(skip)(`pod networking with CNI${skip ? ` (skipped: ${skip})` : '
       const pod = JSON.parse(daemon.ktsOk('inspect', vmDir)) as { state: string };
       expect(pod.state).toBe('failed');
       expect(existsSync(path.join(daemon.root, 'vms', vmDir))).toBe(false);
+      // Killed during the launch, the daemon may not have recorded the QEMU it started: recovery finds it anyway.
+      expect(qemuProcessesUnder(daemon.root)).toEqual([]);
       expect(leftovers()).toEqual(before);
       daemon.ktsOk('rm', vmDir);
     });

@@ -1,16 +1,27 @@
 // Resources on the host that no record owns (here: the database was lost while a pod ran) are
 // found by recovery's scan of kts's own directories and runc root, removed, and recorded.
-import { rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TestDaemon, canRunContainers, isAlive, mountsUnder } from './helpers/daemon.js';
+import { TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder } from './helpers/daemon.js';
 
 const skip = canRunContainers();
+const skipQemu = canRunVms();
 
 describe.skipIf(skip)(`orphans are swept at start${skip ? ` (skipped: ${skip})` : ''}`, () => {
   const daemon = new TestDaemon();
   afterAll(() => daemon.cleanup());
+
+  const nodeEvents = () => {
+    const db = new Database(daemon.db, { readonly: true });
+    try {
+      return db.prepare("SELECT type, payload FROM events WHERE stream_id = 'node'").all() as Array<{ type: string; payload: string }>;
+    } finally {
+      db.close();
+    }
+  };
 
   it('given a running pod whose database is lost, when the daemon starts, then its init, container and mounts are removed and recorded', async () => {
     await daemon.start();
@@ -23,11 +34,28 @@ describe.skipIf(skip)(`orphans are swept at start${skip ? ` (skipped: ${skip})` 
     expect(isAlive(pid)).toBe(false);
     expect(mountsUnder(path.join(daemon.root, 'sandboxes'))).toEqual([]);
     expect(JSON.parse(daemon.ktsOk('pods', '--json'))).toEqual([]);
-    const db = new Database(daemon.db, { readonly: true });
-    const orphans = db.prepare("SELECT type, payload FROM events WHERE stream_id = 'node'").all() as Array<{ type: string; payload: string }>;
-    db.close();
+    const orphans = nodeEvents();
     expect(orphans.map((row) => row.type)).toContain('OrphanRemoved');
     expect(orphans.map((row) => JSON.parse(row.payload).resource)).toContain(`runc sandbox directory ${path.join(daemon.root, 'sandboxes', podId)} and its processes`);
     expect(daemon.ktsOk('verify')).toMatch(/hash chain intact/);
+  });
+
+  // A daemon killed while it removed a VM (directory deleted, QEMU not yet ended) leaves a QEMU only its command line names.
+  it.skipIf(skipQemu)(`given a QEMU whose VM directory is gone, when the daemon starts, then the QEMU is killed and recorded${skipQemu ? ` (skipped: ${skipQemu})` : ''}`, async () => {
+    await daemon.kill();
+    const sandboxId = 'f'.repeat(32);
+    const vmDir = path.join(daemon.root, 'vms', sandboxId);
+    mkdirSync(vmDir, { recursive: true });
+    const pidFile = path.join(vmDir, 'qemu.pid');
+    execFileSync('qemu-system-x86_64', ['-machine', 'none', '-display', 'none', '-nodefaults', '-pidfile', pidFile, '-daemonize']);
+    const qemuPid = Number(readFileSync(pidFile, 'utf8'));
+    rmSync(vmDir, { recursive: true });
+    try {
+      await daemon.start();
+      expect(isAlive(qemuPid)).toBe(false);
+      expect(nodeEvents().map((row) => JSON.parse(row.payload).resource)).toContain(`QEMU process ${qemuPid} of VM ${sandboxId}, whose directory was gone`);
+    } finally {
+      if (isAlive(qemuPid)) process.kill(qemuPid, 'SIGKILL');
+    }
   });
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QmpClient } from '../src/backends/vmm/qemu/qmpClient.js';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
-import { REPO, TestDaemon, canRunVms, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunVms, isAlive, mountsUnder, qemuProcessesUnder, until } from './helpers/daemon.js';
 import { controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
@@ -22,16 +22,6 @@ function startTimeOf(pid: number): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-function qemuProcessesUnder(root: string): number[] {
-  let out = '';
-  try {
-    out = execFileSync('pgrep', ['-f', `qemu-system-x86_64.*${root}`], { encoding: 'utf8' });
-  } catch {
-    return [];
-  }
-  return out.split('\n').filter(Boolean).map(Number);
 }
 
 describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : ''}`, () => {

@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -181,4 +181,10 @@ export function writeYaml(dir: string, name: string, text: string): string {
   const file = path.join(dir, name);
   writeFileSync(file, text);
   return file;
+}
+
+/** Pids of the QEMU processes whose command line names a path under `root` (a test daemon's VMs). */
+export function qemuProcessesUnder(root: string): number[] {
+  const found = spawnSync('pgrep', ['-f', `qemu-system-x86_64.*${root}/`], { encoding: 'utf8' });
+  return found.stdout.split('\n').filter(Boolean).map(Number);
 }

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 
 /** A pid plus its start time (clock ticks since boot): a pid alone may be reused after the process exits. */
 export interface ProcessIdentity {
@@ -55,4 +55,19 @@ export async function readPidFile(path: string): Promise<number | undefined> {
   }
   const pid = Number(text.trim());
   return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/** Every live process whose argv `matches`, with its identity; processes that end during the scan are left out. */
+export async function findProcesses(matches: (argv: string[]) => boolean): Promise<Array<{ identity: ProcessIdentity; argv: string[] }>> {
+  const found: Array<{ identity: ProcessIdentity; argv: string[] }> = [];
+  for (const entry of await readdir('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isSafeInteger(pid) || pid <= 0) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    const argv = cmdline.split('\0').slice(0, -1);
+    if (argv.length === 0 || !matches(argv)) continue;
+    const identity = await readProcessIdentity(pid);
+    if (identity) found.push({ identity, argv });
+  }
+  return found;
 }

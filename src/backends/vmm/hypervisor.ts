@@ -32,6 +32,11 @@ export interface Hypervisor {
   runState(paths: VmPaths): Promise<VmRunState>;
   /** Ends the VM at once (no guest shutdown); the process exits. */
   quit(paths: VmPaths): Promise<void>;
+  /**
+   * Hypervisor processes of VMs under `vmsDir`, by sandbox id, found by their command line: also the
+   * ones a daemon launched but did not live to record (no identity file), or whose directory is gone.
+   */
+  processesUnder(vmsDir: string): Promise<Map<string, ProcessIdentity[]>>;
   /** Whether this accelerator can be tried at all on this host (e.g. /dev/kvm opens). */
   acceleratorAvailable(accelerator: Accelerator): Promise<boolean>;
 }

@@ -243,6 +243,8 @@ export class VmmSandboxer implements Sandboxer {
   private async discard(sandboxId: string, paths: VmPaths): Promise<void> {
     const vm = await this.vm(sandboxId).catch(() => undefined);
     if (vm) await this.kill(vm);
+    // A daemon killed during the launch left a QEMU it never recorded: found by its command line.
+    await this.killUnrecorded(sandboxId);
     const network = await loadPlan(paths.networkFile);
     if (network) await disconnectTaps(network);
     await new VmShare(paths).removeAll();
@@ -259,12 +261,36 @@ export class VmmSandboxer implements Sandboxer {
     vm.share.close();
   }
 
+  /** SIGKILLs the hypervisor processes of this sandbox that no VM record names; the pids it killed. */
+  private async killUnrecorded(sandboxId: string): Promise<number[]> {
+    const recorded = this.vms.get(sandboxId)?.identity.pid;
+    const strays = ((await this.options.hypervisor.processesUnder(this.vmsDir)).get(sandboxId) ?? []).filter((p) => p.pid !== recorded);
+    for (const stray of strays) {
+      if (await isProcessAlive(stray)) process.kill(stray.pid, 'SIGKILL');
+    }
+    for (const stray of strays) {
+      while (await isProcessAlive(stray)) await sleep(20);
+    }
+    if (strays.length > 0) this.options.logger.warn({ sandbox_id: sandboxId, pids: strays.map((p) => p.pid) }, 'killed a VM process no record named');
+    return strays.map((p) => p.pid);
+  }
+
+  private get vmsDir(): string {
+    return join(this.options.rootDir, 'vms');
+  }
+
   async sweepOrphans(known: KnownResources): Promise<string[]> {
     const removed: string[] = [];
-    for (const sandboxId of await readdir(join(this.options.rootDir, 'vms')).catch(() => [] as string[])) {
+    for (const sandboxId of await readdir(this.vmsDir).catch(() => [] as string[])) {
       if (known.sandboxIds.has(sandboxId)) continue;
       await this.removeSandbox(sandboxId);
       removed.push(`VM directory ${vmPaths(this.options.rootDir, sandboxId).dir} and its QEMU`);
+    }
+    // QEMUs whose directory is already gone (a crash between removing the directory and the process).
+    for (const sandboxId of (await this.options.hypervisor.processesUnder(this.vmsDir)).keys()) {
+      if (known.sandboxIds.has(sandboxId)) continue;
+      const pids = await this.killUnrecorded(sandboxId);
+      if (pids.length > 0) removed.push(`QEMU process ${pids.join(', ')} of VM ${sandboxId}, whose directory was gone`);
     }
     return removed;
   }

@@ -1,9 +1,10 @@
 import { constants } from 'node:fs';
 import { access, readFile, writeFile } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import type { HypervisorConfig } from '../../../config.js';
 import { internal, unavailable } from '../../../core/errors.js';
 import { runCommand } from '../../host/command.js';
-import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../../host/procfs.js';
+import { findProcesses, formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../../host/procfs.js';
 import type { Accelerator, Hypervisor, VmNetwork, VmRunState } from '../hypervisor.js';
 import type { VmPaths } from '../vmPaths.js';
 import { withSpan } from '../../../telemetry/tracing.js';
@@ -56,6 +57,18 @@ export class QemuHypervisor implements Hypervisor {
       // QEMU may close the socket before it answers `quit`: that is success.
       if (!(error instanceof Error && /closed/.test(error.message))) throw error;
     });
+  }
+
+  /** QEMU (or the nsenter about to become it) is known by its `-pidfile <vmsDir>/<sandbox id>/qemu.pid`. */
+  async processesUnder(vmsDir: string): Promise<Map<string, ProcessIdentity[]>> {
+    const pidFileOf = (argv: string[]) => argv[argv.indexOf('-pidfile') + 1];
+    const found = await findProcesses((argv) => argv.includes('-pidfile') && dirname(dirname(pidFileOf(argv) ?? '')) === vmsDir);
+    const bySandbox = new Map<string, ProcessIdentity[]>();
+    for (const { identity, argv } of found) {
+      const sandboxId = basename(dirname(pidFileOf(argv)!));
+      bySandbox.set(sandboxId, [...(bySandbox.get(sandboxId) ?? []), identity]);
+    }
+    return bySandbox;
   }
 
   async acceleratorAvailable(accelerator: Accelerator): Promise<boolean> {
