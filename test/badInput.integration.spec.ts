@@ -86,4 +86,13 @@ describe.skipIf(skip)(`bad input gets a clear gRPC error and the daemon keeps se
     expect(result.code).not.toBe(0);
     expect(result.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^kts: .*no pod or container "no-such-pod"/)]);
   });
+
+  it('tells a CLI user with no daemon at the socket which socket it tried, why, and how to point elsewhere', () => {
+    const missing = path.join(daemon.root, 'no-daemon-here.sock');
+    const result = daemon.kts('ps', '--socket', missing);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toEqual([
+      `kts: cannot reach the kts daemon at ${missing} (connect ENOENT ${missing}); is "kts daemon" running? Use --socket or KTS_SOCKET to point elsewhere`,
+    ]);
+  });
 });

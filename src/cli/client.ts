@@ -2,7 +2,7 @@ import { credentials, Metadata, makeClientConstructor, status, type Client, type
 import { ERROR_KIND_TRAILER } from '../api/grpcErrors.js';
 import { loadGrpcDefinitions } from '../api/protos.js';
 import { DEFAULT_SOCKET } from '../config.js';
-import { injectContext } from '../telemetry/tracing.js';
+import { injectContext } from '../telemetry/propagation.js';
 
 /** The daemon socket a client command talks to: --socket, else KTS_SOCKET, else the default. */
 export function socketPath(flag: string | undefined): string {
@@ -25,7 +25,9 @@ export class ClientError extends Error {}
 function friendly(error: ServiceError, socket: string): ClientError {
   const fromDaemon = (error.metadata?.get(ERROR_KIND_TRAILER) ?? []).length > 0;
   if (error.code === status.UNAVAILABLE && !fromDaemon) {
-    return new ClientError(`cannot reach the kts daemon at ${socket} (${error.details}); is "kts daemon" running? Use --socket or KTS_SOCKET to point elsewhere`);
+    // grpc-js says "No connection established. Last error: Error: connect ENOENT <path>. Resolution note: …": keep the cause.
+    const cause = /Last error: (?:Error: )?(.*?)\.?(?: Resolution note:.*)?$/s.exec(error.details)?.[1] ?? error.details;
+    return new ClientError(`cannot reach the kts daemon at ${socket} (${cause}); is "kts daemon" running? Use --socket or KTS_SOCKET to point elsewhere`);
   }
   return new ClientError(error.details || error.message);
 }

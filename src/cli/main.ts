@@ -3,7 +3,6 @@ import { Command, Option } from 'commander';
 import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
 import { NETWORK_ANNOTATION, NETWORK_CHOICES } from '../core/podNetwork.js';
-import { readContainerConfigFile, readPodSandboxConfigFile } from '../oci/podConfig.js';
 import { chainFromVerifyResponse, describeChain } from './chainReport.js';
 import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
@@ -78,6 +77,7 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     .option('--json', 'print {"podId", "containerId", "pid"} as JSON')
     .addOption(socketOption())
     .action(async (podFile: string, containerFile: string, options: { runtime?: string; network?: string; json?: boolean; socket?: string }) => {
+      const { readContainerConfigFile, readPodSandboxConfigFile } = await import('../oci/podConfig.js');
       const pod = await readPodSandboxConfigFile(podFile);
       const container = await readContainerConfigFile(containerFile);
       const [{ initTracing, shutdownTracing, withSpan }, { encodePodSandboxConfig }] = await Promise.all([import('../telemetry/tracing.js'), import('../api/protos.js')]);

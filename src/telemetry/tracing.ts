@@ -1,4 +1,4 @@
-import { context, propagation, trace, SpanKind, SpanStatusCode, type Context, type Span, type TextMapGetter } from '@opentelemetry/api';
+import { context, trace, SpanKind, SpanStatusCode, type Context, type Span } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { createRequire } from 'node:module';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -59,21 +59,7 @@ export function tracer() {
   return trace.getTracer(TRACER_NAME);
 }
 
-/** Reads W3C trace context from any string-keyed carrier (gRPC metadata flattened to a record). */
-const recordGetter: TextMapGetter<Record<string, string | undefined>> = {
-  keys: (carrier) => Object.keys(carrier),
-  get: (carrier, key) => carrier[key],
-};
-
-export function extractContext(headers: Record<string, string | undefined>): Context {
-  return propagation.extract(context.active(), headers, recordGetter);
-}
-
-export function injectContext(): Record<string, string> {
-  const carrier: Record<string, string> = {};
-  propagation.inject(context.active(), carrier);
-  return carrier;
-}
+export { extractContext, injectContext } from './propagation.js';
 
 /** Runs `work` inside a span; the span records the error and ends when the work settles. */
 export async function withSpan<T>(
