@@ -32,14 +32,14 @@ function friendly(error: ServiceError, socket: string): ClientError {
   return new ClientError(error.details || error.message);
 }
 
-function promisify(client: Client, definition: ServiceDefinition, socket: string): Record<string, Unary> {
+function promisify(client: Client, definition: ServiceDefinition, socket: string, fixed: Record<string, string>): Record<string, Unary> {
   const methods: Record<string, Unary> = {};
   for (const name of Object.keys(definition)) {
     const method = (client as unknown as Record<string, Function>)[name]!.bind(client);
     methods[name] = (request) =>
       new Promise((resolve, reject) => {
         const metadata = new Metadata();
-        for (const [key, value] of Object.entries(injectContext())) metadata.set(key, value);
+        for (const [key, value] of Object.entries({ ...fixed, ...injectContext() })) metadata.set(key, value);
         method(request, metadata, { deadline: Date.now() + 120_000 }, (error: ServiceError | null, response: Record<string, unknown>) =>
           error ? reject(friendly(error, socket)) : resolve(response),
         );
@@ -48,7 +48,8 @@ function promisify(client: Client, definition: ServiceDefinition, socket: string
   return methods;
 }
 
-export function connectClient(socket: string): KtsClient {
+/** `metadata` goes with every unary call (e.g. a traceparent), under the active trace context's own headers. */
+export function connectClient(socket: string, metadata: Record<string, string> = {}): KtsClient {
   const definitions = loadGrpcDefinitions();
   const address = `unix://${socket}`;
   const make = (definition: ServiceDefinition, name: string) => new (makeClientConstructor(definition, name))(address, credentials.createInsecure());
@@ -56,9 +57,9 @@ export function connectClient(socket: string): KtsClient {
   const task = make(definitions.taskV3, 'Task');
   const admin = make(definitions.admin, 'Admin');
   return {
-    controller: promisify(controller, definitions.sandboxController, socket),
-    task: promisify(task, definitions.taskV3, socket),
-    admin: promisify(admin, definitions.admin, socket),
+    controller: promisify(controller, definitions.sandboxController, socket, metadata),
+    task: promisify(task, definitions.taskV3, socket, metadata),
+    admin: promisify(admin, definitions.admin, socket, metadata),
     adminStream(method, request, onMessage) {
       return new Promise((resolve, reject) => {
         const call = (admin as unknown as Record<string, Function>)[method]!.call(admin, request);

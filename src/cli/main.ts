@@ -6,13 +6,14 @@ import { NETWORK_ANNOTATION, NETWORK_CHOICES } from '../core/podNetwork.js';
 import { chainFromVerifyResponse, describeChain } from './chainReport.js';
 import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
+import { newTraceparent, tracingExports } from '../telemetry/propagation.js';
 import { buildTimeline, renderTimeline } from './timeline.js';
 
 const out = (text: string) => process.stdout.write(text);
 
 /** Runs a client command against the daemon; errors become one line on stderr and exit code 1. */
-async function withClient<T>(options: { socket?: string }, work: (client: KtsClient) => Promise<T>): Promise<T> {
-  const client = connectClient(socketPath(options.socket));
+async function withClient<T>(options: { socket?: string; metadata?: Record<string, string> }, work: (client: KtsClient) => Promise<T>): Promise<T> {
+  const client = connectClient(socketPath(options.socket), options.metadata);
   try {
     return await work(client);
   } finally {
@@ -80,9 +81,8 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
       const { readContainerConfigFile, readPodSandboxConfigFile } = await import('../oci/podConfig.js');
       const pod = await readPodSandboxConfigFile(podFile);
       const container = await readContainerConfigFile(containerFile);
-      const [{ initTracing, shutdownTracing, withSpan }, { encodePodSandboxConfig }] = await Promise.all([import('../telemetry/tracing.js'), import('../api/protos.js')]);
-      initTracing('kts-cli');
-      const result = await withClient(options, (client) => withSpan('kts run', {}, async () => {
+      const { encodePodSandboxConfig } = await import('../api/protos.js');
+      const startPod = async (client: KtsClient) => {
         const sandboxId = randomBytes(16).toString('hex');
         const annotations = options.network ? { [NETWORK_ANNOTATION]: options.network } : {};
         await client.controller.Create!({ sandboxId, options: encodePodSandboxConfig(pod), sandboxer: options.runtime ?? '', annotations });
@@ -92,8 +92,18 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
           env: Object.fromEntries(container.envs.map((kv) => [kv.key, kv.value])), workingDir: container.workingDir ?? '', labels: container.labels, start: true,
         });
         return { podId: sandboxId, containerId: String(run.containerId), pid: Number(run.pid) };
-      }));
-      await shutdownTracing();
+      };
+      let result: Awaited<ReturnType<typeof startPod>>;
+      if (tracingExports(process.env)) {
+        const { initTracing, shutdownTracing, withSpan } = await import('../telemetry/tracing.js');
+        initTracing('kts-cli');
+        result = await withClient(options, (client) => withSpan('kts run', {}, () => startPod(client)));
+        await shutdownTracing();
+      } else {
+        // One trace for the three calls without loading the tracing SDK: nothing here would export a span of ours.
+        const metadata: Record<string, string> = process.env.OTEL_SDK_DISABLED === 'true' ? {} : { traceparent: newTraceparent() };
+        result = await withClient({ ...options, metadata }, startPod);
+      }
       out(options.json ? JSON.stringify(result) + '\n' : `${result.containerId}\n`);
     });
 

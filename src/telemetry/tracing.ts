@@ -3,6 +3,7 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { createRequire } from 'node:module';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, NodeTracerProvider, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { tracingExports } from './propagation.js';
 
 export const TRACER_NAME = 'kuasar-ts';
 
@@ -32,8 +33,7 @@ function otlpExporter(env: NodeJS.ProcessEnv): SpanExporter {
 export function initTracing(serviceName = 'kts-daemon', extraProcessors: SpanProcessor[] = []): void {
   // The standard switch: no provider, no spans, no trace ids on events.
   if (provider || process.env.OTEL_SDK_DISABLED === 'true') return;
-  const exporting = Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
-  exportProcessors = exporting ? [new BatchSpanProcessor(otlpExporter(process.env))] : [];
+  exportProcessors = tracingExports(process.env) ? [new BatchSpanProcessor(otlpExporter(process.env))] : [];
   provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? serviceName }),
     spanProcessors: [...exportProcessors, ...extraProcessors],
