@@ -11,7 +11,7 @@ import type { EventStore } from '../core/store.js';
 import { withSpan, withSpanSync } from '../telemetry/tracing.js';
 import { crashPoint } from './crashPoints.js';
 import { Entity, type CommandMeta } from './entity.js';
-import { KeyedQueue } from './keyedQueue.js';
+import { KeyedQueue } from '../core/keyedQueue.js';
 import { checkNetworkChoice, wantsPodNetwork } from './networkPolicy.js';
 import { containerProjection, sandboxProjection } from './projections.js';
 import { StateWaiters } from './waiters.js';

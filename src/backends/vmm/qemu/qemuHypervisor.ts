@@ -3,6 +3,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { HypervisorConfig } from '../../../config.js';
 import { internal, unavailable } from '../../../core/errors.js';
+import { KeyedQueue } from '../../../core/keyedQueue.js';
 import { runCommand } from '../../host/command.js';
 import { findProcesses, formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../../host/procfs.js';
 import type { Accelerator, Hypervisor, VmNetwork, VmRunState } from '../hypervisor.js';
@@ -76,9 +77,16 @@ export class QemuHypervisor implements Hypervisor {
     return access('/dev/kvm', constants.R_OK | constants.W_OK).then(() => true, () => false);
   }
 
+  /**
+   * QEMU's QMP socket serves one client at a time: a second connection waits unanswered. So one
+   * conversation per VM at a time, queued, else a health check racing a quit would time out and
+   * report a healthy VM as unreachable.
+   */
   private withQmp<T>(paths: VmPaths, work: (qmp: QmpClient) => Promise<T>): Promise<T> {
-    return withSpan('qmp', {}, () => this.withQmpNow(paths, work));
+    return withSpan('qmp', {}, () => this.qmpQueue.run(paths.qmpSocket, () => this.withQmpNow(paths, work)));
   }
+
+  private readonly qmpQueue = new KeyedQueue();
 
   private async withQmpNow<T>(paths: VmPaths, work: (qmp: QmpClient) => Promise<T>): Promise<T> {
     const qmp = await QmpClient.connect(paths.qmpSocket, QMP_TIMEOUT_MS);
