@@ -32,6 +32,7 @@ export type ContainerEvent =
   | { type: 'ContainerReattached'; pid: number }
   | { type: 'ContainerUpdated'; resources: Record<string, unknown> }
   | { type: 'ExecCreated'; execId: string; args: string[]; stdio: StdioPaths }
+  | { type: 'ExecStartRequested'; execId: string }
   | { type: 'ExecStarted'; execId: string; pid: number }
   | { type: 'ExecStartFailed'; execId: string; reason: string }
   | { type: 'ExecExited'; execId: string; exitStatus: number; exitedAt: string; reason?: string }
@@ -55,6 +56,7 @@ const containerEventTypeSet: { [K in ContainerEventType]: true } = {
   ContainerReattached: true,
   ContainerUpdated: true,
   ExecCreated: true,
+  ExecStartRequested: true,
   ExecStarted: true,
   ExecStartFailed: true,
   ExecExited: true,
@@ -80,10 +82,15 @@ export const CONTAINER_STATES = [
 
 export type ContainerStateValue = (typeof CONTAINER_STATES)[number];
 
-/** An exec process: created (pid null), started (pid set), exited (exitStatus set) or failed to start (lastError set). */
+/**
+ * An exec process: created (pid null), its start decided (startRequested), started (pid set),
+ * exited (exitStatus set) or failed to start (lastError set).
+ */
 export interface ExecProcessRecord {
   args: string[];
   stdio: StdioPaths;
+  /** The write-ahead intent of the start; absent in logs written before it existed. */
+  startRequested?: boolean;
   pid: number | null;
   exitStatus: number | null;
   exitedAt: string | null;
@@ -154,6 +161,11 @@ export const containerMachine = setup({
       assertEvent(event, 'ExecDeleted');
       return findExec(context, event.execId) !== undefined;
     },
+    execCanStart: ({ context, event }) => {
+      assertEvent(event, 'ExecStartRequested');
+      const exec = findExec(context, event.execId);
+      return exec !== undefined && exec.pid === null && exec.exitStatus === null && exec.lastError === null && exec.startRequested !== true;
+    },
     execIsNotYetStarted: ({ context, event }) => {
       assertEvent(event, ['ExecStarted', 'ExecStartFailed']);
       const exec = findExec(context, event.execId);
@@ -212,6 +224,11 @@ export const containerMachine = setup({
         lastError: null,
       };
       return { execs: withExec(context, event.execId, exec) };
+    }),
+    recordExecStartRequest: assign(({ context, event }) => {
+      assertEvent(event, 'ExecStartRequested');
+      const exec = context.execs[event.execId]!; // the guard found it
+      return { execs: withExec(context, event.execId, { ...exec, startRequested: true }) };
     }),
     recordExecStart: assign(({ context, event }) => {
       assertEvent(event, 'ExecStarted');
@@ -273,6 +290,7 @@ export const containerMachine = setup({
         ContainerReattached: { target: 'running', actions: 'recordPid' },
         ContainerUpdated: { target: 'running', actions: 'recordResources' },
         ExecCreated: { target: 'running', guard: 'execIdIsNew', actions: 'addExec' },
+        ExecStartRequested: { target: 'running', guard: 'execCanStart', actions: 'recordExecStartRequest' },
         ExecStarted: { target: 'running', guard: 'execIsNotYetStarted', actions: 'recordExecStart' },
         ExecStartFailed: { target: 'running', guard: 'execIsNotYetStarted', actions: 'recordExecStartFailure' },
         ExecExited: { target: 'running', guard: 'execIsRunning', actions: 'recordExecExit' },
@@ -284,6 +302,8 @@ export const containerMachine = setup({
       on: {
         ContainerDeleteRequested: { target: 'deleting' },
         ExecExited: { target: 'stopped', guard: 'execIsRunning', actions: 'recordExecExit' },
+        // An exec start in flight when the container ended (recovery finds no process of it).
+        ExecStartFailed: { target: 'stopped', guard: 'execIsNotYetStarted', actions: 'recordExecStartFailure' },
         ExecDeleted: { target: 'stopped', guard: 'execIsKnown', actions: 'removeExec' },
         // Signalling a stopped container is harmless and still recorded.
         ContainerKillRequested: { target: 'stopped' },

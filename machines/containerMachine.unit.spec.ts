@@ -36,12 +36,14 @@ const TRANSITIONS: Array<TransitionRow & { from: ContainerStateValue; event: Con
   { from: 'running', event: 'ContainerReattached', to: 'running' },
   { from: 'running', event: 'ContainerUpdated', to: 'running' },
   { from: 'running', event: 'ExecCreated', to: 'running' },
+  { from: 'running', event: 'ExecStartRequested', to: 'running' },
   { from: 'running', event: 'ExecStarted', to: 'running' },
   { from: 'running', event: 'ExecStartFailed', to: 'running' },
   { from: 'running', event: 'ExecExited', to: 'running' },
   { from: 'running', event: 'ExecDeleted', to: 'running' },
   { from: 'stopped', event: 'ContainerDeleteRequested', to: 'deleting' },
   { from: 'stopped', event: 'ExecExited', to: 'stopped' },
+  { from: 'stopped', event: 'ExecStartFailed', to: 'stopped' },
   { from: 'stopped', event: 'ExecDeleted', to: 'stopped' },
   { from: 'stopped', event: 'ContainerKillRequested', to: 'stopped' },
   { from: 'failed', event: 'ContainerDeleteRequested', to: 'deleting' },
@@ -73,6 +75,7 @@ const containerExited: ContainerEvent = { type: 'ContainerExited', exitStatus: 1
 const reattached: ContainerEvent = { type: 'ContainerReattached', pid: 101 };
 const updated: ContainerEvent = { type: 'ContainerUpdated', resources: { memoryLimitBytes: 67_108_864 } };
 const execCreated: ContainerEvent = { type: 'ExecCreated', execId: 'exec-1', args: ['ls', '/'], stdio: { stdout: '/run/kts/exec-1.out' } };
+const execStartRequested: ContainerEvent = { type: 'ExecStartRequested', execId: 'exec-1' };
 const execStarted: ContainerEvent = { type: 'ExecStarted', execId: 'exec-1', pid: 200 };
 const execStartFailed: ContainerEvent = { type: 'ExecStartFailed', execId: 'exec-1', reason: 'exec: "ls": not found' };
 const execExited: ContainerEvent = { type: 'ExecExited', execId: 'exec-1', exitStatus: 0, exitedAt: '2026-01-01T00:00:02.000Z' };
@@ -94,6 +97,7 @@ const SAMPLE_EVENTS: ContainerEvent[] = [
   reattached,
   updated,
   execCreated,
+  execStartRequested,
   execStarted,
   execStartFailed,
   execExited,
@@ -259,6 +263,15 @@ describe('containerMachine: exec lifecycle', () => {
     expect(snapshot.context.execs['exec-1']?.exitStatus).toBe(0);
   });
 
+  it('given an exec whose start was requested, then the intent is on the exec until its outcome, and a stopped container can still record the failure', () => {
+    const requested = replay(containerMachine, [...running, execCreated, execStartRequested]);
+    expect(requested.context.execs['exec-1']).toMatchObject({ startRequested: true, pid: null });
+    expect(replay(containerMachine, [...running, execCreated, execStartRequested, execStarted]).context.execs['exec-1']?.pid).toBe(200);
+    const failedAfterExit = replay(containerMachine, [...running, execCreated, execStartRequested, containerExited, execStartFailed]);
+    expect(failedAfterExit.value).toBe('stopped');
+    expect(failedAfterExit.context.execs['exec-1']?.lastError).toBe('exec: "ls": not found');
+  });
+
   it('given two execs, when one is deleted, then the other remains', () => {
     const second: ContainerEvent = { type: 'ExecCreated', execId: 'exec-2', args: ['true'], stdio: {} };
     const snapshot = replay(containerMachine, [...running, execCreated, second, execDeleted]);
@@ -273,6 +286,11 @@ describe('containerMachine: exec lifecycle', () => {
     ['exec-1 created', [...running, execCreated], { ...execCreated, args: ['other'] }],
     ['exec-1 created but not started', [...running, execCreated], execExited],
     ['exec-1 started', [...running, execCreated, execStarted], execStarted],
+    ['exec-1 started', [...running, execCreated, execStarted], execStartRequested],
+    ['exec-1 start already requested', [...running, execCreated, execStartRequested], execStartRequested],
+    ['exec-1 failed to start', [...running, execCreated, execStartFailed], execStartRequested],
+    ['a running container with no exec', running, execStartRequested],
+    ['a stopped container', [...running, execCreated, containerExited], execStartRequested],
     ['exec-1 started', [...running, execCreated, execStarted], execStartFailed],
     ['exec-1 failed to start', [...running, execCreated, execStartFailed], execStarted],
     ['exec-1 failed to start', [...running, execCreated, execStartFailed], execExited],

@@ -66,3 +66,44 @@ describe.skipIf(skip)(`SIGKILL of the daemon while a container runs${skip ? ` (s
     expect(ps.find((c) => c.id === run.containerId)).toMatchObject({ state: 'stopped', exitCode: 3 });
   });
 });
+
+describe.skipIf(skip)(`a daemon killed during an exec start${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const daemon = new TestDaemon();
+  afterAll(() => daemon.cleanup());
+
+  interface HistoryEvent { type: string; caller: string; payload: { execId?: string; pid?: number; reason?: string; exitStatus?: number } }
+  const containerEvents = (containerId: string): HistoryEvent[] =>
+    (JSON.parse(daemon.ktsOk('history', '--json', containerId)) as { events: HistoryEvent[] }).events.filter((e) => e.type.startsWith('Exec'));
+
+  // After a restart with KTS_CRASH_AT armed, the exec's `runc exec` is the daemon's first host effect.
+  it.each([
+    ['effect.before:1', 'before runc exec ran', 'ExecStartFailed', /^recovery: rolled back the exec start: no process of it was started$/],
+    ['effect.after:1', 'after runc exec ran, before its pid was recorded', 'ExecStarted', /^recovery: completed the exec start: its process \d+ was started$/],
+  ])('given a crash at %s (%s), when the daemon restarts, then recovery records %s for the exec', async (crashAt, _when, outcome, cause) => {
+    await daemon.start();
+    const pod = writeYaml(daemon.root, 'pod.yaml', 'metadata:\n  name: exec-crash\n');
+    const container = writeYaml(daemon.root, 'c.yaml', 'metadata:\n  name: host\nimage:\n  image: busybox\ncommand: ["sleep", "600"]\n');
+    const { podId, containerId } = JSON.parse(daemon.ktsOk('run', '--json', pod, container)) as { podId: string; containerId: string };
+    await daemon.stop();
+    await daemon.start({ KTS_CRASH_AT: crashAt });
+
+    const exec = daemon.kts('exec', containerId, '--', 'sh', '-c', 'sleep 1; exit 4');
+    expect(exec.code).not.toBe(0);
+    await daemon.exited();
+    expect(daemon.logs).toContain(`crash point ${crashAt.split(':')[0]} reached (runc.execProcess)`);
+    await daemon.start();
+
+    const events = containerEvents(containerId);
+    expect(events.map((e) => e.type).slice(0, 3)).toEqual(['ExecCreated', 'ExecStartRequested', outcome]);
+    expect(events[2]!.caller).toMatch(cause);
+    if (outcome === 'ExecStarted') {
+      // The adopted process is watched like any other (it may have ended already): its real exit status is recorded.
+      const exited = await until('the adopted exec to exit', () => containerEvents(containerId).find((e) => e.type === 'ExecExited'));
+      expect(exited.payload.exitStatus).toBe(4);
+    } else {
+      expect(events).toHaveLength(3);
+    }
+    daemon.ktsOk('rm', podId);
+    await daemon.stop();
+  });
+});

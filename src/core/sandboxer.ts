@@ -99,6 +99,12 @@ export interface Sandboxer {
   containerStatus(sandboxId: string, containerId: string): Promise<ContainerStatus>;
   execProcess(sandboxId: string, containerId: string, execId: string, process: OciProcess, stdio: StdioPaths): Promise<{ pid: number }>;
   /**
+   * The pid of an exec whose start the daemon did not live to record, if its process was started
+   * (running or since exited); undefined if it never was. Optional: without it, recovery records
+   * such a start as failed.
+   */
+  startedExecPid?(sandboxId: string, containerId: string, execId: string): Promise<number | undefined>;
+  /**
    * Signals one exec process. Optional: without it the engine signals the exec's pid on the host,
    * which is right only for a backend whose pids are host pids (runc).
    */

@@ -522,6 +522,7 @@ export class Engine {
       const process = this.execProcesses.get(`${containerId}/${execId}`);
       if (!process) throw failedPrecondition(`exec ${execId} lost its process spec in a daemon restart; create it again`);
       const sandbox = this.sandbox(sandboxId);
+      this.recordContainer(container, { type: 'ExecStartRequested', execId }, meta);
       try {
         const { pid } = await withSpan('sandboxer.exec', { attributes: { 'container.id': containerId, 'exec.id': execId } }, () =>
           this.sandboxerFor(sandbox).execProcess(sandboxId, containerId, execId, process, exec.stdio),

@@ -165,12 +165,23 @@ export class DaemonEngine extends Engine {
       default:
         break;
     }
-    this.rewatchExecs(sandbox, container);
+    await this.reconcileExecs(sandbox, container);
   }
 
-  private rewatchExecs(sandbox: SandboxEntity, container: ContainerEntity): void {
+  /** Running execs are watched again; a start the daemon did not live to record is completed or rolled back. */
+  private async reconcileExecs(sandbox: SandboxEntity, container: ContainerEntity): Promise<void> {
+    const { sandboxId, containerId } = container.context;
     for (const [execId, exec] of Object.entries(container.context.execs)) {
       if (exec.pid !== null && exec.exitedAt === null) this.watchExec(sandbox, container, execId, exec.pid);
+      if (!exec.startRequested || exec.pid !== null || exec.lastError !== null) continue;
+      const pid = await this.sandboxerFor(sandbox).startedExecPid?.(sandboxId, containerId, execId);
+      if (pid !== undefined && container.state === 'running') {
+        this.recordContainer(container, { type: 'ExecStarted', execId, pid }, recovered('completed the exec start', `its process ${pid} was started`));
+        this.watchExec(sandbox, container, execId, pid);
+      } else {
+        const why = pid !== undefined ? `its process ${pid} ended with the container` : 'no process of it was started';
+        this.recordContainer(container, { type: 'ExecStartFailed', execId, reason: `the daemon stopped during the exec start; ${why}` }, recovered('rolled back the exec start', why));
+      }
     }
   }
 }

@@ -275,6 +275,12 @@ export class RuncSandboxer implements Sandboxer {
     return { pid: await this.commandPid(result, `runc exec ${containerId} (exec ${execId})`, pidFile) };
   }
 
+  /** runc exec writes the exec's pid file once its process runs. */
+  async startedExecPid(sandboxId: string, containerId: string, execId: string): Promise<number | undefined> {
+    const container = await this.existingContainer(sandboxId, containerId).catch(() => undefined);
+    return container && readPidFile(container.execPid(validateId('exec id', execId)));
+  }
+
   async waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit> {
     await this.existingSandbox(sandboxId);
     return this.watch(sandboxId).waitProcessExit(pid);
