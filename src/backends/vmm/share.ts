@@ -17,9 +17,11 @@ interface OciMount { destination: string; type?: string; source?: string; option
  * host FIFO is fed by a pump, since a FIFO cannot cross into a VM). Owner of the pumps it starts.
  */
 export class VmShare {
-  private readonly pumps = new FifoPumps();
+  private readonly pumps: FifoPumps;
 
-  constructor(private readonly paths: VmPaths) {}
+  constructor(private readonly paths: VmPaths) {
+    this.pumps = new FifoPumps(paths.pumpStateDir);
+  }
 
   /** Returns the guest bundle directory and guest stdio paths. */
   async addContainer(spec: ContainerSpec): Promise<{ bundle: string; stdio: StdioPaths }> {
@@ -53,6 +55,7 @@ export class VmShare {
     await unmountUnder(hostDir);
     if (bundle) await unmountUnder(path.join(bundle, 'rootfs'));
     await rm(hostDir, { recursive: true, force: true });
+    await rm(path.join(this.paths.pumpStateDir, containerShareDir(containerId)), { recursive: true, force: true });
   }
 
   /** Removes every container's share; used when the sandbox goes away. */
@@ -65,6 +68,11 @@ export class VmShare {
 
   close(): void {
     void this.pumps.stopAll();
+  }
+
+  /** After a daemon restart: the FIFO pumps of every container and exec in the share carry on where they stopped. */
+  resumePumps(): Promise<number> {
+    return this.pumps.resume(this.paths.shareDir);
   }
 
   private async hostBundles(): Promise<string[]> {
@@ -105,7 +113,7 @@ export class VmShare {
       const shareFile = path.join(hostDir, stream);
       await writeFile(shareFile, '');
       const kind = await lstat(target).catch(() => undefined);
-      if (kind?.isFIFO()) this.pumps.start(shareFile, target);
+      if (kind?.isFIFO()) this.pumps.start(path.join(relative, stream), shareFile, target);
       else {
         if (!kind) await writeFile(target, '', { flag: 'a' });
         await bindMount(target, shareFile);

@@ -20,6 +20,8 @@ export interface VmPaths {
   launchFile: string;
   /** The pod netns's interfaces mirrored into the VM and their taps (tapMirror.ts), written before the taps are made. */
   networkFile: string;
+  /** Where each FIFO pump records how far it got (fifoPump.ts); outside the share, which the guest can write. */
+  pumpStateDir: string;
 }
 
 export function vmPaths(rootDir: string, sandboxId: string): VmPaths {
@@ -35,6 +37,7 @@ export function vmPaths(rootDir: string, sandboxId: string): VmPaths {
     identityFile: join(dir, 'qemu.identity'),
     launchFile: join(dir, 'launch.json'),
     networkFile: join(dir, 'network.json'),
+    pumpStateDir: join(dir, 'pumps'),
   };
 }
 

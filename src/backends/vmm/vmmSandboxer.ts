@@ -189,14 +189,30 @@ export class VmmSandboxer implements Sandboxer {
     return { exitStatus: vm.quitByUs ? 0 : UNKNOWN_EXIT_STATUS, exitedAt: new Date() };
   }
 
-  /** The VM of a sandbox, reattached from its files after a daemon restart. */
+  /** The VM of a sandbox, reattached from its files after a daemon restart (once, however many ask at the same time). */
   private async vm(sandboxId: string): Promise<Vm> {
     const known = this.vms.get(validateId('sandbox id', sandboxId));
     if (known) return known;
+    let reattaching = this.reattaching.get(sandboxId);
+    if (!reattaching) {
+      reattaching = this.reattach(sandboxId).finally(() => this.reattaching.delete(sandboxId));
+      this.reattaching.set(sandboxId, reattaching);
+    }
+    return reattaching;
+  }
+
+  private readonly reattaching = new Map<string, Promise<Vm>>();
+
+  private async reattach(sandboxId: string): Promise<Vm> {
     const paths = vmPaths(this.options.rootDir, sandboxId);
     const identity = parseIdentity(await readFile(paths.identityFile, 'utf8').catch(() => ''));
     if (!identity) throw notFound(`no VM for sandbox ${sandboxId}`);
-    return this.track(sandboxId, paths, identity);
+    const vm = this.track(sandboxId, paths, identity);
+    if (await isProcessAlive(identity)) {
+      const pumps = await vm.share.resumePumps();
+      if (pumps > 0) this.options.logger.info({ sandbox_id: sandboxId, pumps }, 'resumed the FIFO pumps of the VM\'s containers');
+    }
+    return vm;
   }
 
   async stopSandbox(sandboxId: string, options: { timeoutMs: number }): Promise<ProcessExit> {
