@@ -93,6 +93,23 @@ describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : '
     }
   });
 
+  it('given a daemon killed after the agent started an exec, when it restarts, then recovery asks the agent and records the exec started, then its exit', async () => {
+    await daemon.stop();
+    // After a restart the exec's ExecProcess call to the agent is the daemon's first host effect.
+    await daemon.start({ KTS_CRASH_AT: 'effect.after:1' });
+    expect(daemon.kts('exec', vmPod.containerId, '--', 'sh', '-c', 'sleep 2; exit 5').code).not.toBe(0);
+    await daemon.exited();
+    expect(daemon.logs).toContain('crash point effect.after reached (vmm.execProcess)');
+    await daemon.start();
+    type ExecEvent = { type: string; caller: string; payload: { exitStatus?: number } };
+    const execEvents = () => (JSON.parse(daemon.ktsOk('history', '--json', vmPod.containerId)) as { events: ExecEvent[] }).events
+      .filter((e) => e.type.startsWith('Exec')).slice(-4);
+    expect(execEvents().slice(0, 3).map((e) => e.type)).toEqual(['ExecCreated', 'ExecStartRequested', 'ExecStarted']);
+    expect(execEvents()[2]!.caller).toMatch(/^recovery: completed the exec start: its process \d+ was started$/);
+    const exited = await until('the exec to exit', () => execEvents().find((e) => e.type === 'ExecExited'), 30_000);
+    expect(exited.payload.exitStatus).toBe(5);
+  });
+
   it('when the VM pod is removed, then no QEMU, socket, share, mount or directory is left', () => {
     daemon.ktsOk('rm', vmPod.podId);
     expect(isAlive(qemuPid)).toBe(false);

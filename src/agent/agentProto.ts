@@ -67,6 +67,11 @@ export interface ExecRequest {
   stdio: WireStdio | null;
 }
 
+export interface ExecIdRequest {
+  containerId: string;
+  execId: string;
+}
+
 export interface WaitRequest {
   pid: number;
 }

@@ -27,6 +27,7 @@ import {
   type StartPodRequest,
   type StatsResponse,
   type StopPodRequest,
+  type ExecIdRequest,
   type WaitRequest,
   type WireStdio,
 } from './agentProto.js';
@@ -91,6 +92,7 @@ export function agentService(sandboxer: Sandboxer, options: AgentServiceOptions)
     DeleteContainer: rpc<ContainerRequest, Empty>('DeleteContainer', (request) => agent.deleteContainer(request)),
     ContainerStatus: rpc<ContainerRequest, ContainerStatusResponse>('ContainerStatus', (request) => agent.containerStatus(request)),
     ExecProcess: rpc<ExecRequest, PidResponse>('ExecProcess', (request) => agent.execProcess(request)),
+    StartedExecPid: rpc<ExecIdRequest, PidResponse>('StartedExecPid', (request) => agent.startedExecPid(request)),
     WaitProcess: rpc<WaitRequest, ExitResponse>('WaitProcess', (request) => agent.waitProcess(request)),
     Pids: rpc<ContainerRequest, PidsResponse>('Pids', (request) => agent.pids(request)),
     Stats: rpc<ContainerRequest, StatsResponse>('Stats', (request) => agent.stats(request)),
@@ -218,6 +220,14 @@ class GuestPodAgent {
     const containerId = validateId('container id', request.containerId);
     const execId = validateId('exec id', request.execId);
     return this.sandboxer.execProcess(sandboxId, containerId, execId, parseProcess(request.processJson), this.stdioPaths(request.stdio));
+  }
+
+  /** For a daemon that did not live to record an exec start: 0 when its process was never started. */
+  async startedExecPid(request: ExecIdRequest): Promise<PidResponse> {
+    const sandboxId = this.requirePod().sandboxId;
+    const containerId = validateId('container id', request.containerId);
+    const execId = validateId('exec id', request.execId);
+    return { pid: (await this.sandboxer.startedExecPid?.(sandboxId, containerId, execId)) ?? 0 };
   }
 
   async waitProcess(request: WaitRequest): Promise<ExitResponse> {

@@ -155,6 +155,11 @@ export class AgentClient {
     return { pid: (await this.call('ExecProcess', request)).integer('pid', 1, MAX_PID) };
   }
 
+  async startedExecPid(containerId: string, execId: string): Promise<number | undefined> {
+    const pid = (await this.call('StartedExecPid', { containerId, execId })).integer('pid', 0, MAX_PID);
+    return pid === 0 ? undefined : pid;
+  }
+
   /** No deadline: the agent answers when the process exits. close() cancels it. */
   async waitProcess(pid: number): Promise<ProcessExit> {
     return (await this.call('WaitProcess', { pid }, null)).exit();

@@ -365,6 +365,13 @@ export class VmmSandboxer implements Sandboxer {
     return vm.agent.execProcess({ containerId, execId, process, stdio: guestStdio });
   }
 
+  /** Asked of the agent: the guest's runc pid file says whether the exec's process was started. */
+  async startedExecPid(sandboxId: string, containerId: string, execId: string): Promise<number | undefined> {
+    const vm = await this.vm(sandboxId);
+    if (!(await isProcessAlive(vm.identity))) return undefined;
+    return vm.agent.startedExecPid(containerId, execId);
+  }
+
   /** A process in a VM that died has exited too: 137, as if SIGKILLed with it. */
   async waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit> {
     const vm = await this.vm(sandboxId);
