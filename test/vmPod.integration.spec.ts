@@ -1,7 +1,7 @@
 // microVM sandboxes end to end, under TCG on these machines: a real QEMU per pod, the guest image
 // built by scripts/build-guest.sh, the in-guest agent running busybox with runc inside the VM.
 import { execFileSync } from 'node:child_process';
-import { constants, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -218,6 +218,53 @@ describe.skipIf(skip)(`a VM pod driven the way containerd drives it, and its fai
       await task.Delete!({ id: 'vm-counter' });
     } finally {
       reader.destroy();
+    }
+  });
+
+  it('forwards containerd\'s stdin FIFO into the VM: the container reads what is written, and ends at the writer\'s close or at CloseIO', async () => {
+    const { pid } = await controller.Status!({ sandbox_id: sandboxId });
+    const readAll = (fifo: string) => {
+      const reader = new Socket({ fd: openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK), readable: true, writable: false });
+      const got = { text: '' };
+      reader.on('data', (d) => (got.text += d));
+      return { got, close: () => reader.destroy() };
+    };
+    // 1. The writer writes two lines, then closes: `cat` echoes them and exits 0 at end of file.
+    const byClose = containerdBundle('stdin-close', pid, ['sh', '-c', 'cat; echo cat-ended']);
+    const stdinByClose = path.join(path.dirname(byClose.stdout), 'stdin');
+    execFileSync('mkfifo', [stdinByClose]);
+    const outByClose = readAll(byClose.stdout);
+    // 2. The writer stays open (as containerd's does): CloseIO ends the stream.
+    const byCloseIO = containerdBundle('stdin-closeio', pid, ['sh', '-c', 'read line; echo got:$line; cat; echo cat-ended']);
+    const stdinByCloseIO = path.join(path.dirname(byCloseIO.stdout), 'stdin');
+    execFileSync('mkfifo', [stdinByCloseIO]);
+    const outByCloseIO = readAll(byCloseIO.stdout);
+    try {
+      await task.Create!({ id: 'vm-stdin-close', bundle: byClose.bundle, stdin: stdinByClose, stdout: byClose.stdout, rootfs: byClose.rootfs });
+      await task.Start!({ id: 'vm-stdin-close' });
+      const writer = openSync(stdinByClose, constants.O_WRONLY);
+      writeSync(writer, 'first line\nsecond line\n');
+      closeSync(writer);
+      expect((await task.Wait!({ id: 'vm-stdin-close' })).exit_status).toBe(0);
+      await until('the echoed lines', () => outByClose.got.text.includes('cat-ended'), 10_000);
+      expect(outByClose.got.text).toBe('first line\nsecond line\ncat-ended\n');
+
+      await task.Create!({ id: 'vm-stdin-closeio', bundle: byCloseIO.bundle, stdin: stdinByCloseIO, stdout: byCloseIO.stdout, rootfs: byCloseIO.rootfs });
+      await task.Start!({ id: 'vm-stdin-closeio' });
+      const heldOpen = openSync(stdinByCloseIO, constants.O_RDWR);
+      writeSync(heldOpen, 'hello\n');
+      await until('the first line read inside the VM', () => outByCloseIO.got.text.includes('got:hello'), 30_000);
+      writeSync(heldOpen, 'more\n');
+      await task.CloseIO!({ id: 'vm-stdin-closeio', stdin: true });
+      expect((await task.Wait!({ id: 'vm-stdin-closeio' })).exit_status).toBe(0);
+      closeSync(heldOpen);
+      await until('the end of cat', () => outByCloseIO.got.text.includes('cat-ended'), 10_000);
+      expect(outByCloseIO.got.text).toBe('got:hello\nmore\ncat-ended\n');
+      await task.Delete!({ id: 'vm-stdin-close' });
+      await task.Delete!({ id: 'vm-stdin-closeio' });
+    } finally {
+      outByClose.close();
+      outByCloseIO.close();
     }
   });
 

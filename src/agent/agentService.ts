@@ -1,8 +1,11 @@
+import { execFile } from 'node:child_process';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { Metadata, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { unary } from '../api/rpc.js';
-import { GUEST_SHARE_DIR } from '../backends/vmm/vmPaths.js';
+import { FileToFifoPump } from '../backends/vmm/fifoPump.js';
+import { GUEST_SHARE_DIR, STDIN_END_MARKER } from '../backends/vmm/vmPaths.js';
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
 import type { ContainerStatus, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
@@ -38,6 +41,8 @@ export interface AgentServiceOptions {
   agentVersion: string;
   /** Guest-local directory for each container's rewritten config.json (`<bundlesDir>/<containerId>/`). */
   bundlesDir: string;
+  /** Guest-local FIFOs feeding containers' stdin from the share (`<stdinDir>/<containerId>/`); default beside bundlesDir. */
+  stdinDir?: string;
   /** Every path the host hands over must lie below this (the 9p share). */
   shareDir?: string;
   /**
@@ -156,7 +161,7 @@ class GuestPodAgent {
     const pod = this.requirePod();
     const containerId = validateId('container id', request.containerId);
     const bundle = this.sharePath('bundle', request.bundle);
-    const stdio = this.stdioPaths(request.stdio);
+    const stdio = await this.stdioPaths(request.stdio, containerId, 'init');
     const spec = guestContainerConfig(await readBundleConfig(bundle), pod.holderPid, bundle, this.shareDir);
     const localBundle = await this.writeLocalBundle(containerId, spec);
     try {
@@ -208,6 +213,8 @@ class GuestPodAgent {
     const containerId = validateId('container id', request.containerId);
     await this.sandboxer.deleteContainer(this.requirePod().sandboxId, containerId);
     await rm(path.join(this.options.bundlesDir, containerId), { recursive: true, force: true });
+    await Promise.all([...this.stdinPumps].filter(([key]) => key.startsWith(`${containerId}/`)).map(([, pump]) => pump.stop()));
+    await rm(path.join(this.stdinDir, containerId), { recursive: true, force: true });
     return {};
   }
 
@@ -219,7 +226,8 @@ class GuestPodAgent {
     const sandboxId = this.requirePod().sandboxId;
     const containerId = validateId('container id', request.containerId);
     const execId = validateId('exec id', request.execId);
-    return this.sandboxer.execProcess(sandboxId, containerId, execId, parseProcess(request.processJson), this.stdioPaths(request.stdio));
+    const process = parseProcess(request.processJson);
+    return this.sandboxer.execProcess(sandboxId, containerId, execId, process, await this.stdioPaths(request.stdio, containerId, `exec-${execId}`));
   }
 
   /** For a daemon that did not live to record an exec start: 0 when its process was never started. */
@@ -269,13 +277,39 @@ class GuestPodAgent {
     return value;
   }
 
-  private stdioPaths(stdio: WireStdio | null | undefined): StdioPaths {
+  private async stdioPaths(stdio: WireStdio | null | undefined, containerId: string, processName: string): Promise<StdioPaths> {
     const paths: StdioPaths = {};
     for (const stream of ['stdin', 'stdout', 'stderr'] as const) {
       const value = stdio?.[stream];
       if (value) paths[stream] = this.sharePath(stream, value);
     }
+    if (paths.stdin) paths.stdin = await this.stdinFifo(paths.stdin, containerId, processName);
     return paths;
+  }
+
+  /** Keyed `<containerId>/<init | exec-<execId>>`: the pumps feeding containers' stdin. */
+  private readonly stdinPumps = new Map<string, FileToFifoPump>();
+
+  private get stdinDir(): string {
+    return this.options.stdinDir ?? path.join(path.dirname(this.options.bundlesDir), 'stdin');
+  }
+
+  /**
+   * The host appends a process's stdin to a file in the share (and creates STDIN_END_MARKER beside it
+   * when it ends); the process reads a guest FIFO that a pump feeds from that file, so it blocks for
+   * more input and sees end of file when the host's stdin ends.
+   */
+  private async stdinFifo(shareStdin: string, containerId: string, processName: string): Promise<string> {
+    const key = `${containerId}/${processName}`;
+    if (this.stdinPumps.has(key)) throw alreadyExists(`${key} already has a stdin`);
+    const fifo = path.join(this.stdinDir, containerId, processName);
+    await mkdir(path.dirname(fifo), { recursive: true });
+    await rm(fifo, { force: true });
+    await promisify(execFile)('mkfifo', ['-m', '600', fifo]);
+    const pump = new FileToFifoPump(shareStdin, fifo, { endMarker: path.join(path.dirname(shareStdin), STDIN_END_MARKER) });
+    this.stdinPumps.set(key, pump);
+    void pump.done.finally(() => this.stdinPumps.get(key) === pump && this.stdinPumps.delete(key));
+    return fifo;
   }
 }
 

@@ -127,9 +127,10 @@ export function taskService(engine: Engine, logger: Logger, service: string): Un
     ResizePty: rpc<IdRequest, object>('ResizePty', async () => {
       throw invalidArgument('this task has no terminal to resize');
     }),
-    // Our stdio is opened by the sandbox init's child for runc; there is no daemon-side stdin to close.
-    CloseIO: rpc<IdRequest, object>('CloseIO', async (request) => {
+    // runc containers read containerd's FIFO themselves; a VM's stdin is pumped by the daemon, which ends it here.
+    CloseIO: rpc<IdRequest & { stdin: boolean }, object>('CloseIO', async (request) => {
       engine.container(request.id);
+      if (request.stdin) await engine.closeStdin(request.id, request.execId);
       return {};
     }),
     Update: rpc<{ id: string }, object>('Update', async () => {

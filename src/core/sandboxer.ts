@@ -109,6 +109,11 @@ export interface Sandboxer {
    * which is right only for a backend whose pids are host pids (runc).
    */
   killExec?(sandboxId: string, containerId: string, execId: string, signal: number, pid: number): Promise<void>;
+  /**
+   * Task CloseIO: ends the stdin of a container (or of an exec) once what was written is delivered.
+   * Optional: where the process reads containerd's FIFO itself (runc), the FIFO's writer closing is the end.
+   */
+  closeStdin?(sandboxId: string, containerId: string, execId?: string): Promise<void>;
   /** Resolves with the exit of a container init or exec process of this sandbox, also one that exited while the daemon was down. */
   waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit>;
   pids(sandboxId: string, containerId: string): Promise<number[]>;

@@ -563,6 +563,13 @@ export class Engine {
     );
   }
 
+  /** Task CloseIO of stdin: no transition, the backend ends the stream (a no-op where the FIFO reaches the process itself). */
+  async closeStdin(containerId: string, execId?: string): Promise<void> {
+    const { sandboxId, execs } = this.container(containerId).context;
+    if (execId && !execs[execId]) throw notFound(`exec ${execId} not found in container ${containerId}`);
+    await this.sandboxerFor(this.sandbox(sandboxId)).closeStdin?.(sandboxId, containerId, execId || undefined);
+  }
+
   async killExec(containerId: string, execId: string, signal: number): Promise<void> {
     const { sandboxId, execs } = this.container(containerId).context;
     const exec = execs[execId];

@@ -6,35 +6,54 @@ const POLL_MS = 100;
 const CHUNK_BYTES = 64 * 1024;
 
 /**
- * What a pump records after each chunk, so a restarted daemon resumes it: the share file, the FIFO it
- * feeds and how far it got. Kept outside the share: the guest writes the share and must never be able
- * to point a pump at another host file.
+ * What a host pump records, so a restarted daemon resumes it. `out`: the share file, the FIFO it feeds
+ * and how far it got (after each chunk). `in`: the FIFO it reads and the share file it appends to.
+ * Kept outside the share: the guest writes the share and must never be able to point a pump at
+ * another host file.
  */
 interface PumpState {
+  direction: 'out' | 'in';
   source: string;
   fifo: string;
   offset: number;
+  /** `in` only: created in the share when the FIFO's writer is gone, so the guest ends the stream. */
+  endMarker?: string;
+}
+
+/** Written aside and renamed, so a crash leaves the old state or the new one, never half of one. */
+async function saveState(file: string, state: PumpState): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(`${file}.tmp`, JSON.stringify(state));
+  await rename(`${file}.tmp`, file);
+}
+
+export interface FileToFifoOptions {
+  /** Where to record progress (host side); none in the guest, whose agent lives as long as the VM. */
+  stateFile?: string;
+  offset?: number;
+  /** Once this file exists and everything before it is forwarded, the FIFO is closed: its reader sees end of file. */
+  endMarker?: string;
 }
 
 /**
- * Copies what the guest appends to a file in the share into a host FIFO (containerd's stdio), by
- * polling the file. Guarantee: bytes are forwarded in order; after a daemon crash the next daemon
- * resumes from the last offset it recorded, so a chunk forwarded just before the crash may be
- * forwarded twice, and nothing is lost (at least once).
+ * Copies what is appended to a file into a FIFO, by polling the file: the guest's output in the share
+ * into containerd's host FIFO, and (in the guest) the host's stdin in the share into the container's
+ * FIFO. Guarantee: bytes are forwarded in order; after a daemon crash the next daemon resumes from the
+ * last offset it recorded, so a chunk forwarded just before the crash may be forwarded twice, and
+ * nothing is lost (at least once).
  */
-class FifoPump {
+export class FileToFifoPump {
   private stopped = false;
+  private offset: number;
   readonly done: Promise<void>;
 
-  constructor(readonly source: string, private readonly fifo: string, private readonly stateFile: string, private offset = 0) {
+  constructor(readonly source: string, private readonly fifo: string, private readonly options: FileToFifoOptions = {}) {
+    this.offset = options.offset ?? 0;
     this.done = this.run();
   }
 
-  /** Written aside and renamed, so a crash leaves the old offset or the new one, never half of one. */
   private async saveState(): Promise<void> {
-    const state: PumpState = { source: this.source, fifo: this.fifo, offset: this.offset };
-    await writeFile(`${this.stateFile}.tmp`, JSON.stringify(state));
-    await rename(`${this.stateFile}.tmp`, this.stateFile);
+    if (this.options.stateFile) await saveState(this.options.stateFile, { direction: 'out', source: this.source, fifo: this.fifo, offset: this.offset });
   }
 
   stop(): Promise<void> {
@@ -46,13 +65,13 @@ class FifoPump {
     let output: FileHandle | undefined;
     let input: FileHandle | undefined;
     try {
-      await mkdir(path.dirname(this.stateFile), { recursive: true });
       await this.saveState();
       output = await this.openFifo();
       if (!output) return;
       // The guest owns the share: a symlink it put there must not make the daemon read a host file.
       input = await open(this.source, constants.O_RDONLY | constants.O_NOFOLLOW);
       const buffer = Buffer.alloc(CHUNK_BYTES);
+      let ending = false;
       for (;;) {
         const stopping = this.stopped;
         const { bytesRead } = await input.read(buffer, 0, CHUNK_BYTES, this.offset);
@@ -62,7 +81,12 @@ class FifoPump {
           await this.saveState();
           continue;
         }
-        if (stopping) return;
+        // The marker is written after the last byte: one more empty read after seeing it, and all is forwarded.
+        if (stopping || ending) return;
+        if (this.options.endMarker && (await lstat(this.options.endMarker).catch(() => undefined))) {
+          ending = true;
+          continue;
+        }
         await sleep(POLL_MS);
       }
     } catch {
@@ -92,8 +116,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 function parseState(text: string): PumpState | undefined {
   try {
     const state = JSON.parse(text) as Partial<PumpState>;
-    const valid = typeof state.source === 'string' && typeof state.fifo === 'string' && Number.isSafeInteger(state.offset) && state.offset! >= 0;
-    return valid ? { source: state.source!, fifo: state.fifo!, offset: state.offset! } : undefined;
+    const valid = (state.direction === 'out' || state.direction === 'in') && typeof state.source === 'string' && typeof state.fifo === 'string'
+      && Number.isSafeInteger(state.offset) && state.offset! >= 0 && (state.endMarker === undefined || typeof state.endMarker === 'string');
+    return valid ? (state as PumpState) : undefined;
   } catch {
     return undefined;
   }
@@ -111,15 +136,98 @@ async function writeAll(output: FileHandle, data: Buffer): Promise<void> {
   }
 }
 
-/** The pumps of one VM, their state under `stateDir`; stopping drains what is already in the file first. */
+/**
+ * Appends what is written into a host FIFO (containerd's stdin) to a file in the share, for the guest's
+ * pump to feed the container. When the FIFO's writer closes it, or on `end()` (Task CloseIO), the
+ * end marker is created. A FIFO nobody opened yet reads as empty too: only after a writer was seen
+ * (data, or EAGAIN: open but silent) does an empty read mean the end.
+ */
+export class FifoToFilePump {
+  private stopped = false;
+  private ended = false;
+  readonly done: Promise<void>;
+
+  constructor(readonly fifo: string, readonly source: string, private readonly endMarker: string, private readonly stateFile: string) {
+    this.done = this.run();
+  }
+
+  stop(): Promise<void> {
+    this.stopped = true;
+    return this.done;
+  }
+
+  /** The writer is done (Task CloseIO): what is already in the FIFO is forwarded, then the stream ends. */
+  async end(): Promise<void> {
+    this.ended = true;
+    await this.done;
+  }
+
+  private async run(): Promise<void> {
+    let input: FileHandle | undefined;
+    let output: FileHandle | undefined;
+    try {
+      await saveState(this.stateFile, { direction: 'in', source: this.source, fifo: this.fifo, offset: 0, endMarker: this.endMarker });
+      input = await open(this.fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      output = await open(this.source, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
+      const buffer = Buffer.alloc(CHUNK_BYTES);
+      let writerSeen = false;
+      while (!this.stopped) {
+        const ending = this.ended;
+        const bytesRead = await input.read(buffer, 0, CHUNK_BYTES, null).then((r) => r.bytesRead, (error: NodeJS.ErrnoException) => {
+          if (error.code !== 'EAGAIN') throw error;
+          return -1;
+        });
+        if (bytesRead > 0) {
+          writerSeen = true;
+          await writeAll(output, buffer.subarray(0, bytesRead));
+          continue;
+        }
+        if (bytesRead < 0) writerSeen = true;
+        if (ending || (bytesRead === 0 && writerSeen)) {
+          await writeFile(this.endMarker, '');
+          return;
+        }
+        await sleep(POLL_MS);
+      }
+    } catch {
+      // The share or the FIFO was removed: the container is going away.
+    } finally {
+      await input?.close().catch(() => undefined);
+      await output?.close().catch(() => undefined);
+    }
+  }
+}
+
+type HostPump = FileToFifoPump | FifoToFilePump;
+
+/** The host pumps of one VM, their state under `stateDir`; stopping drains what is already in the file first. */
 export class FifoPumps {
-  private readonly pumps = new Set<FifoPump>();
+  private readonly pumps = new Set<HostPump>();
 
   constructor(private readonly stateDir: string) {}
 
   /** `name` identifies the stream among this VM's pumps, e.g. `c/<container>/stdout`. */
   start(name: string, source: string, fifo: string, offset = 0): void {
-    const pump = new FifoPump(source, fifo, path.join(this.stateDir, `${name}.json`), offset);
+    this.track(new FileToFifoPump(source, fifo, { stateFile: this.stateFile(name), offset }));
+  }
+
+  /** Host FIFO `fifo` (stdin) into `source` in the share; `endMarker` says the guest that the stream ended. */
+  startInput(name: string, fifo: string, source: string, endMarker: string): void {
+    this.track(new FifoToFilePump(fifo, source, endMarker, this.stateFile(name)));
+  }
+
+  /** Task CloseIO: the input pump whose share file is `source` forwards what is left and ends the stream. */
+  async endInput(source: string): Promise<boolean> {
+    const pump = [...this.pumps].find((candidate): candidate is FifoToFilePump => candidate instanceof FifoToFilePump && candidate.source === source);
+    await pump?.end();
+    return pump !== undefined;
+  }
+
+  private stateFile(name: string): string {
+    return path.join(this.stateDir, `${name}.json`);
+  }
+
+  private track(pump: HostPump): void {
     this.pumps.add(pump);
     void pump.done.finally(() => this.pumps.delete(pump));
   }
@@ -135,7 +243,10 @@ export class FifoPumps {
       const state = parseState(await readFile(path.join(this.stateDir, file), 'utf8').catch(() => ''));
       if (!state || !state.source.startsWith(shareDir + path.sep) || [...this.pumps].some((pump) => pump.source === state.source)) continue;
       if (!(await lstat(state.fifo).catch(() => undefined))?.isFIFO()) continue;
-      this.start(file.slice(0, -'.json'.length), state.source, state.fifo, state.offset);
+      const name = file.slice(0, -'.json'.length);
+      if (state.direction === 'out') this.start(name, state.source, state.fifo, state.offset);
+      else if (state.endMarker?.startsWith(shareDir + path.sep) && !(await lstat(state.endMarker).catch(() => undefined))) this.startInput(name, state.fifo, state.source, state.endMarker);
+      else continue;
       resumed += 1;
     }
     return resumed;

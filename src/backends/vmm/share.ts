@@ -4,7 +4,7 @@ import { invalidArgument } from '../../core/errors.js';
 import type { ContainerSpec, StdioPaths } from '../../core/sandboxer.js';
 import { bindMount, mountRootfs, unmountUnder } from '../host/mounts.js';
 import { FifoPumps } from './fifoPump.js';
-import { GUEST_SHARE_DIR, containerShareDir, execShareDir, type VmPaths } from './vmPaths.js';
+import { GUEST_SHARE_DIR, STDIN_END_MARKER, containerShareDir, execShareDir, type VmPaths } from './vmPaths.js';
 
 const STREAMS = ['stdout', 'stderr'] as const;
 
@@ -105,8 +105,18 @@ export class VmShare {
     return { ...mount, source: path.posix.join(GUEST_SHARE_DIR, relative, 'm', String(index)) };
   }
 
+  /**
+   * Task CloseIO: the stdin of this container (or exec) ends once what was written is forwarded. A
+   * stdin that is a file, or none, has nothing to close.
+   */
+  async closeStdin(containerId: string, execId?: string): Promise<void> {
+    const relative = execId ? execShareDir(containerId, execId) : containerShareDir(containerId);
+    await this.pumps.endInput(path.join(this.paths.shareDir, relative, 'stdin'));
+  }
+
   private async shareStdio(stdio: StdioPaths, hostDir: string, relative: string): Promise<StdioPaths> {
     const guest: StdioPaths = {};
+    if (stdio.stdin) guest.stdin = await this.shareStdin(stdio.stdin, hostDir, relative);
     for (const stream of STREAMS) {
       const target = stdio[stream];
       if (!target) continue;
@@ -121,5 +131,25 @@ export class VmShare {
       guest[stream] = path.posix.join(GUEST_SHARE_DIR, relative, stream);
     }
     return guest;
+  }
+
+  /**
+   * stdin crosses into the VM as `stdin` in the share, which the agent follows into the container
+   * (STDIN_END_MARKER beside it says it ended): a host FIFO is pumped into it; a file is bound onto it,
+   * ended at once.
+   */
+  private async shareStdin(target: string, hostDir: string, relative: string): Promise<string> {
+    const shareFile = path.join(hostDir, 'stdin');
+    const endMarker = path.join(hostDir, STDIN_END_MARKER);
+    await writeFile(shareFile, '');
+    const kind = await lstat(target).catch(() => undefined);
+    if (!kind) throw invalidArgument(`stdin ${target} does not exist on the host`);
+    if (kind.isFIFO()) {
+      this.pumps.startInput(path.join(relative, 'stdin'), target, shareFile, endMarker);
+    } else {
+      await bindMount(target, shareFile);
+      await writeFile(endMarker, '');
+    }
+    return path.posix.join(GUEST_SHARE_DIR, relative, 'stdin');
   }
 }

@@ -365,6 +365,10 @@ export class VmmSandboxer implements Sandboxer {
     return vm.agent.execProcess({ containerId, execId, process, stdio: guestStdio });
   }
 
+  async closeStdin(sandboxId: string, containerId: string, execId?: string): Promise<void> {
+    await (await this.vm(sandboxId)).share.closeStdin(containerId, execId);
+  }
+
   /** Asked of the agent: the guest's runc pid file says whether the exec's process was started. */
   async startedExecPid(sandboxId: string, containerId: string, execId: string): Promise<number | undefined> {
     const vm = await this.vm(sandboxId);
