@@ -1,7 +1,7 @@
-import { existsSync, readlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, isAlive, mountsUnder, until, writeYaml } from './helpers/daemon.js';
 
 const skip = canRunContainers();
 const POD = path.join(REPO, 'examples/pod.yaml');
@@ -82,5 +82,44 @@ describe.skipIf(skip)(`a busybox pod through the kts CLI${skip ? ` (skipped: ${s
     expect(existsSync(path.join(daemon.root, 'sandboxes', podId))).toBe(false);
     const history = JSON.parse(daemon.ktsOk('history', '--json', podId)) as { events: Array<{ type: string }> };
     expect(history.events.at(-1)!.type).toBe('SandboxRemoved');
+  });
+
+  /** A cgroup file of the container, under cgroup v2 (`/sys/fs/cgroup/kts/<pod>/<container>/`) or v1's controller hierarchy. */
+  function cgroupFile(pod: string, container: string, v2: string, v1: [string, string]): string {
+    const candidates = [path.join('/sys/fs/cgroup/kts', pod, container, v2), path.join('/sys/fs/cgroup', v1[0], 'kts', pod, container, v1[1])];
+    const found = candidates.find((file) => existsSync(file));
+    if (!found) throw new Error(`no cgroup file among ${candidates.join(', ')}`);
+    return readFileSync(found, 'utf8').trim();
+  }
+
+  it('applies the container YAML\'s linux.resources and mounts: memory and CPU limits in its cgroup, the host directory read-only at its path', () => {
+    const hostDir = path.join(daemon.root, 'data');
+    mkdirSync(hostDir);
+    writeFileSync(path.join(hostDir, 'greeting'), 'from-the-host\n');
+    const yaml = writeYaml(daemon.root, 'limited.yaml', [
+      'metadata:\n  name: limited', 'image:\n  image: busybox', 'command: ["sleep", "600"]',
+      `mounts:\n  - container_path: /data\n    host_path: ${hostDir}\n    readonly: true`,
+      'linux:\n  resources:\n    memory_limit_in_bytes: 67108864\n    cpu_period: 100000\n    cpu_quota: 50000',
+    ].join('\n'));
+    const run = JSON.parse(daemon.ktsOk('run', '--json', POD, yaml)) as { podId: string; containerId: string };
+    try {
+      expect(cgroupFile(run.podId, run.containerId, 'memory.max', ['memory', 'memory.limit_in_bytes'])).toBe('67108864');
+      const cpu = existsSync('/sys/fs/cgroup/cpu/kts') ? cgroupFile(run.podId, run.containerId, 'cpu.max', ['cpu', 'cpu.cfs_quota_us']) : cgroupFile(run.podId, run.containerId, 'cpu.max', ['cpu', 'cpu.max']);
+      expect(cpu).toMatch(/^50000( 100000)?$/);
+      expect(daemon.ktsOk('exec', run.containerId, '--', 'cat', '/data/greeting')).toBe('from-the-host\n');
+      expect(daemon.kts('exec', run.containerId, '--', 'touch', '/data/new').code).not.toBe(0);
+      expect(readdirSync(hostDir)).toEqual(['greeting']);
+    } finally {
+      daemon.ktsOk('rm', run.podId);
+    }
+  });
+
+  it('refuses a mount whose host path does not exist, naming it, and removes the pod it made for it', () => {
+    const yaml = writeYaml(daemon.root, 'bad-mount.yaml', 'metadata:\n  name: bad\nimage:\n  image: busybox\nmounts:\n  - container_path: /data\n    host_path: /no/such/dir\n');
+    const result = daemon.kts('run', POD, yaml);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe('kts: mounts[0].host_path /no/such/dir does not exist on the host\n');
+    expect(JSON.parse(daemon.ktsOk('pods', '--json'))).toEqual([]);
+    expect(mountsUnder(daemon.root)).toEqual([]);
   });
 });

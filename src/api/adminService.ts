@@ -14,6 +14,7 @@ import type { Engine } from '../engine/engine.js';
 import { containerStream, sandboxStream } from '../engine/engine.js';
 import type { ImageStore } from '../images/imageStore.js';
 import { buildContainerSpec, overlayRootfsMount, validateOciSpec } from '../oci/containerSpec.js';
+import type { ContainerMount, ContainerResources } from '../oci/podConfig.js';
 import type { MountSpec } from '../core/sandboxer.js';
 import { serverStream, unary } from './rpc.js';
 import { requireString, validateStringMap } from './validate.js';
@@ -163,6 +164,30 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
 interface RunContainerRequest {
   sandboxId: string; name: string; image: string; command: string[]; args: string[]; env: Record<string, string>;
   workingDir: string; labels: Record<string, string>; start: boolean;
+  resources: { cpuPeriod: number; cpuQuota: number; cpuShares: number; memoryLimitInBytes: number } | null;
+  mounts: Array<{ containerPath: string; hostPath: string; readonly: boolean }>;
+  annotations: Record<string, string>;
+}
+
+/** CRI's resources: 0 is not set; anything else must be a positive whole number. */
+function runResources(resources: RunContainerRequest['resources']): ContainerResources {
+  const result: ContainerResources = {};
+  for (const key of ['cpuPeriod', 'cpuQuota', 'cpuShares', 'memoryLimitInBytes'] as const) {
+    const value = resources?.[key] ?? 0;
+    if (!Number.isSafeInteger(value) || value < 0) throw invalidArgument(`resources.${key} must be a positive whole number (0: not set), not ${value}`);
+    if (value !== 0) result[key] = value;
+  }
+  return result;
+}
+
+async function runMounts(mounts: RunContainerRequest['mounts']): Promise<ContainerMount[]> {
+  return Promise.all(mounts.map(async (mount, index) => {
+    for (const [field, value] of [['container_path', mount.containerPath], ['host_path', mount.hostPath]] as const) {
+      if (!path.isAbsolute(value) || path.normalize(value) !== value) throw invalidArgument(`mounts[${index}].${field} ${JSON.stringify(value)} must be a normalized absolute path`);
+    }
+    if (!(await stat(mount.hostPath).catch(() => undefined))) throw invalidArgument(`mounts[${index}].host_path ${mount.hostPath} does not exist on the host`);
+    return { containerPath: mount.containerPath, hostPath: mount.hostPath, readonly: mount.readonly };
+  }));
 }
 
 async function runContainer(options: AdminOptions, request: RunContainerRequest, meta: { caller: string }) {
@@ -171,6 +196,9 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
   if (sandbox.state !== 'ready' || sandbox.context.pid === null) throw failedPrecondition(`sandbox ${request.sandboxId} is ${sandbox.state}; containers need a ready sandbox`);
   if (!request.name) throw invalidArgument('container name must not be empty');
   validateStringMap('label', request.labels);
+  validateStringMap('annotation', request.annotations);
+  const resources = runResources(request.resources);
+  const mounts = await runMounts(request.mounts);
   const image = await options.images.resolve(request.image || 'busybox');
   const containerId = `${validateId('container name', request.name).slice(0, 40)}-${randomBytes(6).toString('hex')}`;
   const dir = imageContainerDir(options.rootDir, request.sandboxId, containerId);
@@ -185,6 +213,7 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
     container: {
       metadata: { name: request.name }, command: request.command, args: request.args,
       envs: Object.entries(request.env).map(([key, value]) => ({ key, value })), workingDir: request.workingDir || undefined,
+      annotations: request.annotations, mounts, linux: { resources },
     },
   });
   await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(spec, null, 2));

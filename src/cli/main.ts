@@ -70,7 +70,7 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     });
 
   cli.command('run')
-    .description('start a pod and one container in it, like "crictl run"; prints the container id')
+    .description('start a pod and one container in it, like "crictl run"; prints the container id. A pod whose container is refused is removed again; one that fails to start stays, failed, for kts history')
     .argument('<pod.yaml>', 'pod config (crictl format: metadata.name, namespace, hostname, labels…)')
     .argument('<container.yaml>', 'container config (crictl format: metadata.name, image.image, command, args, envs…)')
     .option('--runtime <kind>', 'sandbox kind (default: the daemon\'s default_sandbox_kind, runc)')
@@ -87,10 +87,13 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
         const annotations = options.network ? { [NETWORK_ANNOTATION]: options.network } : {};
         await client.controller.Create!({ sandboxId, options: encodePodSandboxConfig(pod), sandboxer: options.runtime ?? '', annotations });
         await client.controller.Start!({ sandboxId });
+        // A pod whose container is refused (bad image, mount, resources) goes again rather than idling empty.
+        const removePod = (error: unknown) => client.controller.Shutdown!({ sandboxId }).then(() => Promise.reject(error), () => Promise.reject(error));
         const run = await client.admin.RunContainer!({
           sandboxId, name: container.metadata.name, image: container.image.image, command: container.command, args: container.args,
           env: Object.fromEntries(container.envs.map((kv) => [kv.key, kv.value])), workingDir: container.workingDir ?? '', labels: container.labels, start: true,
-        });
+          resources: container.linux.resources, mounts: container.mounts, annotations: container.annotations,
+        }).catch(removePod);
         return { podId: sandboxId, containerId: String(run.containerId), pid: Number(run.pid) };
       };
       let result: Awaited<ReturnType<typeof startPod>>;
