@@ -12,7 +12,8 @@
 // not counted. Also the daemon's and the machine's CPU time during each burst.
 // Usage: node bench/start-latency.mjs [--serial 100] [--parallel 50] [--vm-serial 5] [--vm-parallel 3]
 //        [--only raw-runc,containerd,kts-runc-api,kts-runc-cli,kts-wasm-api,kts-vm-api] [--accelerator auto|kvm|tcg]
-//        [--cpu-prof]   (root; after npm run build; containerd, runc, qemu installed)
+//        [--cpu-prof] [--max-concurrent-starts N]   (root; after npm run build; containerd, runc, qemu installed)
+// --max-concurrent-starts sets the daemon's [runc] max_concurrent_starts (default: the daemon's, 2 × CPUs; 0: no limit).
 // Prints tables, writes bench/results/start-latency.json and bench/results/start-latency-cdf.svg.
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -155,7 +156,8 @@ async function profileParallelBurst(parallel, vmConfig) {
   }
 }
 
-export async function measureStartLatency({ serial = 100, parallel = 50, vmSerial = 5, vmParallel = 3, only = SUBJECTS, accelerator = 'auto', cpuProf = false } = {}) {
+export async function measureStartLatency({ serial = 100, parallel = 50, vmSerial = 5, vmParallel = 3, only = SUBJECTS, accelerator = 'auto', cpuProf = false, maxConcurrentStarts } = {}) {
+  const runc = maxConcurrentStarts === undefined ? '' : `max_concurrent_starts = ${maxConcurrentStarts}`;
   buildTestImages({ wasm: true });
   const yamlDir = mkdtempSync(path.join(tmpdir(), 'kts-bench-yaml-'));
   const vmConfig = hypervisorConfig({ accelerator });
@@ -166,7 +168,7 @@ export async function measureStartLatency({ serial = 100, parallel = 50, vmSeria
     if (floor) owned.push(floor);
     const peer = only.includes('containerd') && (await startContainerd({ imageLayout: path.join(IMAGES_DIR, 'busybox') }));
     if (peer) owned.push(peer);
-    const daemon = only.some((key) => key.startsWith('kts-')) && (await startDaemon({ config: vmConfig }));
+    const daemon = only.some((key) => key.startsWith('kts-')) && (await startDaemon({ config: vmConfig, runc }));
     if (daemon) owned.push(daemon);
     const subjects = {
       'raw-runc': floor && { label: 'raw runc run -d (floor)', level: 'command', start: (id) => floor.run(id), removeAll: () => floor.removeAll() },
@@ -255,11 +257,13 @@ if (isMain(import.meta.url)) {
       serial: { type: 'string', default: '100' }, parallel: { type: 'string', default: '50' },
       'vm-serial': { type: 'string', default: '5' }, 'vm-parallel': { type: 'string', default: '3' },
       only: { type: 'string', default: SUBJECTS.join(',') }, accelerator: { type: 'string', default: 'auto' }, 'cpu-prof': { type: 'boolean', default: false },
+      'max-concurrent-starts': { type: 'string' },
     },
   });
   const result = await measureStartLatency({
     serial: Number(values.serial), parallel: Number(values.parallel), vmSerial: Number(values['vm-serial']), vmParallel: Number(values['vm-parallel']),
     only: values.only.split(','), accelerator: values.accelerator, cpuProf: values['cpu-prof'],
+    ...(values['max-concurrent-starts'] !== undefined && { maxConcurrentStarts: Number(values['max-concurrent-starts']) }),
   });
   printStartLatency(result);
   writeResult('start-latency', result);

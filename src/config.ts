@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { invalidArgument } from './core/errors.js';
@@ -17,7 +18,8 @@ export interface DaemonConfig {
   /** containerd `sandboxer` plugin names → sandbox kinds. */
   sandboxerKinds: Record<string, string>;
   logLevel: string;
-  runc: { binary: string; root: string };
+  /** `maxConcurrentStarts`: runc start steps (sandbox init, create, start) let run at once; 0 = no limit. */
+  runc: { binary: string; root: string; maxConcurrentStarts: number };
   images: { dir: string };
   /** Seconds Stop waits for processes to exit after SIGTERM before SIGKILL. */
   stopTimeoutSeconds: number;
@@ -115,7 +117,7 @@ export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
       runc: 'runc', 'kts-runc': 'runc', 'kuasar-runc': 'runc', vmm: 'vmm', 'kts-vmm': 'vmm', 'kuasar-vmm': 'vmm', wasm: 'wasm', 'kts-wasm': 'wasm', 'kuasar-wasm': 'wasm',
     },
     logLevel: 'info',
-    runc: { binary: 'runc', root: '/run/kts-runc' },
+    runc: { binary: 'runc', root: '/run/kts-runc', maxConcurrentStarts: 2 * availableParallelism() },
     images: { dir: path.join(root, 'images') },
     stopTimeoutSeconds: 10,
     hypervisor: defaultHypervisorConfig(path.join(root, 'guest')),
@@ -200,6 +202,7 @@ function parseTomlText(file: string, text: string): Record<string, unknown> {
   }
 }
 
+const RUNC_KEYS = ['binary', 'root', 'max_concurrent_starts'];
 const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics', 'network'];
 
 function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
@@ -216,6 +219,12 @@ function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   const runc = optionalTable(toml, 'runc');
   config.runc.binary = optionalString(runc, 'binary', 'runc.') ?? config.runc.binary;
   config.runc.root = optionalString(runc, 'root', 'runc.') ?? config.runc.root;
+  for (const key of Object.keys(runc)) if (!RUNC_KEYS.includes(key)) throw invalidArgument(`config: unknown key "runc.${key}" (known: ${RUNC_KEYS.join(', ')})`);
+  const starts = runc.max_concurrent_starts;
+  if (starts !== undefined) {
+    if (typeof starts !== 'number' || !Number.isInteger(starts) || starts < 0) throw invalidArgument('config: runc.max_concurrent_starts must be a whole number (0: no limit)');
+    config.runc.maxConcurrentStarts = starts;
+  }
   const images = optionalTable(toml, 'images');
   config.images.dir = optionalString(images, 'dir', 'images.') ?? config.images.dir;
   applyHypervisorToml(config, optionalTable(toml, 'hypervisor'));

@@ -62,6 +62,8 @@ describe('daemon config', () => {
     ['colour = "blue"', 'unknown key "colour"'],
     ['default_sandbox_kind = "lxc"', 'default_sandbox_kind "lxc" is not one of runc, vmm'],
     ['listen = ', 'is not valid TOML'],
+    ['[runc]\nmax_concurrent_starts = -1', 'runc.max_concurrent_starts must be a whole number (0: no limit)'],
+    ['[runc]\nbinnary = "runc"', 'unknown key "runc.binnary"'],
   ])('refuses %j with a message naming the problem', (text, message) => {
     expect(() => loadConfig(configFile(text))).toThrow(message);
   });

@@ -13,6 +13,7 @@ import { WasmSandboxer } from './backends/wasm/wasmSandboxer.js';
 import type { DaemonConfig } from './config.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
+import { PriorityGate, withStartAdmission } from './engine/admission.js';
 import { armCrashPointsFromEnv, withEffectCrashPoints, withNetworkCrashPoints } from './engine/crashPoints.js';
 import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
@@ -42,8 +43,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const metricsServer = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen, logger) : undefined;
   const crashTesting = armCrashPointsFromEnv(process.env);
   if (crashTesting) logger.warn({ crash_at: process.env.KTS_CRASH_AT }, 'TEST ONLY: crash points armed; this daemon will SIGKILL itself');
+  const runc = new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger });
   const backends: Record<string, Sandboxer> = {
-    runc: new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger }),
+    runc: config.runc.maxConcurrentStarts > 0 ? withStartAdmission(runc, new PriorityGate(config.runc.maxConcurrentStarts)) : runc,
     vmm: new VmmSandboxer({ rootDir: config.root, config: config.hypervisor, hypervisor: new QemuHypervisor(config.hypervisor), logger }),
     wasm: new WasmSandboxer({ rootDir: config.root, logger }),
   };
