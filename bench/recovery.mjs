@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { dist, isMain, startDaemon, writeResult } from './lib/daemon.mjs';
+import { elapsedMs, startTimer } from './lib/stats.mjs';
 
 const { openSqliteStore } = await dist('src/store/sqliteStore.js');
 const { Entity } = await dist('src/engine/entity.js');
@@ -44,9 +45,20 @@ export async function measureRecovery({ sandboxes = 1000, events = 100_000 } = {
     const written = buildFixture(db, sandboxes, events);
     const buildMs = Date.now() - t0;
     const daemon = await startDaemon({ name: 'kts-bench-recovery', db, stdio: 'inherit', deadlineMs: 300_000 });
+    // What one sandbox's history costs on a store this size: the first right at serving (it finishes the
+    // start's chain check itself), then one more (only the pod's own events and anything new are re-hashed).
+    const historyMs = [];
+    for (const ref of ['bench-00000', 'bench-00001']) {
+      const historyStarted = startTimer();
+      await daemon.client.admin.History({ ref });
+      historyMs.push(Math.round(elapsedMs(historyStarted)));
+    }
     // The fixture's sandboxes are stopped records: nothing to shut down, and the store is the fixture's.
     await daemon.stop({ keepSandboxes: true });
-    return { sandboxes, events: written, db_bytes: statSync(db).size, fixture_build_ms: buildMs, start_to_serving_ms: Math.round(daemon.readyMs), listed: daemon.listedAtReady };
+    return {
+      sandboxes, events: written, db_bytes: statSync(db).size, fixture_build_ms: buildMs, start_to_serving_ms: Math.round(daemon.readyMs), listed: daemon.listedAtReady,
+      history_first_ms: historyMs[0], history_next_ms: historyMs[1],
+    };
   } finally {
     rmSync(fixtureDir, { recursive: true, force: true });
   }
@@ -55,6 +67,7 @@ export async function measureRecovery({ sandboxes = 1000, events = 100_000 } = {
 export const printRecovery = (result) => {
   console.log(`store: ${result.sandboxes} sandboxes, ${result.events} events, ${(result.db_bytes / 1048576).toFixed(1)} MiB (built in ${result.fixture_build_ms} ms)`);
   console.log(`daemon start → serving (ListSandboxes answers ${result.listed}): ${result.start_to_serving_ms} ms`);
+  console.log(`History of one sandbox (admin API, with the chain check): ${result.history_first_ms} ms at serving, ${result.history_next_ms} ms after`);
 };
 
 if (isMain(import.meta.url)) {

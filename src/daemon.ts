@@ -19,6 +19,7 @@ import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
 import { openPodNetworks } from './network/podNetworks.js';
 import { openSqliteStore } from './store/sqliteStore.js';
+import type { EventStore } from './core/store.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { DaemonMetrics } from './telemetry/metrics.js';
 import { serveMetrics } from './telemetry/metricsServer.js';
@@ -73,12 +74,14 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   );
   logger.info({ socket: config.listen, root: config.root, kinds: Object.keys(sandboxers) }, 'kts daemon serving');
   const healthTimer = setInterval(() => void engine.checkHealth(), config.hypervisor.healthIntervalSeconds * 1000);
+  const chainCheck = checkChainInSlices(store, logger);
 
   return {
     socketPath: config.listen,
     recovery,
     async close() {
       clearInterval(healthTimer);
+      chainCheck.stop();
       await metricsServer?.close();
       metrics?.close();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
@@ -90,6 +93,26 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     },
   };
 }
+
+/**
+ * Walks the whole hash chain once after start, a slice per turn of the event loop, so requests are
+ * served meanwhile; afterwards a history only re-hashes what was appended since. A break is logged
+ * (`kts verify` names it too).
+ */
+function checkChainInSlices(store: EventStore, logger: Logger): { stop(): void } {
+  let stopped = false;
+  const slice = () => {
+    if (stopped) return;
+    const verification = store.verifyChain({ since: 'checkpoint', limit: CHAIN_CHECK_SLICE });
+    if (!verification.ok) return void logger.error({ ...verification }, 'the event log\'s hash chain is broken; run kts verify');
+    if (verification.eventCount < store.headSequence()) setImmediate(slice);
+    else logger.info({ events: verification.eventCount }, 'hash chain verified');
+  };
+  setImmediate(slice);
+  return { stop: () => void (stopped = true) };
+}
+
+const CHAIN_CHECK_SLICE = 2000;
 
 /** A live daemon on the socket is an error; a stale socket file from a killed daemon is removed. */
 async function refuseIfServed(socketPath: string): Promise<void> {

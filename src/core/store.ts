@@ -103,7 +103,13 @@ export interface EventStore {
   listStreams(prefix: string): string[];
   saveSnapshot(snapshot: Snapshot): void;
   loadSnapshot(streamId: string): Snapshot | undefined;
-  verifyChain(): ChainVerification;
+  /**
+   * Re-hashes the log and checks every link. `since: 'checkpoint'`: only the events appended since this
+   * process last found the chain intact (a quick check for every read; `kts verify` does the whole log),
+   * plus every event of `streams` wherever it lies, with its link to the event before it. `limit`: walk
+   * at most that many events past the checkpoint (to advance it in slices without blocking for long).
+   */
+  verifyChain(options?: { since?: 'checkpoint'; streams?: string[]; limit?: number }): ChainVerification;
   getSandbox(id: string): SandboxRow | undefined;
   listSandboxes(): SandboxRow[];
   getContainer(id: string): ContainerRow | undefined;

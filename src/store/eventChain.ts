@@ -25,19 +25,57 @@ export function eventHash(record: Omit<EventRecord, 'hash'>): string {
  * events is only evident against a head (`eventCount`, last hash) recorded elsewhere.
  */
 export function verifyChainOf(db: Database.Database): ChainVerification {
-  const rows = db.prepare<[], EventRecord>('SELECT * FROM events ORDER BY sequence').iterate();
-  const streamVersions = new Map<string, number>();
-  let previous: EventRecord | undefined;
-  let eventCount = 0;
+  return verifyChainAfter(db, undefined).verification;
+}
+
+/** How far the chain was found intact: its last event's sequence and hash, and each stream's version there. */
+export interface ChainCheckpoint {
+  sequence: number;
+  hash: string;
+  eventCount: number;
+  streamVersions: Map<string, number>;
+}
+
+/**
+ * The same walk over only the events after `checkpoint` (all of them without one), trusting what the
+ * checkpoint vouches for; with the chain intact, the checkpoint at its new head.
+ */
+export function verifyChainAfter(db: Database.Database, checkpoint: ChainCheckpoint | undefined, limit = -1): { verification: ChainVerification; checkpoint?: ChainCheckpoint } {
+  // LIMIT -1 is SQLite for "no limit".
+  const rows = db.prepare<[number, number], EventRecord>('SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?').iterate(checkpoint?.sequence ?? 0, limit);
+  const streamVersions = new Map(checkpoint?.streamVersions);
+  let previous: Pick<EventRecord, 'sequence' | 'hash'> | undefined = checkpoint;
+  let eventCount = checkpoint?.eventCount ?? 0;
   for (const row of rows) {
     const found = findBreak(row, previous, streamVersions);
     // Leaving the loop early closes the statement's iterator.
     if (found !== undefined) {
-      return { ok: false, eventCount, brokenAtSequence: row.sequence, streamId: row.stream_id, type: row.type, ...found };
+      return { verification: { ok: false, eventCount, brokenAtSequence: row.sequence, streamId: row.stream_id, type: row.type, ...found } };
     }
     streamVersions.set(row.stream_id, row.stream_version);
     previous = row;
     eventCount += 1;
+  }
+  const head = previous && { sequence: previous.sequence, hash: previous.hash, eventCount, streamVersions };
+  return { verification: { ok: true, eventCount }, ...(head && { checkpoint: head }) };
+}
+
+/**
+ * The events of `streams`, each re-hashed and checked against its link to the event before it in the
+ * whole log: what a reader is shown is intact even where it lies before a checkpoint.
+ */
+export function verifyStreamsOf(db: Database.Database, streams: string[], eventCount: number): ChainVerification {
+  const ofStream = db.prepare<[string], EventRecord>('SELECT * FROM events WHERE stream_id = ? ORDER BY stream_version');
+  const hashAt = db.prepare<[number], { hash: string }>('SELECT hash FROM events WHERE sequence = ?');
+  for (const streamId of streams) {
+    let version = 0;
+    for (const row of ofStream.all(streamId)) {
+      version += 1;
+      const before = row.sequence === 1 ? undefined : hashAt.get(row.sequence - 1);
+      const previous = row.sequence === 1 ? undefined : { sequence: row.sequence - 1, hash: before?.hash ?? '(missing)' };
+      const found = findBreak(row, previous, new Map([[row.stream_id, version - 1]]));
+      if (found) return { ok: false, eventCount, brokenAtSequence: row.sequence, streamId: row.stream_id, type: row.type, ...found };
+    }
   }
   return { ok: true, eventCount };
 }
@@ -47,7 +85,7 @@ interface ChainBreak {
   reason: string;
 }
 
-function findBreak(row: EventRecord, previous: EventRecord | undefined, streamVersions: Map<string, number>): ChainBreak | undefined {
+function findBreak(row: EventRecord, previous: Pick<EventRecord, 'sequence' | 'hash'> | undefined, streamVersions: Map<string, number>): ChainBreak | undefined {
   const expectedSequence = (previous?.sequence ?? 0) + 1;
   if (row.sequence !== expectedSequence) {
     return { problem: 'missing_events', reason: `sequence ${row.sequence} follows ${expectedSequence - 1}: events are missing` };

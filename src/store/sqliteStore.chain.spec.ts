@@ -109,3 +109,43 @@ describe('verifyChain', () => {
     expect(verification.ok === false && verification.reason).toMatch(/missing/);
   });
 });
+
+/** The same edit while the store stays open, as a second writer on the file would make it. */
+function tamperLive(sql: string): void {
+  const raw = new Database(temp.dbPath);
+  try {
+    raw.exec('DROP TRIGGER IF EXISTS events_append_only_no_update; DROP TRIGGER IF EXISTS events_append_only_no_delete;');
+    raw.exec(sql);
+  } finally {
+    raw.close();
+  }
+}
+
+describe('verifyChain since the last intact check (what kts history runs)', () => {
+  it('given a verified log, when more events are appended, then only they are walked and the count covers the whole log', () => {
+    expect(store.verifyChain({ since: 'checkpoint' })).toEqual({ ok: true, eventCount: 3 });
+    store.appendToStream('container-c', [newEvent('ContainerStarted', 'created', 'running', { pid: 7 })], { expectedVersion: 1 });
+    expect(store.verifyChain({ since: 'checkpoint' })).toEqual({ ok: true, eventCount: 4 });
+  });
+
+  it('given an event appended after the check and then altered, then the next check finds it', () => {
+    store.verifyChain({ since: 'checkpoint' });
+    store.appendToStream('container-c', [newEvent('ContainerStarted', 'created', 'running', { pid: 7 })], { expectedVersion: 1 });
+    tamperLive(`UPDATE events SET payload = '{"pid":8}' WHERE sequence = 4`);
+    expect(store.verifyChain({ since: 'checkpoint' })).toMatchObject({ ok: false, brokenAtSequence: 4, problem: 'hash_mismatch' });
+  });
+
+  it('given an event altered before the checkpoint, then the streams asked for are re-hashed in full, and kts verify finds the rest', () => {
+    store.verifyChain({ since: 'checkpoint' });
+    tamperLive(`UPDATE events SET payload = '{"image":"evil"}' WHERE sequence = 2`);
+    expect(store.verifyChain({ since: 'checkpoint', streams: ['sandbox-a'] })).toEqual({ ok: true, eventCount: 3 });
+    expect(store.verifyChain({ since: 'checkpoint', streams: ['container-c'] })).toMatchObject({ ok: false, brokenAtSequence: 2, streamId: 'container-c', problem: 'hash_mismatch' });
+    expect(store.verifyChain()).toMatchObject({ ok: false, brokenAtSequence: 2 });
+  });
+
+  it('given the event before one of a stream deleted, then that stream\'s check reports the broken link', () => {
+    store.verifyChain({ since: 'checkpoint' });
+    tamperLive('DELETE FROM events WHERE sequence = 2');
+    expect(store.verifyChain({ since: 'checkpoint', streams: ['sandbox-a'] })).toMatchObject({ ok: false, brokenAtSequence: 3, problem: 'broken_link' });
+  });
+});

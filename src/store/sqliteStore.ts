@@ -15,7 +15,7 @@ import type {
   StoredEvent,
 } from '../core/store.js';
 import { stableStringify } from './canonicalJson.js';
-import { GENESIS_HASH, eventHash, verifyChainOf } from './eventChain.js';
+import { GENESIS_HASH, eventHash, verifyChainAfter, verifyChainOf, verifyStreamsOf, type ChainCheckpoint } from './eventChain.js';
 import { defaultMigrationsDir, migrate } from './migrate.js';
 import { corruptStore, isCorruption, refuseIfCorrupt, sqliteCode, translateSqliteError } from './sqliteErrors.js';
 import {
@@ -162,9 +162,18 @@ class SqliteEventStore implements EventStore {
     return record && { streamId: record.stream_id, version: record.version, state: JSON.parse(record.state) as unknown };
   }
 
-  verifyChain(): ChainVerification {
-    return verifyChainOf(this.db);
+  /**
+   * `since: 'checkpoint'` re-hashes only the events appended since the last intact verification by this
+   * process (all of them the first time); without it, the whole log.
+   */
+  verifyChain(options: { since?: 'checkpoint'; streams?: string[]; limit?: number } = {}): ChainVerification {
+    const { verification, checkpoint } = verifyChainAfter(this.db, options.since === 'checkpoint' ? this.chainCheckpoint : undefined, options.limit);
+    if (checkpoint) this.chainCheckpoint = checkpoint;
+    if (!verification.ok || !options.streams) return verification;
+    return verifyStreamsOf(this.db, options.streams, verification.eventCount);
   }
+
+  private chainCheckpoint: ChainCheckpoint | undefined;
 
   getSandbox(id: string): SandboxRow | undefined {
     const record = this.statements.getSandbox.get(id);

@@ -43,7 +43,7 @@ class TimedEventStore implements EventStore {
   listStreams(prefix: string) { return this.store.listStreams(prefix); }
   saveSnapshot(snapshot: Snapshot) { this.store.saveSnapshot(snapshot); }
   loadSnapshot(streamId: string) { return this.store.loadSnapshot(streamId); }
-  verifyChain() { return this.store.verifyChain(); }
+  verifyChain(options?: { since?: 'checkpoint'; streams?: string[]; limit?: number }) { return this.store.verifyChain(options); }
   getSandbox(id: string) { return this.store.getSandbox(id); }
   listSandboxes() { return this.store.listSandboxes(); }
   getContainer(id: string) { return this.store.getContainer(id); }
