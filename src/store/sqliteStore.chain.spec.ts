@@ -25,13 +25,7 @@ afterEach(() => {
 /** Edits events behind the store's back, the way an attacker with file access would: drop the guard, write, leave. */
 function tamper(sql: string): void {
   store.close();
-  const raw = new Database(temp.dbPath);
-  try {
-    raw.exec('DROP TRIGGER events_append_only_no_update; DROP TRIGGER events_append_only_no_delete;');
-    raw.exec(sql);
-  } finally {
-    raw.close();
-  }
+  tamperLive(sql);
   store = openSqliteStore(temp.dbPath);
 }
 
