@@ -56,6 +56,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const engine = new DaemonEngine({
     store, sandboxers, logger, taskAddress: `grpc+${config.listen}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
     networks: crashTesting ? withNetworkCrashPoints(podNetworks) : podNetworks, runCni: config.network.cni,
+    execSpecDir: path.join(config.root, 'exec-specs'),
   });
   const recoveryStarted = performance.now();
   const recovery = await engine.recover();

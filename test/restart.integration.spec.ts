@@ -1,6 +1,8 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestDaemon, canRunContainers, isAlive, until, writeYaml } from './helpers/daemon.js';
+import { taskClient } from './helpers/protoClient.js';
 
 const skip = canRunContainers();
 
@@ -104,6 +106,34 @@ describe.skipIf(skip)(`a daemon killed during an exec start${skip ? ` (skipped: 
       expect(events).toHaveLength(3);
     }
     daemon.ktsOk('rm', podId);
+    await daemon.stop();
+  });
+
+  it('given an exec created but not started, when the daemon is killed and restarted, then Task Start still runs it', async () => {
+    await daemon.start();
+    const pod = writeYaml(daemon.root, 'pod.yaml', 'metadata:\n  name: exec-kept\n');
+    const container = writeYaml(daemon.root, 'c.yaml', 'metadata:\n  name: host\nimage:\n  image: busybox\ncommand: ["sleep", "600"]\n');
+    const { podId, containerId } = JSON.parse(daemon.ktsOk('run', '--json', pod, container)) as { podId: string; containerId: string };
+    const stdout = path.join(daemon.root, 'exec-kept.out');
+    writeFileSync(stdout, '');
+    const process = { args: ['sh', '-c', 'echo kept-across-the-restart'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 }, terminal: false };
+    const spec = { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(process)) };
+    let task = taskClient(daemon.socket);
+    await task.Exec!({ id: containerId, exec_id: 'kept', spec, stdout });
+    task.close();
+    await daemon.kill();
+    await daemon.start();
+    task = taskClient(daemon.socket);
+    try {
+      await task.Start!({ id: containerId, exec_id: 'kept' });
+      expect((await task.Wait!({ id: containerId, exec_id: 'kept' })).exit_status).toBe(0);
+      expect(readFileSync(stdout, 'utf8')).toBe('kept-across-the-restart\n');
+      await task.Delete!({ id: containerId, exec_id: 'kept' });
+    } finally {
+      task.close();
+    }
+    daemon.ktsOk('rm', podId);
+    expect(existsSync(path.join(daemon.root, 'exec-specs', containerId))).toBe(false);
     await daemon.stop();
   });
 });

@@ -11,6 +11,7 @@ import type { EventStore } from '../core/store.js';
 import { withSpan, withSpanSync } from '../telemetry/tracing.js';
 import { crashPoint } from './crashPoints.js';
 import { Entity, type CommandMeta } from './entity.js';
+import { ExecSpecs } from './execSpecs.js';
 import { KeyedQueue } from '../core/keyedQueue.js';
 import { checkNetworkChoice, wantsPodNetwork } from './networkPolicy.js';
 import { containerProjection, sandboxProjection } from './projections.js';
@@ -32,6 +33,8 @@ export interface EngineOptions {
   networks?: PodNetworks;
   /** Pods created without a netns get one from `networks` (unless they opt out); else they get loopback only. */
   runCni?: boolean;
+  /** Where exec specs wait between Task Exec and Task Start (ExecSpecs); in memory only without it. */
+  execSpecDir?: string;
 }
 
 export interface CreateSandboxInput {
@@ -97,7 +100,12 @@ export class Engine {
   protected readonly waiters = new StateWaiters();
   protected closed = false;
 
-  constructor(protected readonly options: EngineOptions) {}
+  /** Exec process specs, kept from create until start, also across a daemon restart. */
+  protected readonly execSpecs: ExecSpecs;
+
+  constructor(protected readonly options: EngineOptions) {
+    this.execSpecs = new ExecSpecs(options.execSpecDir);
+  }
 
   get store(): EventStore {
     return this.options.store;
@@ -470,6 +478,7 @@ export class Engine {
     this.recordContainer(container, { type: 'ContainerDeleted' }, meta);
     this.containers.delete(containerId);
     container.stop();
+    await this.execSpecs.removeContainer(containerId);
   }
 
   async containerPids(containerId: string): Promise<number[]> {
@@ -504,13 +513,12 @@ export class Engine {
       const container = this.container(containerId);
       if (container.state !== 'running') throw failedPrecondition(`container ${containerId} is ${container.state}; exec needs a running container`);
       if (container.context.execs[execId]) throw alreadyExists(`exec ${execId} already exists in container ${containerId}`);
+      // The spec first: an ExecCreated whose spec was lost could never start.
+      await this.execSpecs.put(containerId, execId, process);
       this.recordContainer(container, { type: 'ExecCreated', execId, args: args as string[], stdio }, meta);
-      this.execProcesses.set(`${containerId}/${execId}`, process);
     });
   }
 
-  /** Exec process specs, kept from create until start; an exec created but never started does not survive a restart. */
-  protected readonly execProcesses = new Map<string, OciProcess>();
 
   async startExec(containerId: string, execId: string, meta: CommandMeta): Promise<{ pid: number }> {
     const sandboxId = this.container(containerId).context.sandboxId;
@@ -519,8 +527,8 @@ export class Engine {
       const exec = container.context.execs[execId];
       if (!exec) throw notFound(`exec ${execId} not found in container ${containerId}`);
       if (exec.pid !== null) throw failedPrecondition(`exec ${execId} was already started`);
-      const process = this.execProcesses.get(`${containerId}/${execId}`);
-      if (!process) throw failedPrecondition(`exec ${execId} lost its process spec in a daemon restart; create it again`);
+      const process = await this.execSpecs.get(containerId, execId);
+      if (!process) throw failedPrecondition(`exec ${execId} has no process spec left; create it again`);
       const sandbox = this.sandbox(sandboxId);
       this.recordContainer(container, { type: 'ExecStartRequested', execId }, meta);
       try {
@@ -528,7 +536,7 @@ export class Engine {
           this.sandboxerFor(sandbox).execProcess(sandboxId, containerId, execId, process, exec.stdio),
         );
         this.recordContainer(container, { type: 'ExecStarted', execId, pid }, meta);
-        this.execProcesses.delete(`${containerId}/${execId}`);
+        await this.execSpecs.remove(containerId, execId);
         this.watchExec(sandbox, container, execId, pid);
         return { pid };
       } catch (error) {
@@ -592,7 +600,7 @@ export class Engine {
       if (!exec) throw notFound(`exec ${execId} not found in container ${containerId}`);
       if (exec.pid !== null && exec.exitedAt === null) throw failedPrecondition(`exec ${execId} is still running; kill it before deleting it`);
       this.recordContainer(container, { type: 'ExecDeleted', execId }, meta);
-      this.execProcesses.delete(`${containerId}/${execId}`);
+      await this.execSpecs.remove(containerId, execId);
       return { pid: exec.pid ?? 0, exitStatus: exec.exitStatus ?? 0, exitedAt: exec.exitedAt };
     });
   }
