@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { OciProcess } from '../core/sandboxer.js';
 
@@ -35,6 +35,18 @@ export class ExecSpecs {
   async removeContainer(containerId: string): Promise<void> {
     for (const key of [...this.memory.keys()]) if (key.startsWith(`${containerId}/`)) this.memory.delete(key);
     if (this.dir) await rm(path.join(this.dir, containerId), { recursive: true, force: true });
+  }
+
+  /** Removes the specs of containers no record owns; what it removed, for the orphan report. */
+  async sweepOrphans(knownContainerIds: Set<string>): Promise<string[]> {
+    if (!this.dir) return [];
+    const removed: string[] = [];
+    for (const containerId of await readdir(this.dir).catch(() => [] as string[])) {
+      if (knownContainerIds.has(containerId)) continue;
+      await rm(path.join(this.dir, containerId), { recursive: true, force: true });
+      removed.push(`exec specs of container ${containerId} in ${path.join(this.dir, containerId)}`);
+    }
+    return removed;
   }
 
   private file(containerId: string, execId: string): string {

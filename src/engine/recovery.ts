@@ -51,6 +51,7 @@ export class DaemonEngine extends Engine {
     // Pod networks go after the backends: a VM's taps live in the netns until its QEMU and directory are gone.
     const networks = this.options.networks;
     if (networks) sweeps.push({ kind: 'network', sweep: () => networks.sweepOrphans(known.sandboxIds) });
+    sweeps.push({ kind: 'exec-spec', sweep: () => this.execSpecs.sweepOrphans(known.containerIds) });
     for (const { kind, sweep } of sweeps) {
       for (const resource of await sweep()) {
         this.logger.warn({ kind, resource }, 'removed a resource no sandbox owns');
