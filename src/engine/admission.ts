@@ -1,3 +1,4 @@
+import { aroundMethods } from '../core/aroundMethods.js';
 import type { Sandboxer } from '../core/sandboxer.js';
 
 /**
@@ -45,12 +46,5 @@ const START_STEPS = { startContainer: 3, createContainer: 2, startSandbox: 1 } a
  * last one; a few at a time, the median pod is ready far sooner and the last no later.
  */
 export function withStartAdmission(sandboxer: Sandboxer, gate: PriorityGate): Sandboxer {
-  return new Proxy(sandboxer, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver);
-      if (typeof property !== 'string' || !(property in START_STEPS) || typeof value !== 'function') return value;
-      const priority = START_STEPS[property as keyof typeof START_STEPS];
-      return (...args: unknown[]) => gate.run(priority, () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args));
-    },
-  });
+  return aroundMethods(sandboxer, Object.keys(START_STEPS), (method, call) => gate.run(START_STEPS[method as keyof typeof START_STEPS], call));
 }

@@ -1,6 +1,7 @@
 import { writeSync } from 'node:fs';
 import { invalidArgument } from '../core/errors.js';
 import type { PodNetworks } from '../core/podNetwork.js';
+import { aroundMethods } from '../core/aroundMethods.js';
 import type { Sandboxer } from '../core/sandboxer.js';
 
 /**
@@ -79,16 +80,10 @@ export function withNetworkCrashPoints(networks: PodNetworks): PodNetworks {
 }
 
 function aroundEffects<T extends object>(subject: T, label: string, effects: readonly string[]): T {
-  return new Proxy(subject, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver);
-      if (typeof property !== 'string' || !effects.includes(property) || typeof value !== 'function') return value;
-      return async (...args: unknown[]) => {
-        crashPoint('effect.before', `${label}.${property}`);
-        const result: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        crashPoint('effect.after', `${label}.${property}`);
-        return result;
-      };
-    },
+  return aroundMethods(subject, effects, async (method, call) => {
+    crashPoint('effect.before', `${label}.${method}`);
+    const result = await call();
+    crashPoint('effect.after', `${label}.${method}`);
+    return result;
   });
 }

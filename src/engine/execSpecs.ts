@@ -13,28 +13,26 @@ export class ExecSpecs {
   constructor(private readonly dir?: string) {}
 
   async put(containerId: string, execId: string, process: OciProcess): Promise<void> {
-    this.memory.set(`${containerId}/${execId}`, process);
-    if (!this.dir) return;
+    if (!this.dir) return void this.memory.set(`${containerId}/${execId}`, process);
     await mkdir(path.join(this.dir, containerId), { recursive: true, mode: 0o700 });
     await writeFile(this.file(containerId, execId), JSON.stringify(process), { mode: 0o600 });
   }
 
   async get(containerId: string, execId: string): Promise<OciProcess | undefined> {
-    const known = this.memory.get(`${containerId}/${execId}`);
-    if (known || !this.dir) return known;
+    if (!this.dir) return this.memory.get(`${containerId}/${execId}`);
     const text = await readFile(this.file(containerId, execId), 'utf8').catch(() => undefined);
     return text === undefined ? undefined : (JSON.parse(text) as OciProcess);
   }
 
   async remove(containerId: string, execId: string): Promise<void> {
-    this.memory.delete(`${containerId}/${execId}`);
-    if (this.dir) await rm(this.file(containerId, execId), { force: true });
+    if (!this.dir) return void this.memory.delete(`${containerId}/${execId}`);
+    await rm(this.file(containerId, execId), { force: true });
   }
 
   /** Every spec of a container that is deleted. */
   async removeContainer(containerId: string): Promise<void> {
+    if (this.dir) return rm(path.join(this.dir, containerId), { recursive: true, force: true });
     for (const key of [...this.memory.keys()]) if (key.startsWith(`${containerId}/`)) this.memory.delete(key);
-    if (this.dir) await rm(path.join(this.dir, containerId), { recursive: true, force: true });
   }
 
   /** Removes the specs of containers no record owns; what it removed, for the orphan report. */

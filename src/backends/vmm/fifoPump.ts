@@ -20,9 +20,8 @@ interface PumpState {
   endMarker?: string;
 }
 
-/** Written aside and renamed, so a crash leaves the old state or the new one, never half of one. */
+/** Written aside and renamed, so a crash leaves the old state or the new one, never half of one. Its directory must exist. */
 async function saveState(file: string, state: PumpState): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
   await writeFile(`${file}.tmp`, JSON.stringify(state));
   await rename(`${file}.tmp`, file);
 }
@@ -65,6 +64,7 @@ export class FileToFifoPump {
     let output: FileHandle | undefined;
     let input: FileHandle | undefined;
     try {
+      if (this.options.stateFile) await mkdir(path.dirname(this.options.stateFile), { recursive: true });
       await this.saveState();
       output = await this.openFifo();
       if (!output) return;
@@ -92,8 +92,7 @@ export class FileToFifoPump {
     } catch {
       // The reader went away (EPIPE) or the share was removed: nothing left to forward to.
     } finally {
-      await input?.close().catch(() => undefined);
-      await output?.close().catch(() => undefined);
+      await closeQuietly(input, output);
     }
   }
 
@@ -122,6 +121,10 @@ function parseState(text: string): PumpState | undefined {
   } catch {
     return undefined;
   }
+}
+
+async function closeQuietly(...handles: Array<FileHandle | undefined>): Promise<void> {
+  for (const handle of handles) await handle?.close().catch(() => undefined);
 }
 
 async function writeAll(output: FileHandle, data: Buffer): Promise<void> {
@@ -166,6 +169,7 @@ export class FifoToFilePump {
     let input: FileHandle | undefined;
     let output: FileHandle | undefined;
     try {
+      await mkdir(path.dirname(this.stateFile), { recursive: true });
       await saveState(this.stateFile, { direction: 'in', source: this.source, fifo: this.fifo, offset: 0, endMarker: this.endMarker });
       input = await open(this.fifo, constants.O_RDONLY | constants.O_NONBLOCK);
       output = await open(this.source, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
@@ -192,8 +196,7 @@ export class FifoToFilePump {
     } catch {
       // The share or the FIFO was removed: the container is going away.
     } finally {
-      await input?.close().catch(() => undefined);
-      await output?.close().catch(() => undefined);
+      await closeQuietly(input, output);
     }
   }
 }
@@ -217,10 +220,9 @@ export class FifoPumps {
   }
 
   /** Task CloseIO: the input pump whose share file is `source` forwards what is left and ends the stream. */
-  async endInput(source: string): Promise<boolean> {
+  async endInput(source: string): Promise<void> {
     const pump = [...this.pumps].find((candidate): candidate is FifoToFilePump => candidate instanceof FifoToFilePump && candidate.source === source);
     await pump?.end();
-    return pump !== undefined;
   }
 
   private stateFile(name: string): string {

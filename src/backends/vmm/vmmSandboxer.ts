@@ -258,9 +258,9 @@ export class VmmSandboxer implements Sandboxer {
   /** Ends the VM if it runs, removes its taps, unbinds the share and deletes the VM's directory. */
   private async discard(sandboxId: string, paths: VmPaths): Promise<void> {
     const vm = await this.vm(sandboxId).catch(() => undefined);
+    // A VM without a record is one a daemon killed during the launch: its QEMU is found by its command line.
     if (vm) await this.kill(vm);
-    // A daemon killed during the launch left a QEMU it never recorded: found by its command line.
-    await this.killUnrecorded(sandboxId);
+    else await this.killUnrecorded(sandboxId, await this.options.hypervisor.processesUnder(this.vmsDir));
     const network = await loadPlan(paths.networkFile);
     if (network) await disconnectTaps(network);
     await new VmShare(paths).removeAll();
@@ -277,10 +277,9 @@ export class VmmSandboxer implements Sandboxer {
     vm.share.close();
   }
 
-  /** SIGKILLs the hypervisor processes of this sandbox that no VM record names; the pids it killed. */
-  private async killUnrecorded(sandboxId: string): Promise<number[]> {
-    const recorded = this.vms.get(sandboxId)?.identity.pid;
-    const strays = ((await this.options.hypervisor.processesUnder(this.vmsDir)).get(sandboxId) ?? []).filter((p) => p.pid !== recorded);
+  /** SIGKILLs the hypervisor processes of this sandbox found in `running` (a scan of processesUnder); the pids it killed. */
+  private async killUnrecorded(sandboxId: string, running: Map<string, ProcessIdentity[]>): Promise<number[]> {
+    const strays = running.get(sandboxId) ?? [];
     for (const stray of strays) {
       if (await isProcessAlive(stray)) process.kill(stray.pid, 'SIGKILL');
     }
@@ -303,9 +302,10 @@ export class VmmSandboxer implements Sandboxer {
       removed.push(`VM directory ${vmPaths(this.options.rootDir, sandboxId).dir} and its QEMU`);
     }
     // QEMUs whose directory is already gone (a crash between removing the directory and the process).
-    for (const sandboxId of (await this.options.hypervisor.processesUnder(this.vmsDir)).keys()) {
+    const running = await this.options.hypervisor.processesUnder(this.vmsDir);
+    for (const sandboxId of running.keys()) {
       if (known.sandboxIds.has(sandboxId)) continue;
-      const pids = await this.killUnrecorded(sandboxId);
+      const pids = await this.killUnrecorded(sandboxId, running);
       if (pids.length > 0) removed.push(`QEMU process ${pids.join(', ')} of VM ${sandboxId}, whose directory was gone`);
     }
     return removed;
