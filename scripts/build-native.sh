@@ -1,13 +1,40 @@
 #!/usr/bin/env bash
 # Builds the native helpers under dist/native; rebuilds only what is older than its source.
+# C helpers: one .c file each, built with cc. Rust helpers: one crate each (Cargo.lock committed,
+# built --locked); cargo's target directory lives in a cache outside the checkout, so a fresh clone
+# (CI) reuses what an earlier build of the same pins compiled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 
-src=src/backends/runc/sandbox-init.c
-out=dist/native/kts-sandbox-init
-mkdir -p "$(dirname "$out")"
-if [[ ! -x "$out" || "$src" -nt "$out" ]]; then
-  cc -O2 -Wall -Wextra -o "$out.tmp" "$src"
-  mv -f "$out.tmp" "$out"
-  echo "built $out"
-fi
+C_HELPERS=(
+  "src/backends/runc/sandbox-init.c:kts-sandbox-init"
+  "src/backends/host/beneath.c:kts-beneath"
+)
+RUST_HELPERS=(
+  "src/backends/wasm/runner:kts-wasm-runner"
+  "src/images/unpack:kts-unpack"
+)
+
+mkdir -p dist/native
+for entry in "${C_HELPERS[@]}"; do
+  src="${entry%%:*}" out="dist/native/${entry##*:}"
+  [[ -f "$src" ]] || continue
+  if [[ ! -x "$out" || "$src" -nt "$out" ]]; then
+    cc -O2 -Wall -Wextra -o "$out.tmp" "$src"
+    mv -f "$out.tmp" "$out"
+    echo "built $out"
+  fi
+done
+
+export CARGO_TARGET_DIR="${KTS_CACHE_DIR:-/var/cache/kts}/cargo-target"
+for entry in "${RUST_HELPERS[@]}"; do
+  crate="${entry%%:*}" name="${entry##*:}"
+  [[ -f "$crate/Cargo.toml" ]] || continue
+  if ! command -v cargo >/dev/null; then echo "build-native: cargo is needed to build $name (install Rust with rustup)" >&2; exit 1; fi
+  cargo build --quiet --release --locked --manifest-path "$crate/Cargo.toml"
+  if ! cmp -s "$CARGO_TARGET_DIR/release/$name" "dist/native/$name"; then
+    install -m 0755 "$CARGO_TARGET_DIR/release/$name" "dist/native/$name"
+    echo "built dist/native/$name"
+  fi
+done
