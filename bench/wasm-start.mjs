@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // WebAssembly containers: start latency, memory per idle container and Kill latency, against a
-// private daemon.
+// private daemon. Each module runs in a kts-wasm-runner process of its own (wasmtime), so memory is
+// the daemon's and the runners' together.
 // - start, API: admin RunContainer (create + start of the wasm-hello image in a ready sandbox)
 //   over a gRPC client connected once beforehand; request sent → reply (the module running).
 // - start, CLI: `kts run --runtime wasm pod.yaml wasm-hello.yaml`, wall time of the whole command:
 //   node starting the CLI, a new sandbox created and started, then the same RunContainer.
-// - idle memory: the daemon's PSS (/proc/<pid>/smaps_rollup) before and after N containers whose
-//   modules sleep in poll_oneoff (wasm-sleep), divided by N.
+// - idle memory: the PSS (/proc/<pid>/smaps_rollup) of the daemon plus every kts-wasm-runner, before
+//   and after N containers whose modules sleep in poll_oneoff (wasm-sleep), divided by N. PSS splits
+//   the runner binary's shared pages among the runners, so the per-container figure falls with N.
 // - kill: Task Kill (SIGKILL) of a spinning module (wasm-spin) → Task Wait returns.
 // Usage: node bench/wasm-start.mjs [--runs 50] [--idle 20] [--kills 10]   (root; needs `npm run build`)
 // Prints a table and writes bench/results/wasm-start.json.
@@ -14,13 +16,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildTestImages, REPO, startDaemon, writeResult } from './lib/daemon.mjs';
-import { memoryKb } from './lib/procfs.mjs';
+import { memoryKb, pidsOf, totalMemoryKb } from './lib/procfs.mjs';
 import { elapsedMs as ms, sleep, startTimer, summarize } from './lib/stats.mjs';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '50' }, idle: { type: 'string', default: '20' }, kills: { type: 'string', default: '10' } } });
 const runs = Number(values.runs);
 const idleCount = Number(values.idle);
 const kills = Number(values.kills);
+const RUNNER = path.join(REPO, 'dist/native/kts-wasm-runner');
+/** What the worker-thread backend (node:wasi inside the daemon) measured here before the runner replaced it. */
+const WORKER_THREAD_BASELINE = { start_api_p50_ms: 84, kill_p50_ms: 40, pss_per_container_mib: 7.64 };
 
 async function startPod(client, sandboxId) {
   await client.controller.Create({ sandboxId, sandboxer: 'wasm' });
@@ -51,10 +56,16 @@ function cliStartLatency(daemon) {
   return summarize(samples);
 }
 
+/** The daemon's memory plus that of every runner it started (runners of other daemons are not ours). */
+function backendMemoryKb(daemonPid) {
+  const runners = pidsOf(RUNNER).filter((pid) => readFileSync(`/proc/${pid}/status`, 'utf8').includes(`PPid:\t${daemonPid}\n`));
+  return { ...totalMemoryKb([daemonPid, ...runners]), runners: runners.length, daemon: memoryKb(daemonPid) };
+}
+
 async function idleMemory(client, daemonPid) {
   await startPod(client, 'bench-idle');
   await sleep(2000);
-  const before = memoryKb(daemonPid);
+  const before = backendMemoryKb(daemonPid);
   const logs = [];
   for (let i = 0; i < idleCount; i++) {
     const run = await client.admin.RunContainer({ sandboxId: 'bench-idle', name: `sleeper-${i}`, image: 'wasm-sleep:latest', start: true });
@@ -62,8 +73,13 @@ async function idleMemory(client, daemonPid) {
   }
   while (!logs.every((log) => readFileSync(log, 'utf8').includes('sleeping'))) await sleep(50);
   await sleep(2000);
-  const after = memoryKb(daemonPid);
-  return { containers: idleCount, before_kb: before, after_kb: after, pss_per_container_kb: (after.pss - before.pss) / idleCount, rss_per_container_kb: (after.rss - before.rss) / idleCount };
+  const after = backendMemoryKb(daemonPid);
+  if (after.runners !== idleCount) throw new Error(`${after.runners} runners for ${idleCount} idle containers`);
+  return {
+    containers: idleCount, before_kb: before, after_kb: after,
+    pss_per_container_kb: (after.pss - before.pss) / idleCount, rss_per_container_kb: (after.rss - before.rss) / idleCount,
+    daemon_pss_per_container_kb: (after.daemon.pss - before.daemon.pss) / idleCount,
+  };
 }
 
 async function killLatency(client) {
@@ -89,16 +105,18 @@ try {
   const cli = cliStartLatency(daemon);
   const idle = await idleMemory(client, daemon.pid);
   const kill = await killLatency(client);
-  const result = { node: process.version, runs, start_api_ms: api, start_cli_ms: cli, idle_memory: idle, kill_spinning_ms: kill };
+  const result = { node: process.version, runtime: 'kts-wasm-runner (wasmtime 48)', runs, start_api_ms: api, start_cli_ms: cli, idle_memory: idle, kill_spinning_ms: kill, worker_thread_baseline: WORKER_THREAD_BASELINE };
 
   const row = (label, s) => `  ${label.padEnd(44)} ${s.p50.toFixed(1).padStart(7)} ${s.p90.toFixed(1).padStart(7)} ${s.min.toFixed(1).padStart(7)} ${s.max.toFixed(1).padStart(7)}`;
   console.log(`wasm container start (${runs} serial runs each)        p50     p90     min     max  (ms)`);
   console.log(row('admin RunContainer, connected gRPC client', api));
   console.log(row('`kts run --runtime wasm` (CLI, new pod)', cli));
   console.log(row(`Task Kill → Wait of a spinning module (${kills})`, kill));
-  console.log(`daemon memory with ${idleCount} idle (sleeping) wasm containers`);
-  console.log(`  PSS ${(idle.before_kb.pss / 1024).toFixed(1)} → ${(idle.after_kb.pss / 1024).toFixed(1)} MiB: ${(idle.pss_per_container_kb / 1024).toFixed(2)} MiB per container`);
+  console.log(`daemon + runners memory with ${idleCount} idle (sleeping) wasm containers`);
+  console.log(`  PSS ${(idle.before_kb.pss / 1024).toFixed(1)} → ${(idle.after_kb.pss / 1024).toFixed(1)} MiB: ${(idle.pss_per_container_kb / 1024).toFixed(2)} MiB per container (the daemon's share: ${(idle.daemon_pss_per_container_kb / 1024).toFixed(2)} MiB)`);
   console.log(`  RSS ${(idle.before_kb.rss / 1024).toFixed(1)} → ${(idle.after_kb.rss / 1024).toFixed(1)} MiB: ${(idle.rss_per_container_kb / 1024).toFixed(2)} MiB per container`);
+  const base = WORKER_THREAD_BASELINE;
+  console.log(`worker-thread backend before: start p50 ${base.start_api_p50_ms} ms, kill p50 ${base.kill_p50_ms} ms, +${base.pss_per_container_mib} MiB PSS per container`);
   writeResult('wasm-start', result);
 } finally {
   await daemon.stop();

@@ -9,7 +9,10 @@ KTS="$(pwd)/bin/kts.js"
 ROOT="${KTS_ROOT:-/var/lib/kts}"
 export KTS_SOCKET="${KTS_SOCKET:-/run/kts/kts.sock}"
 LOG="$ROOT/daemon.log"
+# The daemon log names pods, paths and errors: root only, like the rest of the state directory.
+umask 077
 mkdir -p "$ROOT"
+touch "$LOG" && chmod 600 "$LOG"
 
 if ! "$KTS" pods >/dev/null 2>&1; then
   echo "quickstart: starting kts daemon (log: $LOG)"

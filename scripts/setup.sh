@@ -26,6 +26,8 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
 fi
 echo "setup: building"
 npm run --silent build
+# The state directory holds unpacked images (setuid binaries) and the event log: root only (the daemon checks it too).
+if [[ -z "${KTS_IMAGES_DIR:-}" ]]; then install -d -m 0700 /var/lib/kts && chmod 0700 /var/lib/kts; fi
 bash scripts/build-images.sh "$IMAGES_DIR"
 bash scripts/build-wasm-images.sh "$IMAGES_DIR"
 # The microVM guest (kernel, initrd, root image with Node, runc and the agent); installs QEMU and the kernel package.

@@ -20,12 +20,33 @@ export interface DaemonConfig {
   logLevel: string;
   /** `maxConcurrentStarts`: runc start steps (sandbox init, create, start) let run at once; 0 = no limit. */
   runc: { binary: string; root: string; maxConcurrentStarts: number };
-  images: { dir: string };
+  /** `maxLayerBytes`/`maxLayerEntries`: uncompressed bytes and tar entries one image layer may hold. */
+  images: { dir: string; maxLayerBytes: number; maxLayerEntries: number };
   /** Seconds Stop waits for processes to exit after SIGTERM before SIGKILL. */
   stopTimeoutSeconds: number;
   hypervisor: HypervisorConfig;
   metrics: MetricsConfig;
   network: NetworkConfig;
+  /** Group given access to the socket (0660); null: the socket is 0600, root only. A name or a numeric gid. */
+  socketGroup: string | null;
+  logs: LogsConfig;
+  audit: AuditConfig;
+}
+
+/** `[logs]`: container log files of runc and wasm containers made by `kts run`. */
+export interface LogsConfig {
+  /** A log past this size is copied to `<log>.1` (its last max_bytes) and truncated. */
+  maxBytes: number;
+  /** How often the logs' sizes are checked; a log can exceed max_bytes by what is written in one period. */
+  rotateIntervalSeconds: number;
+}
+
+/** `[audit]`: what is kept out of the append-only event log. */
+export interface AuditConfig {
+  /** Annotation keys (exact, or `prefix*`) whose values are stored as "<redacted>". */
+  redactAnnotations: string[];
+  /** The same for labels. */
+  redactLabels: string[];
 }
 
 /** `[network]`: how pods created without a netns get one (containerd always passes its own). */
@@ -100,6 +121,10 @@ export interface HypervisorConfig {
   agentCallTimeoutSeconds: number;
   /** Verbose guest kernel console. */
   debug: boolean;
+  /** The guest's console log is copied to console.log.1 and emptied when it grows past this. */
+  consoleMaxBytes: number;
+  /** A share stdout/stderr file pumped into a host FIFO frees the disk blocks of what was forwarded every this many bytes. */
+  shareStdioMaxBytes: number;
 }
 
 export const DEFAULT_SOCKET = '/run/kts/kts.sock';
@@ -117,13 +142,17 @@ export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
       runc: 'runc', 'kts-runc': 'runc', 'kuasar-runc': 'runc', vmm: 'vmm', 'kts-vmm': 'vmm', 'kuasar-vmm': 'vmm', wasm: 'wasm', 'kts-wasm': 'wasm', 'kuasar-wasm': 'wasm',
     },
     logLevel: 'info',
-    runc: { binary: 'runc', root: '/run/kts-runc', maxConcurrentStarts: 2 * availableParallelism() },
-    images: { dir: path.join(root, 'images') },
+    // Under the daemon's root: a second daemon with another root never sees (or sweeps) this one's containers.
+    runc: { binary: 'runc', root: path.join(root, 'runc'), maxConcurrentStarts: 2 * availableParallelism() },
+    images: { dir: path.join(root, 'images'), maxLayerBytes: 8 * 1024 ** 3, maxLayerEntries: 1_000_000 },
     stopTimeoutSeconds: 10,
     hypervisor: defaultHypervisorConfig(path.join(root, 'guest')),
     // Off unless asked for: an unauthenticated HTTP port is the operator's choice, and two daemons on one host must not race for it.
     metrics: { listen: null },
     network: defaultNetworkConfig(),
+    socketGroup: null,
+    logs: { maxBytes: 10 * 1024 * 1024, rotateIntervalSeconds: 1 },
+    audit: { redactAnnotations: [], redactLabels: [] },
   };
 }
 
@@ -158,6 +187,8 @@ export function defaultHypervisorConfig(guestDir: string): HypervisorConfig {
     healthIntervalSeconds: 10,
     agentCallTimeoutSeconds: 30,
     debug: false,
+    consoleMaxBytes: 1024 * 1024,
+    shareStdioMaxBytes: 1024 * 1024,
   };
 }
 
@@ -203,7 +234,8 @@ function parseTomlText(file: string, text: string): Record<string, unknown> {
 }
 
 const RUNC_KEYS = ['binary', 'root', 'max_concurrent_starts'];
-const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics', 'network'];
+const IMAGES_KEYS = ['dir', 'max_layer_bytes', 'max_layer_entries'];
+const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics', 'network', 'socket_group', 'logs', 'audit'];
 
 function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   for (const key of Object.keys(toml)) if (!TOP_KEYS.includes(key)) throw invalidArgument(`config: unknown key "${key}" (known: ${TOP_KEYS.join(', ')})`);
@@ -226,10 +258,16 @@ function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
     config.runc.maxConcurrentStarts = starts;
   }
   const images = optionalTable(toml, 'images');
+  for (const key of Object.keys(images)) if (!IMAGES_KEYS.includes(key)) throw invalidArgument(`config: unknown key "images.${key}" (known: ${IMAGES_KEYS.join(', ')})`);
   config.images.dir = optionalString(images, 'dir', 'images.') ?? config.images.dir;
+  config.images.maxLayerBytes = optionalPositiveInteger(images, 'max_layer_bytes', 'images.') ?? config.images.maxLayerBytes;
+  config.images.maxLayerEntries = optionalPositiveInteger(images, 'max_layer_entries', 'images.') ?? config.images.maxLayerEntries;
   applyHypervisorToml(config, optionalTable(toml, 'hypervisor'));
   applyMetricsToml(config, optionalTable(toml, 'metrics'));
   applyNetworkToml(config.network, optionalTable(toml, 'network'));
+  applySocketGroupToml(config, toml.socket_group);
+  applyLogsToml(config.logs, optionalTable(toml, 'logs'));
+  applyAuditToml(config.audit, optionalTable(toml, 'audit'));
   const sandboxers = optionalTable(toml, 'sandboxers');
   for (const [name, kind] of Object.entries(sandboxers)) {
     if (typeof kind !== 'string') throw invalidArgument(`config: sandboxers.${name} must be a sandbox kind string`);
@@ -240,6 +278,7 @@ function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
 const HYPERVISOR_NUMBERS = {
   vcpus: 'vcpus', memory_mb: 'memoryMb', tcg_tb_size_mb: 'tcgTbSizeMb', boot_deadline_seconds: 'bootDeadlineSeconds',
   kvm_probe_deadline_seconds: 'kvmProbeDeadlineSeconds', health_interval_seconds: 'healthIntervalSeconds', agent_call_timeout_seconds: 'agentCallTimeoutSeconds',
+  console_max_bytes: 'consoleMaxBytes', share_stdio_max_bytes: 'shareStdioMaxBytes',
 } as const;
 const HYPERVISOR_STRINGS = { path: 'path', guest_dir: 'guestDir', kernel: 'kernel', initrd: 'initrd', image: 'image' } as const;
 const HYPERVISOR_CHOICES = { machine: ['microvm', 'q35'], accelerator: ['auto', 'kvm', 'tcg'] } as const;
@@ -321,6 +360,34 @@ function validateNetwork(network: NetworkConfig): void {
   }
   if (network.bridge.mtu !== 0 && (network.bridge.mtu < 576 || network.bridge.mtu > 65535)) throw invalidArgument('config: network.mtu must be 0 (the kernel\'s choice) or from 576 to 65535');
   if (network.cniBinDirs.length === 0) throw invalidArgument('config: network.cni_bin_dir must name at least one directory');
+}
+
+function applySocketGroupToml(config: DaemonConfig, value: unknown): void {
+  if (value === undefined) return;
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(value)) throw invalidArgument('config: socket_group must be a group name or a numeric gid');
+  config.socketGroup = value;
+}
+
+function applyLogsToml(logs: LogsConfig, table: Record<string, unknown>): void {
+  for (const key of Object.keys(table)) if (!['max_bytes', 'rotate_interval_seconds'].includes(key)) throw invalidArgument(`config: unknown key "logs.${key}" (known: max_bytes, rotate_interval_seconds)`);
+  logs.maxBytes = optionalPositiveInteger(table, 'max_bytes', 'logs.') ?? logs.maxBytes;
+  logs.rotateIntervalSeconds = optionalPositiveInteger(table, 'rotate_interval_seconds', 'logs.') ?? logs.rotateIntervalSeconds;
+  if (logs.maxBytes < 4096) throw invalidArgument('config: logs.max_bytes must be at least 4096');
+}
+
+function applyAuditToml(audit: AuditConfig, table: Record<string, unknown>): void {
+  for (const key of Object.keys(table)) if (!['redact_annotations', 'redact_labels'].includes(key)) throw invalidArgument(`config: unknown key "audit.${key}" (known: redact_annotations, redact_labels)`);
+  audit.redactAnnotations = optionalKeyPatterns(table, 'redact_annotations') ?? audit.redactAnnotations;
+  audit.redactLabels = optionalKeyPatterns(table, 'redact_labels') ?? audit.redactLabels;
+}
+
+/** Keys or `prefix*` patterns; a `*` anywhere else would suggest a glob we do not implement. */
+function optionalKeyPatterns(table: Record<string, unknown>, key: string): string[] | undefined {
+  const value = table[key];
+  if (value === undefined) return undefined;
+  const valid = Array.isArray(value) && value.every((item) => typeof item === 'string' && item.length > 0 && !item.slice(0, -1).includes('*'));
+  if (!valid) throw invalidArgument(`config: audit.${key} must be an array of keys or "prefix*" patterns`);
+  return value as string[];
 }
 
 /** `host:port` or `[ipv6]:port`; the host must be an IP literal or localhost, so the address means one thing at every start. */

@@ -101,3 +101,14 @@ describe('daemon config', () => {
     expect(() => loadConfig(configFile(text))).toThrow(message);
   });
 });
+
+describe('[images] layer caps', () => {
+  it('given no [images] caps, when loaded, then a layer may hold 8 GiB and a million entries; given caps, then they are used', () => {
+    expect(loadConfig(undefined, { root: '/srv/kts' }).images).toEqual({ dir: '/srv/kts/images', maxLayerBytes: 8 * 1024 ** 3, maxLayerEntries: 1_000_000 });
+    expect(loadConfig(configFile('[images]\nmax_layer_bytes = 1048576\nmax_layer_entries = 5000\n')).images).toMatchObject({ maxLayerBytes: 1 << 20, maxLayerEntries: 5000 });
+  });
+
+  it.each(['max_layer_bytes = 0', 'max_layer_entries = -1', 'max_layer_bytes = "1G"', 'max_layer_size = 1'])('refuses [images] %s', (line) => {
+    expect(() => loadConfig(configFile(`[images]\n${line}\n`))).toThrow(/config: .*images\.max_layer/);
+  });
+});

@@ -1,8 +1,8 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { adminService } from './api/adminService.js';
+import { adminService, rotatableContainerLogs } from './api/adminService.js';
 import { loadGrpcDefinitions } from './api/protos.js';
 import { sandboxControllerService } from './api/sandboxController.js';
 import { taskService } from './api/taskService.js';
@@ -10,7 +10,9 @@ import { RuncSandboxer } from './backends/runc/runcSandboxer.js';
 import { QemuHypervisor } from './backends/vmm/qemu/qemuHypervisor.js';
 import { VmmSandboxer } from './backends/vmm/vmmSandboxer.js';
 import { WasmSandboxer } from './backends/wasm/wasmSandboxer.js';
-import type { DaemonConfig } from './config.js';
+import { startLogRotation } from './backends/host/logRotation.js';
+import { ensurePrivateDir, restrictSocket, type PrivateDirOutcome } from './backends/host/privateDirs.js';
+import { DEFAULT_SOCKET, type DaemonConfig } from './config.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
 import { PriorityGate, withStartAdmission } from './engine/admission.js';
@@ -18,6 +20,7 @@ import { armCrashPointsFromEnv, withEffectCrashPoints, withNetworkCrashPoints } 
 import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
 import { openPodNetworks } from './network/podNetworks.js';
+import { withRedaction } from './store/redactingStore.js';
 import { openSqliteStore } from './store/sqliteStore.js';
 import type { EventStore } from './core/store.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
@@ -34,12 +37,15 @@ export interface RunningDaemon {
 
 /** Wires store, backends, engine and gRPC services together; the only place that knows them all. */
 export async function startDaemon(config: DaemonConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningDaemon> {
+  // Everything the daemon (and what it spawns) creates is private unless a mode says otherwise.
+  process.umask(0o077);
+  const privateDirs = await preparePrivateDirs(config);
+  for (const outcome of [privateDirs.root, privateDirs.images, privateDirs.socketDir]) reportPrivateDir(outcome, logger);
   initTracing();
-  await mkdir(config.root, { recursive: true, mode: 0o700 });
-  await mkdir(path.dirname(config.listen), { recursive: true });
   await refuseIfServed(config.listen);
   const metrics = config.metrics.listen ? new DaemonMetrics({ dbPath: config.db }) : undefined;
-  const store = metrics ? metrics.instrument(openSqliteStore(config.db)) : openSqliteStore(config.db);
+  const opened = withRedaction(openSqliteStore(config.db), { annotations: config.audit.redactAnnotations, labels: config.audit.redactLabels });
+  const store = metrics ? metrics.instrument(opened) : opened;
   // Served before recovery so a taken port fails the start before recovery touches the host.
   const metricsServer = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen, logger) : undefined;
   const crashTesting = armCrashPointsFromEnv(process.env);
@@ -63,7 +69,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   metrics?.recordRecovery((performance.now() - recoveryStarted) / 1000, recovery);
   logger.info({ ...recovery, db: config.db }, 'recovered state from the event log');
 
-  const images = new ImageStore({ imagesDir: config.images.dir, cacheDir: path.join(config.root, 'image-cache') });
+  const images = new ImageStore({
+    imagesDir: config.images.dir, cacheDir: path.join(config.root, 'image-cache'),
+    maxLayerBytes: config.images.maxLayerBytes, maxLayerEntries: config.images.maxLayerEntries,
+  });
   const definitions = loadGrpcDefinitions();
   const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
   server.addService(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
@@ -73,6 +82,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
   );
+  // Bound under umask 077, so it was never open to others; this sets the final mode (and group).
+  await restrictSocket(config.listen, config.socketGroup, { socketDirIsOurs: privateDirs.socketDirIsOurs });
+  const logRotation = startLogRotation({
+    intervalMs: config.logs.rotateIntervalSeconds * 1000, maxBytes: config.logs.maxBytes,
+    files: () => rotatableContainerLogs(engine.store, config.root),
+    onError: (file, error) => logger.warn({ file, err: error }, 'rotating a container log failed; the next pass retries'),
+  });
   logger.info({ socket: config.listen, root: config.root, kinds: Object.keys(sandboxers) }, 'kts daemon serving');
   const healthTimer = setInterval(() => void engine.checkHealth(), config.hypervisor.healthIntervalSeconds * 1000);
   const chainCheck = checkChainInSlices(store, logger);
@@ -82,6 +98,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     recovery,
     async close() {
       clearInterval(healthTimer);
+      logRotation.stop();
       chainCheck.stop();
       await metricsServer?.close();
       metrics?.close();
@@ -114,6 +131,31 @@ function checkChainInSlices(store: EventStore, logger: Logger): { stop(): void }
 }
 
 const CHAIN_CHECK_SLICE = 2000;
+
+/**
+ * The state root, the image directory and the socket's directory are private to root (SECURITY.md):
+ * created 0700, tightened if looser, refused if a symlink or someone else's. A socket directory that
+ * is not ours (e.g. /run itself) is only checked; the socket's own 0600 guards it.
+ */
+async function preparePrivateDirs(config: DaemonConfig): Promise<{ root: PrivateDirOutcome; images: PrivateDirOutcome; socketDir: PrivateDirOutcome; socketDirIsOurs: boolean }> {
+  const root = await ensurePrivateDir(config.root, 'state directory (root)');
+  const images = await ensurePrivateDir(config.images.dir, '[images] dir');
+  const dir = path.dirname(config.listen);
+  const ours = dir === path.dirname(DEFAULT_SOCKET) || isWithin(dir, config.root);
+  const socketDir = await ensurePrivateDir(dir, 'socket directory', { tighten: ours });
+  // A socket directory under the root is the root: never opened to a group.
+  return { root, images, socketDir, socketDirIsOurs: (ours || socketDir.created) && !isWithin(dir, config.root) };
+}
+
+function reportPrivateDir(outcome: PrivateDirOutcome, logger: Logger): void {
+  if (outcome.tightenedFrom !== undefined) logger.warn({ dir: outcome.dir, mode: outcome.tightenedFrom.toString(8) }, 'tightened a directory other users could read to 0700');
+  if (outcome.leftLoose !== undefined) logger.warn({ dir: outcome.dir, mode: outcome.leftLoose.toString(8) }, 'the socket\'s directory is not private to root; the socket itself is not open to others');
+}
+
+function isWithin(dir: string, root: string): boolean {
+  const relative = path.relative(root, dir);
+  return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+}
 
 /** A live daemon on the socket is an error; a stale socket file from a killed daemon is removed. */
 async function refuseIfServed(socketPath: string): Promise<void> {

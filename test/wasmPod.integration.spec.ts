@@ -3,6 +3,7 @@
 // way containerd and the kts CLI drive it.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +17,7 @@ const WAT2WASM = path.join(REPO, 'node_modules/.bin/wat2wasm');
 
 function canRunWasm(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (the daemon mounts each container\'s rootfs)';
-  if (!existsSync(path.join(REPO, 'dist/src/backends/wasm/wasmWorker.js'))) return 'needs a build: run "npm run build" (scripts/test.sh does)';
+  if (!existsSync(path.join(REPO, 'dist/native/kts-wasm-runner'))) return 'needs a build: run "npm run build" (scripts/test.sh does; it builds the kts-wasm-runner crate)';
   if (!existsSync(WAT2WASM)) return 'needs the wabt devDependency: run npm ci';
   return undefined;
 }
@@ -97,7 +98,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     expect(logs).toContain('hello from wasm\narg: /hello.wasm\narg: 7\n');
     expect(logs).toContain('env: GREETING=kuasar-ts');
     const pod = (JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; kind: string; state: string; pid: number }>).find((p) => p.id === run.podId);
-    // No host process per wasm sandbox: its modules run in the daemon, which is the pid it reports.
+    // No host process per wasm sandbox (only one runner per module): the pod reports the daemon's pid.
     expect(pod).toMatchObject({ kind: 'wasm', state: 'ready', pid: daemon.process!.pid });
     const events = history(run.podId);
     expect(events.chainOk).toBe(true);
@@ -134,14 +135,14 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     for (const c of normal) expect(readFileSync(c.logPath, 'utf8')).toContain('hello from wasm');
     const trapLogs = daemon.ktsOk('logs', trapped[0]!.containerId);
     expect(trapLogs).toContain('about to trap');
-    expect(trapLogs).toMatch(/kts: wasm module \/trap.wasm \(pid \d+\) ended: wasm trap: RuntimeError: unreachable/);
-    expect(exitEvent(trapped[0]!.sandboxId, trapped[0]!.containerId)?.payload.reason).toMatch(/^wasm trap: RuntimeError: unreachable/);
+    expect(trapLogs).toMatch(/kts: wasm module \/trap.wasm \(pid \d+\) ended: wasm trap: wasm `unreachable` instruction executed/);
+    expect(exitEvent(trapped[0]!.sandboxId, trapped[0]!.containerId)?.payload.reason).toMatch(/^wasm trap: wasm `unreachable` instruction executed/);
     const pods = JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; state: string }>;
     expect(pods.filter((p) => sandboxIds.includes(p.id)).every((p) => p.state === 'ready')).toBe(true);
     expect(daemonFdsUnder(path.join(daemon.root, 'bundles'))).toEqual([]);
   });
 
-  it('given a spinning module, when execs run beside it (a spinning one killed by its exec id) and Kill ends it, then every worker has ended and every exit is recorded', async () => {
+  it('given a spinning module, when execs run beside it (a spinning one killed by its exec id) and Kill ends it, then every runner has ended and every exit is recorded', async () => {
     await startPod('wasm-spin');
     const rootfs = moduleRootfs(path.join(daemon.root, 'spin-rootfs'), 'spin');
     moduleRootfs(rootfs, 'hello');
@@ -219,11 +220,41 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     expect((await task.Wait!({ id: 'cat' })).exit_status).toBe(1);
     const logs = daemon.ktsOk('logs', 'cat');
     expect(logs).toContain('a preopened file\n');
-    expect(logs).toContain('cat: ../secret.txt: WASI errno 76 (ENOTCAPABLE: outside the preopened directories)');
+    expect(logs).toContain('cat: ../secret.txt: WASI errno 63 (EPERM: outside the preopened directories)');
     expect(logs).not.toContain('not for the module');
-    // uvwasi leaves the host fds of preopens behind; the daemon closes them once the container's modules ended.
+    // The runner opens the preopens; the daemon keeps no fd on a container's directories.
     expect(daemonFdsUnder(path.join(daemon.root, 'bundles'))).toEqual([]);
     expect(daemonFdsUnder(path.join(daemon.root, 'wasm'))).toEqual([]);
+  });
+
+  it('given FIFOs as execs\' stdin, when cat runs without arguments, then what is written comes out, the writer closing ends it, and a kill ends a blocked read', async () => {
+    await startPod('wasm-stdin');
+    const rootfs = moduleRootfs(path.join(daemon.root, 'stdin-rootfs'), 'spin');
+    moduleRootfs(rootfs, 'cat');
+    await prepare('wasm-stdin', 'stdin-spin', rootfs, ['/spin.wasm']);
+    await task.Start!({ id: 'stdin-spin' });
+    const catExec = async (execId: string) => {
+      const fifo = path.join(daemon.root, `${execId}.stdin`);
+      const out = path.join(daemon.root, `${execId}.out`);
+      execFileSync('mkfifo', [fifo]);
+      // Opens once the runner opens the reading end, as containerd's writer does.
+      const writer = open(fifo, 'w');
+      const spec = { args: ['/cat.wasm'], env: [], cwd: '/' };
+      await task.Exec!({ id: 'stdin-spin', exec_id: execId, stdin: fifo, stdout: out, stderr: out, spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(spec)) } });
+      await task.Start!({ id: 'stdin-spin', exec_id: execId });
+      const noReader = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`nothing opened ${fifo} for reading within 5 s`)), 5000).unref());
+      return { writer: await Promise.race([writer, noReader]), out };
+    };
+    const fed = await catExec('cat-fed');
+    await fed.writer.write('through the FIFO\n');
+    await fed.writer.close();
+    expect((await task.Wait!({ id: 'stdin-spin', exec_id: 'cat-fed' })).exit_status).toBe(0);
+    expect(readFileSync(fed.out, 'utf8')).toBe('through the FIFO\n');
+    const held = await catExec('cat-held');
+    await task.Kill!({ id: 'stdin-spin', exec_id: 'cat-held', signal: 9 });
+    expect((await task.Wait!({ id: 'stdin-spin', exec_id: 'cat-held' })).exit_status).toBe(137);
+    await held.writer.close();
+    await task.Kill!({ id: 'stdin-spin', signal: 9 });
   });
 
   it('given running modules, when the daemon is killed and restarted, then they are recorded stopped with 255 and removing the pod leaves no mount', async () => {
@@ -234,7 +265,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     await daemon.start();
     const container = (JSON.parse(daemon.ktsOk('ps', '--json', '--pod', 'wasm-restart')) as Array<{ id: string; state: string; exitCode: number }>)[0];
     expect(container).toMatchObject({ id: containerId, state: 'stopped', exitCode: 255 });
-    expect(exitEvent('wasm-restart', containerId)?.payload.reason).toMatch(/wasm modules run inside the daemon and do not survive it/);
+    expect(exitEvent('wasm-restart', containerId)?.payload.reason).toMatch(/runner dies with the daemon and does not survive it/);
     const pod = (JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; state: string }>).find((p) => p.id === 'wasm-restart');
     expect(pod?.state).toBe('stopped');
     daemon.ktsOk('rm', 'wasm-restart');

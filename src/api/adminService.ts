@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { chmod, mkdir, open, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
-import type { ContainerRow, SandboxRow, StoredEvent } from '../core/store.js';
+import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
+import { rotatedPath } from '../backends/host/logRotation.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { Entity } from '../engine/entity.js';
 import { isStringArray } from '../oci/json.js';
@@ -16,6 +17,7 @@ import type { ImageStore } from '../images/imageStore.js';
 import { buildContainerSpec, overlayRootfsMount, validateOciSpec } from '../oci/containerSpec.js';
 import type { ContainerMount, ContainerResources } from '../oci/podConfig.js';
 import type { MountSpec } from '../core/sandboxer.js';
+import { parseLinuxResources } from './linuxResources.js';
 import { serverStream, unary } from './rpc.js';
 import { requireString, validateStringMap } from './validate.js';
 
@@ -148,15 +150,10 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
       return {};
     }),
     UpdateResources: rpc<{ sandboxId: string; containerId: string; resourcesJson: string }, object>('UpdateResources', async (request, { meta }) => {
-      let resources: unknown;
-      try {
-        resources = JSON.parse(request.resourcesJson || '{}');
-      } catch (error) {
-        throw invalidArgument(`resources_json is not valid JSON: ${(error as Error).message}`);
-      }
-      if (typeof resources !== 'object' || resources === null) throw invalidArgument('resources_json must be a JSON object (OCI LinuxResources)');
-      if (request.containerId) await engine.updateContainer(request.containerId, resources as Record<string, unknown>, meta);
-      else await engine.updateSandbox(request.sandboxId, { resources: resources as Record<string, unknown> }, meta);
+      // Checked before anything is recorded: a refused body leaves no event.
+      const resources = { ...parseLinuxResources(request.resourcesJson) };
+      if (request.containerId) await engine.updateContainer(request.containerId, resources, meta);
+      else await engine.updateSandbox(request.sandboxId, { resources }, meta);
       return {};
     }),
   };
@@ -207,6 +204,8 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
   const logPath = path.join(dir, 'container.log');
   await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
   await mkdir(path.join(dir, 'upper'), { recursive: true });
+  // The upper dir's mode is the container's `/`; only the daemon's state around it is private.
+  await chmod(path.join(dir, 'upper'), 0o755);
   await mkdir(path.join(dir, 'work'), { recursive: true });
   const spec = buildContainerSpec({
     containerId, sandboxId: request.sandboxId, holderPid: sandbox.context.pid, hostname: sandbox.context.hostname,
@@ -217,8 +216,7 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
       annotations: request.annotations, mounts, linux: { resources },
     },
   });
-  await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(spec, null, 2));
-  await writeFile(logPath, '');
+  await writeBundleFiles(bundleDir, spec, logPath);
   const created = await engine.createContainer(
     {
       sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath,
@@ -230,6 +228,27 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
   const started = request.start ? await engine.startContainer(containerId, meta) : created;
   return { containerId, pid: started.pid, logPath };
 }
+
+/** config.json holds the env (secrets, often) and the log holds the container's output: root only. */
+async function writeBundleFiles(bundleDir: string, spec: object, logPath: string): Promise<void> {
+  await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(spec, null, 2), { mode: 0o600 });
+  await writeFile(logPath, '', { mode: 0o600 });
+}
+
+/**
+ * The log files kts keeps for live runc and wasm containers it made (under `<root>/bundles`), which
+ * their processes hold open O_APPEND, so copy-truncate rotation can bound them.
+ */
+export function rotatableContainerLogs(store: EventStore, rootDir: string): string[] {
+  const kinds = new Map(store.listSandboxes().map((row) => [row.id, row.kind]));
+  const bundles = path.join(rootDir, 'bundles') + path.sep;
+  return store.listContainers()
+    .filter((row) => LIVE_CONTAINER_STATES.includes(row.state) && ['runc', 'wasm'].includes(kinds.get(row.sandboxId) ?? ''))
+    .map((row) => row.metadata.logPath)
+    .filter((logPath): logPath is string => typeof logPath === 'string' && logPath.startsWith(bundles));
+}
+
+const LIVE_CONTAINER_STATES = ['created', 'running', 'starting', 'creating'];
 
 interface PrepareRequest { sandboxId: string; containerId: string; specJson: string; rootfsJson: string[] }
 
@@ -262,8 +281,7 @@ async function prepareContainer(options: AdminOptions, request: PrepareRequest, 
   const bundleDir = path.join(dir, 'bundle');
   const logPath = path.join(dir, 'container.log');
   await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
-  await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(spec, null, 2));
-  await writeFile(logPath, '');
+  await writeBundleFiles(bundleDir, spec, logPath);
   await options.engine.createContainer(
     { sandboxId: request.sandboxId, containerId, name: containerId, bundleDir, logPath, rootfsMounts, stdio: { stdout: logPath, stderr: logPath }, args: spec.process.args },
     meta,
@@ -287,9 +305,26 @@ async function execAndCollect(options: AdminOptions, request: { containerId: str
     await engine.startExec(container.context.containerId, execId, meta);
     const exit = await engine.waitExec(container.context.containerId, execId);
     await engine.deleteExec(container.context.containerId, execId, meta);
-    return { exitStatus: exit.exitStatus, stdout: await readFile(stdout).catch(() => Buffer.alloc(0)), stderr: await readFile(stderr).catch(() => Buffer.alloc(0)) };
+    return { exitStatus: exit.exitStatus, stdout: await readHead(stdout, MAX_EXEC_OUTPUT_BYTES), stderr: await readHead(stderr, MAX_EXEC_OUTPUT_BYTES) };
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Each stream of `kts exec` output is cut here: it is the container's, and the reply must fit a gRPC message. */
+const MAX_EXEC_OUTPUT_BYTES = 1024 * 1024;
+
+/** At most `maxBytes` from the start of a file the container wrote; nothing if it is missing. */
+async function readHead(file: string, maxBytes: number): Promise<Buffer> {
+  const handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK).catch(() => undefined);
+  if (!handle) return Buffer.alloc(0);
+  try {
+    if (!(await handle.stat()).isFile()) return Buffer.alloc(0);
+    const buffer = Buffer.alloc(maxBytes);
+    const { bytesRead } = await handle.read(buffer, 0, maxBytes, 0);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
   }
 }
 
@@ -314,17 +349,33 @@ async function streamLogs(engine: Engine, call: ServerWritableStream<{ container
   if (!row) throw notFound(`container ${call.request.containerId} not found`);
   const logPath = row.metadata.logPath;
   if (typeof logPath !== 'string' || !logPath) throw failedPrecondition(`container ${row.id} writes to its creator's FIFOs, not a log file kts keeps`);
-  let offset = 0;
   let cancelled = false;
   call.once('cancelled', () => { cancelled = true; });
+  // What rotation kept of older output comes first; container.log then starts where it ends.
+  await sendRange(call, rotatedPath(logPath), 0);
+  let offset = 0;
   for (;;) {
     const size = (await stat(logPath).catch(() => ({ size: offset }))).size;
-    if (size > offset) {
-      for await (const chunk of createReadStream(logPath, { start: offset, end: size - 1 })) call.write({ data: chunk });
-      offset = size;
-    }
+    // Smaller than what was sent: rotated (copied to .1 and truncated) meanwhile; the new content starts at 0.
+    if (size < offset) offset = 0;
+    if (size > offset) offset = await sendRange(call, logPath, offset, size);
     const live = engine.store.getContainer(row.id);
-    if (!call.request.follow || cancelled || !live || !['created', 'running', 'starting', 'creating'].includes(live.state)) return;
+    if (!call.request.follow || cancelled || !live || !LIVE_CONTAINER_STATES.includes(live.state)) return;
     await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
   }
+}
+
+/** Sends `file` from `start` to `end` (its current end if not given); returns where it stopped. */
+async function sendRange(call: ServerWritableStream<{ containerId: string; follow: boolean }, object>, file: string, start: number, end?: number): Promise<number> {
+  const last = end ?? (await stat(file).catch(() => ({ size: 0 }))).size;
+  if (last <= start) return start;
+  const handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK).catch(() => undefined);
+  if (!handle) return start;
+  let position = start;
+  // The stream owns the handle and closes it when it ends.
+  for await (const chunk of handle.createReadStream({ start, end: last - 1 })) {
+    call.write({ data: chunk });
+    position += (chunk as Buffer).length;
+  }
+  return position;
 }

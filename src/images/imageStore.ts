@@ -2,7 +2,7 @@ import { chmod, mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promis
 import path from 'node:path';
 import { failedPrecondition, notFound } from '../core/errors.js';
 import { formatImageRef, parseImageRef, type ImageRef } from './imageRef.js';
-import { unpackLayers, type Layer } from './layerUnpacker.js';
+import { defaultUnpackBinary, unpackLayers, type Layer, type UnpackLimits } from './layerUnpacker.js';
 import { isObject } from '../oci/json.js';
 import { MEDIA_TYPES, OciLayout, REF_NAME_ANNOTATION, type Descriptor } from './ociLayout.js';
 
@@ -34,11 +34,13 @@ export interface ImageSummary {
   manifestDigest: string;
 }
 
-export interface ImageStoreOptions {
+export interface ImageStoreOptions extends UnpackLimits {
   /** Holds one OCI image layout per image name: `<imagesDir>/<name>/index.json`. */
   imagesDir: string;
   /** Holds unpacked root filesystems: `<cacheDir>/<manifest digest hex>/rootfs`. */
   cacheDir: string;
+  /** kts-unpack; defaults to the one scripts/build-native.sh builds. */
+  unpackBinary?: string;
 }
 
 const HOST_ARCHITECTURE: string = ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[process.arch] ?? process.arch;
@@ -132,9 +134,12 @@ export class ImageStore {
     await mkdir(this.options.cacheDir, { recursive: true });
     const tmpDir = await mkdtemp(path.join(this.options.cacheDir, `.tmp-${path.basename(imageDir).slice(0, 12)}-`));
     try {
+      // Explicit modes: the daemon's umask (077) must not make a container's "/" unreadable to its users.
       await chmod(tmpDir, 0o755);
-      await mkdir(path.join(tmpDir, 'rootfs'), { mode: 0o755 });
-      await unpackLayers(layout, layers, path.join(tmpDir, 'rootfs'));
+      await mkdir(path.join(tmpDir, 'rootfs'));
+      await chmod(path.join(tmpDir, 'rootfs'), 0o755);
+      const { maxLayerBytes, maxLayerEntries, unpackBinary = defaultUnpackBinary() } = this.options;
+      await unpackLayers(layout, layers, path.join(tmpDir, 'rootfs'), { maxLayerBytes, maxLayerEntries, unpackBinary });
       await rename(tmpDir, imageDir).catch(async (error: NodeJS.ErrnoException) => {
         // Another process finished the same digest first; its copy is as good as ours.
         if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { KtsError, conflict, errorMessage, failedPrecondition, invalidArgument } from '../core/errors.js';
@@ -47,9 +47,10 @@ export interface StoreOpenOptions {
  * survives a power cut.
  */
 export function openSqliteStore(path: string, options: StoreOpenOptions = {}): EventStore {
-  if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
+  if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true, mode: 0o700 });
   const db = new Database(path);
   try {
+    if (path !== ':memory:') restrictStoreFiles(path);
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     // Before anything writes: a damaged file is refused as found, never migrated or appended to.
     refuseIfCorrupt(db, path);
@@ -58,10 +59,22 @@ export function openSqliteStore(path: string, options: StoreOpenOptions = {}): E
     db.pragma('foreign_keys = ON');
     if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${options.maxPageCount}`);
     migrate(db, defaultMigrationsDir());
+    if (path !== ':memory:') restrictStoreFiles(path);
     return new SqliteEventStore(db, path);
   } catch (error) {
     db.close();
     throw openFailure(error, path);
+  }
+}
+
+/** The log holds argv, annotations and labels: 0600, also for a file an older version left 0644. */
+function restrictStoreFiles(path: string): void {
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      chmodSync(file, 0o600);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
   }
 }
 

@@ -50,15 +50,20 @@ export class TestDaemon {
   process?: ChildProcess;
   private output = '';
 
-  /** `extraToml` is appended to the config, e.g. a `[hypervisor]` section; `options.db` puts the store elsewhere. */
-  constructor(extraToml = '', options: { db?: string } = {}) {
+  /**
+   * `extraToml` is appended to the config, e.g. a `[hypervisor]` section; `options.db` puts the store elsewhere;
+   * `options.socket` the socket; `options.stateRoot` is the config's `root` (default: this.root, which always
+   * holds config.toml); `options.defaultRuncRoot` leaves `[runc] root` out, so the daemon's default applies;
+   * `options.topToml` adds top-level keys (before any table), e.g. `socket_group = "kts"`.
+   */
+  constructor(extraToml = '', options: { db?: string; socket?: string; stateRoot?: string; defaultRuncRoot?: boolean; topToml?: string } = {}) {
     this.root = mkdtempSync(path.join(tmpdir(), 'kts-it-'));
-    this.socket = path.join(this.root, 'kts.sock');
+    this.socket = options.socket ?? path.join(this.root, 'kts.sock');
     this.db = options.db ?? path.join(this.root, 'kts.db');
-    this.runcRoot = path.join(this.root, 'runc');
+    this.runcRoot = path.join(options.stateRoot ?? this.root, 'runc');
     writeFileSync(path.join(this.root, 'config.toml'), [
-      `listen = "${this.socket}"`, `root = "${this.root}"`, `db = "${this.db}"`, 'log_level = "debug"', 'stop_timeout_seconds = 2',
-      '[runc]', `root = "${this.runcRoot}"`, '[images]', `dir = "${IMAGES_DIR}"`, extraToml,
+      `listen = "${this.socket}"`, `root = "${options.stateRoot ?? this.root}"`, `db = "${this.db}"`, 'log_level = "debug"', 'stop_timeout_seconds = 2', options.topToml ?? '',
+      ...(options.defaultRuncRoot ? [] : ['[runc]', `root = "${this.runcRoot}"`]), '[images]', `dir = "${IMAGES_DIR}"`, extraToml,
     ].join('\n'));
   }
 

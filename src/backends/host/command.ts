@@ -9,7 +9,7 @@ export interface CommandResult {
 
 export interface CommandOptions {
   /** Written to the child's stdin, which is then closed; without it stdin is /dev/null. */
-  input?: string;
+  input?: string | Buffer;
   /** The child's whole environment; default: the daemon's. */
   env?: NodeJS.ProcessEnv;
 }

@@ -35,7 +35,7 @@ export interface RuncSandboxerOptions {
   /** Sandboxes live in `<rootDir>/sandboxes/<sandboxId>`. */
   rootDir: string;
   runcBinary?: string;
-  /** runc --root: a state directory of our own, so we never see other runtimes' containers. */
+  /** runc --root: a state directory of our own (default `<rootDir>/runc`), so we never see other runtimes' or daemons' containers. */
   runcRoot?: string;
   /** kts-sandbox-init, built by scripts/build-native.sh. */
   initBinary?: string;
@@ -70,7 +70,7 @@ export class RuncSandboxer implements Sandboxer {
   private readonly watches = new Map<string, SandboxWatch>();
 
   constructor(private readonly options: RuncSandboxerOptions) {
-    this.runc = new RuncCli(options.runcBinary ?? 'runc', options.runcRoot ?? '/run/kts-runc');
+    this.runc = new RuncCli(options.runcBinary ?? 'runc', options.runcRoot ?? join(options.rootDir, 'runc'));
     this.initBinary = options.initBinary ?? defaultInitBinary();
     this.readyDeadlineMs = options.sandboxReadyDeadlineMs ?? 10_000;
     this.removeStopTimeoutMs = options.removeStopTimeoutMs ?? 10_000;
@@ -266,7 +266,8 @@ export class RuncSandboxer implements Sandboxer {
   async execProcess(sandboxId: string, containerId: string, execId: string, process: OciProcess, stdio: StdioPaths): Promise<{ pid: number }> {
     const container = await this.existingContainer(sandboxId, containerId);
     const processFile = container.execProcess(validateId('exec id', execId));
-    await writeFile(processFile, JSON.stringify(process), { flag: 'wx' }).catch((error: NodeJS.ErrnoException) => {
+    // 0600: the process spec carries the exec's env.
+    await writeFile(processFile, JSON.stringify(process), { flag: 'wx', mode: 0o600 }).catch((error: NodeJS.ErrnoException) => {
       throw error.code === 'EEXIST' ? alreadyExists(`exec ${execId} already exists in container ${containerId}`) : error;
     });
     const pidFile = container.execPid(execId);

@@ -112,7 +112,7 @@ static int write_all(int fd, const char *buf, size_t len) {
 static int write_file_atomic(const char *path, const char *content) {
   char tmp[PATH_MAX];
   if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return -1;
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return -1;
   int rc = write_all(fd, content, strlen(content));
   if (close(fd) < 0) rc = -1;
@@ -274,7 +274,7 @@ static void request_failed(const char *id, const char *what, const char *detail)
 
 static int open_stdio(const char *id, const char *path, int flags) {
   if (strcmp(path, "-") == 0) path = "/dev/null";
-  int fd = open(path, flags, 0640);
+  int fd = open(path, flags, 0600);
   if (fd < 0) request_failed(id, "open", path);
   return fd;
 }
@@ -293,6 +293,8 @@ static void exec_request(const char *id, char **fields, int nfields) {
   int err = strcmp(fields[3], fields[2]) == 0 ? out : open_stdio(id, fields[3], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC);
   /* dup2 clears close-on-exec on the targets; 0-2 are always open, so the opened fds are all > 2. */
   if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) request_failed(id, "dup2", "stdio");
+  /* The daemon's umask is 077 (its state is private); mount points runc makes in a rootfs keep the usual modes. */
+  umask(022);
 
   char *argv[MAX_FIELDS + 1];
   int argc = 0;

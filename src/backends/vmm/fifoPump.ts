@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { regularFileBeneath } from '../host/beneath.js';
 
 const POLL_MS = 100;
 const CHUNK_BYTES = 64 * 1024;
@@ -13,6 +14,7 @@ const CHUNK_BYTES = 64 * 1024;
  */
 interface PumpState {
   direction: 'out' | 'in';
+  /** Host pumps: relative to the share, opened beneath it (never followed out of it, even after a restart). */
   source: string;
   fifo: string;
   offset: number;
@@ -26,7 +28,20 @@ async function saveState(file: string, state: PumpState): Promise<void> {
   await rename(`${file}.tmp`, file);
 }
 
+/** Opens a file the guest may have tampered with; the default follows no symlink in the last component only. */
+export type SourceOpener = (source: string, flags: number) => Promise<FileHandle>;
+
+const openNoFollow: SourceOpener = (source, flags) => open(source, flags | constants.O_NOFOLLOW);
+
 export interface FileToFifoOptions {
+  /** How `source` is opened: on the host, beneath the share (openBeneath), since the guest owns every component of it. */
+  openSource?: SourceOpener;
+  /**
+   * After at least this many bytes were forwarded since the last time, `release(offset)` is called to free
+   * the disk space of what is already forwarded (host: punch a hole), so a chatty container cannot fill the disk.
+   */
+  releaseEveryBytes?: number;
+  release?: (offset: number) => Promise<void>;
   /** Where to record progress (host side); none in the guest, whose agent lives as long as the VM. */
   stateFile?: string;
   offset?: number;
@@ -69,7 +84,7 @@ export class FileToFifoPump {
       output = await this.openFifo();
       if (!output) return;
       // The guest owns the share: a symlink it put there must not make the daemon read a host file.
-      input = await open(this.source, constants.O_RDONLY | constants.O_NOFOLLOW);
+      input = await (this.options.openSource ?? openNoFollow)(this.source, constants.O_RDONLY);
       const buffer = Buffer.alloc(CHUNK_BYTES);
       let ending = false;
       for (;;) {
@@ -79,6 +94,7 @@ export class FileToFifoPump {
           await writeAll(output, buffer.subarray(0, bytesRead));
           this.offset += bytesRead;
           await this.saveState();
+          await this.releaseForwarded();
           continue;
         }
         // The marker is written after the last byte: one more empty read after seeing it, and all is forwarded.
@@ -94,6 +110,15 @@ export class FileToFifoPump {
     } finally {
       await closeQuietly(input, output);
     }
+  }
+
+  private released = 0;
+
+  private async releaseForwarded(): Promise<void> {
+    const { release, releaseEveryBytes } = this.options;
+    if (!release || !releaseEveryBytes || this.offset - this.released < releaseEveryBytes) return;
+    await release(this.offset);
+    this.released = this.offset;
   }
 
   /** Non-blocking, so a FIFO without a reader never ties up a libuv thread; retried until a reader comes. */
@@ -150,7 +175,7 @@ export class FifoToFilePump {
   private ended = false;
   readonly done: Promise<void>;
 
-  constructor(readonly fifo: string, readonly source: string, private readonly endMarker: string, private readonly stateFile: string) {
+  constructor(readonly fifo: string, readonly source: string, private readonly endMarker: string, private readonly stateFile: string, private readonly openShare: SourceOpener = openNoFollow) {
     this.done = this.run();
   }
 
@@ -172,7 +197,7 @@ export class FifoToFilePump {
       await mkdir(path.dirname(this.stateFile), { recursive: true });
       await saveState(this.stateFile, { direction: 'in', source: this.source, fifo: this.fifo, offset: 0, endMarker: this.endMarker });
       input = await open(this.fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-      output = await open(this.source, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
+      output = await this.openShare(this.source, constants.O_WRONLY | constants.O_APPEND);
       const buffer = Buffer.alloc(CHUNK_BYTES);
       let writerSeen = false;
       while (!this.stopped) {
@@ -188,7 +213,7 @@ export class FifoToFilePump {
         }
         if (bytesRead < 0) writerSeen = true;
         if (ending || (bytesRead === 0 && writerSeen)) {
-          await writeFile(this.endMarker, '');
+          await (await this.openShare(this.endMarker, constants.O_WRONLY | constants.O_CREAT)).close();
           return;
         }
         await sleep(POLL_MS);
@@ -203,20 +228,33 @@ export class FifoToFilePump {
 
 type HostPump = FileToFifoPump | FifoToFilePump;
 
-/** The host pumps of one VM, their state under `stateDir`; stopping drains what is already in the file first. */
+/** Where a VM's host pumps find the share: every share file is opened beneath `shareDir`, by its path relative to it. */
+export interface ShareAccess {
+  shareDir: string;
+  open: SourceOpener;
+  /** Frees the blocks of a share file below `offset`; called every `releaseEveryBytes` forwarded. */
+  release: (source: string, offset: number) => Promise<void>;
+  releaseEveryBytes: number;
+}
+
+/**
+ * The host pumps of one VM, their state under `stateDir` (outside the share); stopping drains what is
+ * already in the file first. Sources are paths relative to the share, opened only beneath it.
+ */
 export class FifoPumps {
   private readonly pumps = new Set<HostPump>();
 
-  constructor(private readonly stateDir: string) {}
+  constructor(private readonly stateDir: string, private readonly share: ShareAccess) {}
 
-  /** `name` identifies the stream among this VM's pumps, e.g. `c/<container>/stdout`. */
-  start(name: string, source: string, fifo: string, offset = 0): void {
-    this.track(new FileToFifoPump(source, fifo, { stateFile: this.stateFile(name), offset }));
+  /** `source` is relative to the share, e.g. `c/<container>/stdout`, and names the pump too. */
+  start(source: string, fifo: string, offset = 0): void {
+    const { open: openSource, release, releaseEveryBytes } = this.share;
+    this.track(new FileToFifoPump(source, fifo, { stateFile: this.stateFile(source), offset, openSource, releaseEveryBytes, release: (at) => release(source, at) }));
   }
 
-  /** Host FIFO `fifo` (stdin) into `source` in the share; `endMarker` says the guest that the stream ended. */
-  startInput(name: string, fifo: string, source: string, endMarker: string): void {
-    this.track(new FifoToFilePump(fifo, source, endMarker, this.stateFile(name)));
+  /** Host FIFO `fifo` (stdin) into `source` in the share; `endMarker` (in the share too) says the guest that the stream ended. */
+  startInput(fifo: string, source: string, endMarker: string): void {
+    this.track(new FifoToFilePump(fifo, source, endMarker, this.stateFile(source), this.share.open));
   }
 
   /** Task CloseIO: the input pump whose share file is `source` forwards what is left and ends the stream. */
@@ -225,8 +263,8 @@ export class FifoPumps {
     await pump?.end();
   }
 
-  private stateFile(name: string): string {
-    return path.join(this.stateDir, `${name}.json`);
+  private stateFile(source: string): string {
+    return path.join(this.stateDir, `${source}.json`);
   }
 
   private track(pump: HostPump): void {
@@ -235,19 +273,20 @@ export class FifoPumps {
   }
 
   /**
-   * After a daemon restart: restarts every recorded pump whose share file is under `shareDir` and whose
-   * FIFO still exists, from the offset it recorded; the number resumed.
+   * After a daemon restart: restarts every recorded pump whose FIFO still exists, from the offset it
+   * recorded; the number resumed. Only the daemon's own records say which share file a pump reads,
+   * and it is opened beneath the share: a directory the guest swapped meanwhile leads nowhere else.
    */
-  async resume(shareDir: string): Promise<number> {
+  async resume(): Promise<number> {
     let resumed = 0;
     const files = await readdir(this.stateDir, { recursive: true }).catch(() => [] as string[]);
     for (const file of files.filter((name) => name.endsWith('.json'))) {
       const state = parseState(await readFile(path.join(this.stateDir, file), 'utf8').catch(() => ''));
-      if (!state || !state.source.startsWith(shareDir + path.sep) || [...this.pumps].some((pump) => pump.source === state.source)) continue;
+      const source = file.slice(0, -'.json'.length);
+      if (!state || [...this.pumps].some((pump) => pump.source === source)) continue;
       if (!(await lstat(state.fifo).catch(() => undefined))?.isFIFO()) continue;
-      const name = file.slice(0, -'.json'.length);
-      if (state.direction === 'out') this.start(name, state.source, state.fifo, state.offset);
-      else if (state.endMarker?.startsWith(shareDir + path.sep) && !(await lstat(state.endMarker).catch(() => undefined))) this.startInput(name, state.fifo, state.source, state.endMarker);
+      if (state.direction === 'out') this.start(source, state.fifo, state.offset);
+      else if (state.endMarker && !(await regularFileBeneath(this.share.shareDir, state.endMarker))) this.startInput(state.fifo, source, state.endMarker);
       else continue;
       resumed += 1;
     }

@@ -22,6 +22,8 @@ export interface VmPaths {
   networkFile: string;
   /** Where each FIFO pump records how far it got (fifoPump.ts); outside the share, which the guest can write. */
   pumpStateDir: string;
+  /** What the daemon decided per container (its host bundle), one JSON file each; outside the share. */
+  containersDir: string;
 }
 
 export function vmPaths(rootDir: string, sandboxId: string): VmPaths {
@@ -38,6 +40,7 @@ export function vmPaths(rootDir: string, sandboxId: string): VmPaths {
     launchFile: join(dir, 'launch.json'),
     networkFile: join(dir, 'network.json'),
     pumpStateDir: join(dir, 'pumps'),
+    containersDir: join(dir, 'containers'),
   };
 }
 

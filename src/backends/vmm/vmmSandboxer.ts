@@ -8,11 +8,12 @@ import { validateId } from '../../core/ids.js';
 import type {
   ContainerSpec, ContainerStats, ContainerStatus, KnownResources, OciProcess, ProcessExit, SandboxSpec, Sandboxer, StartedSandbox, StdioPaths,
 } from '../../core/sandboxer.js';
+import { rotateIfOver } from '../host/logRotation.js';
 import { isProcessAlive, parseIdentity, type ProcessIdentity } from '../host/procfs.js';
 import { AgentClient } from './agentClient.js';
 import type { Accelerator, Hypervisor } from './hypervisor.js';
 import { consoleTail } from './qemu/qemuHypervisor.js';
-import { VmShare } from './share.js';
+import { VmShare, type VmShareOptions } from './share.js';
 import { connectTaps, describePlan, disconnectTaps, guestNetworkOf, loadPlan, planVmNetwork, savePlan, vmNetworkOf, type VmNetworkPlan } from './tapMirror.js';
 import { vmPaths, type VmPaths } from './vmPaths.js';
 import { withSpan } from '../../telemetry/tracing.js';
@@ -45,6 +46,8 @@ interface Vm {
 }
 
 const EXIT_POLL_MS = 500;
+/** The console's size is checked every this many exit polls. */
+const CONSOLE_CHECK_POLLS = 4;
 const QUIT_DEADLINE_MS = 5000;
 /** A VM that died with no status kts could read (it is not the hypervisor's parent). */
 const UNKNOWN_EXIT_STATUS = 255;
@@ -75,6 +78,7 @@ export class VmmSandboxer implements Sandboxer {
     });
     const launchedAt = Date.now();
     try {
+      await new VmShare(paths, this.shareOptions).prepare();
       const network = spec.netnsPath ? await this.mirrorNetwork(paths, spec.netnsPath) : undefined;
       const { vm, accelerator, reason } = await this.boot(spec.sandboxId, paths, network);
       const bootMs = Date.now() - launchedAt;
@@ -169,7 +173,7 @@ export class VmmSandboxer implements Sandboxer {
     const vm: Vm = {
       paths, identity, quitByUs: false, forgotten: false,
       agent: new AgentClient(paths.agentSocket, { callTimeoutMs: this.options.config.agentCallTimeoutSeconds * 1000 }),
-      share: new VmShare(paths),
+      share: new VmShare(paths, this.shareOptions),
       exited: Promise.resolve({ exitStatus: 0, exitedAt: new Date() }),
     };
     vm.exited = this.watchExit(vm);
@@ -182,11 +186,22 @@ export class VmmSandboxer implements Sandboxer {
    * us. Stops polling (and never settles) once the VM is forgotten, e.g. when the daemon closes.
    */
   private async watchExit(vm: Vm): Promise<ProcessExit> {
-    while (await isProcessAlive(vm.identity)) {
+    for (let polls = 1; await isProcessAlive(vm.identity); polls++) {
       await sleep(EXIT_POLL_MS);
       if (vm.forgotten) return new Promise<never>(() => undefined);
+      if (polls % CONSOLE_CHECK_POLLS === 0) await this.boundConsole(vm);
     }
     return { exitStatus: vm.quitByUs ? 0 : UNKNOWN_EXIT_STATUS, exitedAt: new Date() };
+  }
+
+  /** The guest writes its console as fast as it likes: past the configured size it is rotated (QEMU appends, so it carries on at the start). */
+  private async boundConsole(vm: Vm): Promise<void> {
+    await rotateIfOver(vm.paths.consoleLog, this.options.config.consoleMaxBytes).catch((error: unknown) =>
+      this.options.logger.warn({ file: vm.paths.consoleLog, err: error }, 'cannot rotate the VM console log'));
+  }
+
+  private get shareOptions(): VmShareOptions {
+    return { stdioMaxBytes: this.options.config.shareStdioMaxBytes };
   }
 
   /** The VM of a sandbox, reattached from its files after a daemon restart (once, however many ask at the same time). */
@@ -263,7 +278,7 @@ export class VmmSandboxer implements Sandboxer {
     else await this.killUnrecorded(sandboxId, await this.options.hypervisor.processesUnder(this.vmsDir));
     const network = await loadPlan(paths.networkFile);
     if (network) await disconnectTaps(network);
-    await new VmShare(paths).removeAll();
+    await new VmShare(paths, this.shareOptions).removeAll();
     await this.forget(sandboxId);
     await rm(paths.dir, { recursive: true, force: true });
   }

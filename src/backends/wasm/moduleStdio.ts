@@ -6,7 +6,7 @@ import type { StdioPaths } from '../../core/sandboxer.js';
 
 const FIFO_READER_POLL_MS = 20;
 
-/** The fds a module's WASI stdio uses, owned here (the worker never closes them). */
+/** The fds a module's WASI stdio uses, owned here; its runner gets copies of them when spawned. */
 export interface ModuleStdio {
   fds: { stdin: number; stdout: number; stderr: number };
   close(): Promise<void>;
@@ -14,8 +14,8 @@ export interface ModuleStdio {
 
 /**
  * Opens a module's stdout and stderr: a regular file is appended to, a FIFO (containerd's) is opened
- * blocking once it has a reader. stdin is always /dev/null: a worker blocked reading a pipe could
- * not be killed (Worker.terminate() cannot interrupt a blocking read).
+ * blocking once it has a reader. stdin is /dev/null here: a FIFO for stdin is opened by the module's
+ * runner itself (its open blocks until containerd opens the writing end, which must not stall us).
  */
 export async function openModuleStdio(stdio: StdioPaths, fifoReaderDeadlineMs: number): Promise<ModuleStdio> {
   const handles: FileHandle[] = [];

@@ -4,22 +4,22 @@ import { pagesText } from './moduleMemory.js';
  * How a module's end becomes an exit status, chosen to read like a process's:
  * - proc_exit(n) or returning from _start: n (0-255, as a process's status is);
  * - a trap: 134 (128 + SIGABRT, what wasmtime reports for a trap);
- * - a trap while the memory is at the container's cap, or the worker's heap limit hit: 137
- *   (128 + SIGKILL, what the kernel's OOM killer leaves behind);
+ * - a trap while the memory is at the container's cap: 137 (128 + SIGKILL, what the kernel's OOM
+ *   killer leaves behind);
  * - killed by signal n: 128 + n;
- * - lost because the daemon stopped while the module ran: 255.
+ * - lost because the daemon stopped while the module ran, or the runner failed: 255.
  */
 
 export const TRAP_EXIT_STATUS = 134;
 export const OUT_OF_MEMORY_EXIT_STATUS = 137;
 export const LOST_EXIT_STATUS = 255;
 
-/** What the worker running one module reported (or what happened to it). */
+/** What the runner of one module reported (or what happened to it). */
 export type ModuleOutcome =
   | { kind: 'exited'; code: number }
   | { kind: 'trapped'; message: string; memoryPages: number }
   | { kind: 'killed'; signal: number }
-  | { kind: 'crashed'; message: string; outOfMemory: boolean }
+  | { kind: 'crashed'; message: string }
   | { kind: 'lost'; why: string };
 
 export interface ModuleExit {
@@ -37,9 +37,7 @@ export function moduleExit(outcome: ModuleOutcome, memoryLimitPages: number): Mo
     case 'killed':
       return { exitStatus: 128 + outcome.signal, reason: `killed by signal ${outcome.signal}` };
     case 'crashed':
-      return outcome.outOfMemory
-        ? { exitStatus: OUT_OF_MEMORY_EXIT_STATUS, reason: `out of memory: the worker running the module reached its JavaScript heap limit (${outcome.message})` }
-        : { exitStatus: LOST_EXIT_STATUS, reason: `the worker running the module failed: ${outcome.message}` };
+      return { exitStatus: LOST_EXIT_STATUS, reason: `the runner of the module failed: ${outcome.message}` };
     case 'lost':
       return { exitStatus: LOST_EXIT_STATUS, reason: outcome.why };
   }
@@ -56,8 +54,9 @@ function trapExit(message: string, memoryPages: number, memoryLimitPages: number
   return { exitStatus: TRAP_EXIT_STATUS, reason: `wasm trap: ${message} (memory ${pagesText(memoryPages)} of ${pagesText(memoryLimitPages)} allowed)` };
 }
 
-// A module has no signal handlers: it gets each signal's default action. Stopping is not possible for
-// a worker, so SIGSTOP and friends do nothing, as do the signals whose default is to be ignored.
+// A module has no signal handlers: it gets each signal's default action. Stopping a module is not
+// offered (its runner is only ever SIGKILLed), so SIGSTOP and friends do nothing, as do the signals
+// whose default is to be ignored.
 const SIGNALS_WITHOUT_EFFECT = new Set([
   17, // SIGCHLD
   18, // SIGCONT

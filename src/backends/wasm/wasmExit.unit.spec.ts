@@ -24,9 +24,8 @@ describe('moduleExit', () => {
     expect(moduleExit({ kind: 'killed', signal: 15 }, 16).exitStatus).toBe(143);
   });
 
-  it('given a worker that hit its heap limit, then 137; any other worker failure or a lost module is 255', () => {
-    expect(moduleExit({ kind: 'crashed', message: 'ERR_WORKER_OUT_OF_MEMORY', outOfMemory: true }, 16).exitStatus).toBe(OUT_OF_MEMORY_EXIT_STATUS);
-    expect(moduleExit({ kind: 'crashed', message: 'boom', outOfMemory: false }, 16)).toEqual({ exitStatus: LOST_EXIT_STATUS, reason: 'the worker running the module failed: boom' });
+  it('given a runner that failed or a lost module, then 255 with why', () => {
+    expect(moduleExit({ kind: 'crashed', message: 'boom' }, 16)).toEqual({ exitStatus: LOST_EXIT_STATUS, reason: 'the runner of the module failed: boom' });
     expect(moduleExit({ kind: 'lost', why: 'the daemon stopped' }, 16)).toEqual({ exitStatus: LOST_EXIT_STATUS, reason: 'the daemon stopped' });
   });
 });

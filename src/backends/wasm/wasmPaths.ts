@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 
 /**
- * What a wasm sandbox keeps on disk: `<rootDir>/wasm/sandboxes/<sandboxId>/`. The modules run
- * inside the daemon, so these files are what is left of a sandbox after a daemon restart: which
+ * What a wasm sandbox keeps on disk: `<rootDir>/wasm/sandboxes/<sandboxId>/`. The modules' runners
+ * die with the daemon, so these files are what is left of a sandbox after a daemon restart: which
  * containers had which pid and rootfs (to unmount it), and every exit recorded before the restart.
  */
 export interface WasmSandboxPaths {
@@ -19,6 +19,8 @@ export interface WasmContainerPaths {
   record: string;
   /** Private bind mounts of the container's directory mounts, one per preopened directory. */
   mountsDir: string;
+  /** Stays empty: each runner mounts its private tree's tmpfs here, in its own mount namespace. */
+  runnerRoot: string;
 }
 
 export function wasmRootDir(rootDir: string): string {
@@ -38,5 +40,5 @@ export function wasmSandboxPaths(rootDir: string, sandboxId: string): WasmSandbo
 
 export function wasmContainerPaths(sandbox: WasmSandboxPaths, containerId: string): WasmContainerPaths {
   const dir = join(sandbox.containersDir, containerId);
-  return { dir, record: join(dir, 'container.json'), mountsDir: join(dir, 'mounts') };
+  return { dir, record: join(dir, 'container.json'), mountsDir: join(dir, 'mounts'), runnerRoot: join(dir, 'runner-root') };
 }

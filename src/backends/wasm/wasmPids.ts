@@ -3,10 +3,12 @@ import { dirname } from 'node:path';
 import { internal } from '../../core/errors.js';
 
 /**
- * Synthetic pids for modules, which run in worker threads and have no process of their own. They
- * start at Linux's PID_MAX_LIMIT (2^22), a number the kernel never hands out, so a wasm pid can
- * never name (or be signalled as) a real process; and they are reserved in blocks recorded in a
- * file, so a pid is never reused, not even across daemon restarts, and events stay unambiguous.
+ * Synthetic pids for modules. Each module has a runner process, but kernel pids are reused (pid_max
+ * is 32768 here) and a runner dies with the daemon, so a recorded kernel pid would soon name an
+ * unrelated process. These start at Linux's PID_MAX_LIMIT (2^22), a number the kernel never hands
+ * out, so a wasm pid can never name (or be signalled as) a real process; and they are reserved in
+ * blocks recorded in a file, so a pid is never reused, not even across daemon restarts, and events
+ * stay unambiguous.
  */
 export const FIRST_WASM_PID = 1 << 22;
 const LAST_WASM_PID = 0x7fff_ffff;

@@ -66,11 +66,6 @@ export function memoryLimitPages(spec: OciSpec, defaultBytes: number): number {
   return Math.floor(bytes / WASM_PAGE_BYTES);
 }
 
-/** A path inside the rootfs; `..` cannot climb above it (symlinks are checked where files are opened). */
-export function hostPathIn(rootfs: string, guestPath: string): string {
-  return path.join(rootfs, path.posix.normalize(`/${guestPath}`));
-}
-
 function isBindMount(mount: OciMount): boolean {
   const options = mount.options ?? [];
   return mount.type === 'bind' || options.includes('bind') || options.includes('rbind');

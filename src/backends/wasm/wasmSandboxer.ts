@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { ResourceLimits } from 'node:worker_threads';
 import { alreadyExists, errorMessage, failedPrecondition, notFound } from '../../core/errors.js';
 import { validateId } from '../../core/ids.js';
 import type {
@@ -19,12 +18,9 @@ import type {
 import { validateOciSpec } from '../../oci/containerSpec.js';
 import { writeFileAtomic } from '../host/files.js';
 import { bindMount, mountRootfs, unmountUnder } from '../host/mounts.js';
-import { closeFdsUnder } from './leakedFds.js';
-import { loadModule } from './moduleLoader.js';
 import { WASM_PAGE_BYTES } from './moduleMemory.js';
+import { defaultRunnerBinary, ModuleRunner, type RunnerPreopen } from './moduleRunner.js';
 import { appendNotice, openModuleStdio } from './moduleStdio.js';
-import { defaultWorkerScript, ModuleWorker } from './moduleWorker.js';
-import { WorkerPool } from './workerPool.js';
 import { LOST_EXIT_STATUS, moduleExit, signalEndsModule } from './wasmExit.js';
 import { pidReservationFile, wasmContainerPaths, wasmRootDir, wasmSandboxPaths, type WasmContainerPaths, type WasmSandboxPaths } from './wasmPaths.js';
 import { WasmPidAllocator } from './wasmPids.js';
@@ -41,26 +37,23 @@ export interface WasmSandboxerOptions {
   rootDir: string;
   /** The memory cap of a container whose spec sets no memory limit. */
   defaultMemoryLimitBytes?: number;
-  /** Bounds each worker's own JavaScript heap (a module's linear memory is capped separately). */
-  workerResourceLimits?: ResourceLimits;
   readyTimeoutMs?: number;
   /** How long to wait for containerd to open the reading end of a stdout/stderr FIFO. */
   fifoReaderDeadlineMs?: number;
-  workerScript?: string;
-  /** Booted workers kept ready while wasm sandboxes run (each ~8 MB; saves ~30 ms per start). */
-  warmWorkers?: number;
+  /** kts-wasm-runner, built by scripts/build-native.sh. */
+  runnerBinary?: string;
   logger?: WasmLogger;
 }
 
 export const DEFAULT_WASM_MEMORY_LIMIT_BYTES = 512 * 1024 * 1024;
-const DEFAULT_WORKER_LIMITS: ResourceLimits = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 };
-const LOST_IN_RESTART = 'the daemon stopped while the module ran: wasm modules run inside the daemon and do not survive it';
+const LOST_IN_RESTART = 'the daemon stopped while the module ran: a wasm module\'s runner dies with the daemon and does not survive it';
 const silentLogger: WasmLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-/** One module running (or done) in a worker: a container's init or an exec. */
+/** One module running (or done) in its runner: a container's init or an exec. */
 interface ModuleProcess {
+  /** Synthetic (see wasmPids.ts); the runner's own pid is `runner.hostPid`. */
   pid: number;
-  worker: ModuleWorker;
+  runner: ModuleRunner;
   /** Settles after the exit is written to the exit record and the reason to stderr. */
   exit: Promise<ProcessExit>;
 }
@@ -69,8 +62,8 @@ interface LiveContainer {
   containerId: string;
   paths: WasmContainerPaths;
   plan: WasmContainerPlan;
-  /** Guest directory → host directory, the rootfs last as `/`. */
-  preopens: Record<string, string>;
+  /** The directories the module sees, the rootfs last as `/`. */
+  preopens: RunnerPreopen[];
   init: ModuleProcess;
   execs: Map<string, ModuleProcess>;
 }
@@ -94,10 +87,11 @@ interface ContainerRecord {
 }
 
 /**
- * WebAssembly sandboxes: each container (and exec) is a WASI preview 1 module run by Node's WASI in
- * a worker thread of this daemon. No host process per sandbox or container exists (the sandbox's
- * pid is the daemon's own); a module's pid is synthetic (see wasmPids.ts). A trap, a memory cap or
- * a kill ends one worker, never the daemon. Modules cannot outlive the daemon: after a restart every
+ * WebAssembly sandboxes: each container (and exec) is a WASI preview 1 module run by wasmtime in a
+ * kts-wasm-runner process of its own (runner/src/main.rs), whose file access cannot leave its
+ * preopens and which is chrooted into the container's rootfs. A sandbox has no process of its own
+ * (its pid is the daemon's); a module's pid is synthetic (see wasmPids.ts). A trap, a memory cap or
+ * a kill ends one runner, never the daemon. Runners die with the daemon: after a restart every
  * container that was running reports `stopped` with exit status 255.
  */
 export class WasmSandboxer implements Sandboxer {
@@ -105,12 +99,12 @@ export class WasmSandboxer implements Sandboxer {
   private readonly sandboxes = new Map<string, LiveSandbox>();
   private readonly pidAllocator: WasmPidAllocator;
   private readonly logger: WasmLogger;
-  private readonly workers: WorkerPool;
+  private readonly runnerBinary: string;
 
   constructor(private readonly options: WasmSandboxerOptions) {
     this.pidAllocator = new WasmPidAllocator(pidReservationFile(options.rootDir));
     this.logger = options.logger ?? silentLogger;
-    this.workers = new WorkerPool(options.workerScript ?? defaultWorkerScript(), options.workerResourceLimits ?? DEFAULT_WORKER_LIMITS, options.warmWorkers ?? 1);
+    this.runnerBinary = options.runnerBinary ?? defaultRunnerBinary();
   }
 
   // ------------------------------------------------------------------ sandboxes
@@ -124,9 +118,8 @@ export class WasmSandboxer implements Sandboxer {
     await mkdir(paths.containersDir);
     await mkdir(paths.exitsDir);
     this.sandboxes.set(spec.sandboxId, newLiveSandbox(spec.sandboxId, paths));
-    this.workers.fill();
     this.logger.info({ sandboxId: spec.sandboxId }, 'wasm sandbox started');
-    return { pid: process.pid, details: { 'kts.wasm.runtime': `node:wasi preview1, Node ${process.versions.node}`, 'kts.wasm.isolation': 'worker_thread' } };
+    return { pid: process.pid, details: { 'kts.wasm.runtime': 'wasmtime 48 (wasmtime-wasi preview1) in kts-wasm-runner', 'kts.wasm.isolation': 'process per module: capability-based preopens, chroot to the rootfs, no_new_privs' } };
   }
 
   async stopSandbox(sandboxId: string, _options: { timeoutMs: number }): Promise<ProcessExit> {
@@ -135,10 +128,9 @@ export class WasmSandboxer implements Sandboxer {
     // Started by an earlier daemon: its modules ended with that daemon.
     if (!sandbox) return { exitStatus: LOST_EXIT_STATUS, exitedAt: new Date(), reason: LOST_IN_RESTART };
     if (sandbox.stoppedExit) return sandbox.stoppedExit;
-    await Promise.all([...sandbox.processes.values()].map((p) => p.worker.kill(9)));
+    await Promise.all([...sandbox.processes.values()].map((p) => p.runner.kill(9)));
     await Promise.all([...sandbox.processes.values()].map((p) => p.exit));
     sandbox.markStopped({ exitStatus: 0, exitedAt: new Date() });
-    await this.drainPoolIfIdle();
     this.logger.info({ sandboxId, dir: paths.dir }, 'wasm sandbox stopped');
     return sandbox.stoppedExit!;
   }
@@ -201,6 +193,7 @@ export class WasmSandboxer implements Sandboxer {
       const record: ContainerRecord = { pid, bundleDir: spec.bundleDir, rootfs: plan.rootfs };
       await writeFileAtomic(paths.record, JSON.stringify(record));
       await mkdir(plan.rootfs, { recursive: true });
+      await mkdir(paths.runnerRoot);
       await mountRootfs(spec.rootfsMounts, plan.rootfs);
       const preopens = await this.mountDirectories(plan, paths);
       const container: LiveContainer = { containerId: spec.containerId, paths, plan, preopens, init: undefined!, execs: new Map() };
@@ -216,10 +209,11 @@ export class WasmSandboxer implements Sandboxer {
 
   /**
    * Each directory bind mount becomes a preopened directory, through a private bind mount under
-   * the container's own directory: the kernel then enforces `ro`, which WASI preopens cannot express.
+   * the container's own directory: the kernel then enforces `ro` (the runner's read-only preopen
+   * is a second check).
    */
-  private async mountDirectories(plan: WasmContainerPlan, paths: WasmContainerPaths): Promise<Record<string, string>> {
-    const preopens: Record<string, string> = {};
+  private async mountDirectories(plan: WasmContainerPlan, paths: WasmContainerPaths): Promise<RunnerPreopen[]> {
+    const preopens: RunnerPreopen[] = [];
     for (const [index, mount] of plan.mounts.entries()) {
       const isDirectory = await stat(mount.hostPath).then((stats) => stats.isDirectory(), () => false);
       // File mounts (/etc/hosts and the like from CRI) cannot be preopened; WASI only opens directories.
@@ -227,15 +221,15 @@ export class WasmSandboxer implements Sandboxer {
       const target = join(paths.mountsDir, String(index));
       await mkdir(target, { recursive: true });
       await bindMount(mount.hostPath, target, mount.readonly);
-      preopens[mount.guestPath] = target;
+      preopens.push({ guest: mount.guestPath, host: target, readOnly: mount.readonly });
     }
-    preopens['/'] ??= plan.rootfs;
+    if (!preopens.some((preopen) => preopen.guest === '/')) preopens.push({ guest: '/', host: plan.rootfs, readOnly: false });
     return preopens;
   }
 
   async startContainer(sandboxId: string, containerId: string): Promise<{ pid: number }> {
     const container = await this.liveContainer(sandboxId, containerId);
-    container.init.worker.start();
+    container.init.runner.start();
     return { pid: container.init.pid };
   }
 
@@ -243,7 +237,7 @@ export class WasmSandboxer implements Sandboxer {
     const container = await this.liveContainer(sandboxId, containerId);
     if (!signalEndsModule(signal)) return;
     const targets = all ? [container.init, ...container.execs.values()] : [container.init];
-    await Promise.all(targets.map((target) => target.worker.kill(signal)));
+    await Promise.all(targets.map((target) => target.runner.kill(signal)));
   }
 
   async deleteContainer(sandboxId: string, containerId: string): Promise<void> {
@@ -253,7 +247,7 @@ export class WasmSandboxer implements Sandboxer {
     const container = sandbox?.containers.get(containerId);
     if (sandbox && container) {
       const processes = [container.init, ...container.execs.values()];
-      await Promise.all(processes.map((p) => p.worker.kill(9)));
+      await Promise.all(processes.map((p) => p.runner.kill(9)));
       await Promise.all(processes.map((p) => p.exit));
       sandbox.containers.delete(containerId);
     }
@@ -264,8 +258,8 @@ export class WasmSandboxer implements Sandboxer {
     const paths = wasmContainerPaths(this.paths(sandboxId), validateId('container id', containerId));
     const container = this.sandboxes.get(sandboxId)?.containers.get(containerId);
     if (container) {
-      const { pid, worker, exit } = container.init;
-      if (worker.running) return { state: worker.started ? 'running' : 'created', pid };
+      const { pid, runner, exit } = container.init;
+      if (runner.running) return { state: runner.started ? 'running' : 'created', pid };
       return { state: 'stopped', pid, exit: await exit };
     }
     const record = await readContainerRecord(paths);
@@ -278,17 +272,17 @@ export class WasmSandboxer implements Sandboxer {
     const container = await this.liveContainer(sandboxId, containerId);
     validateId('exec id', execId);
     if (container.execs.has(execId)) throw alreadyExists(`exec ${execId} already exists in container ${containerId}`);
-    if (!container.init.worker.running) throw failedPrecondition(`container ${containerId} has exited; exec needs a running container`);
+    if (!container.init.runner.running) throw failedPrecondition(`container ${containerId} has exited; exec needs a running container`);
     const exec = await this.launch(sandbox, container, this.pidAllocator.allocate(), process, stdio);
     container.execs.set(execId, exec);
-    exec.worker.start();
+    exec.runner.start();
     return { pid: exec.pid };
   }
 
   async killExec(sandboxId: string, containerId: string, execId: string, signal: number): Promise<void> {
     const exec = (await this.liveContainer(sandboxId, containerId)).execs.get(validateId('exec id', execId));
     if (!exec) throw notFound(`exec ${execId} not found in container ${containerId}`);
-    if (signalEndsModule(signal)) await exec.worker.kill(signal);
+    if (signalEndsModule(signal)) await exec.runner.kill(signal);
   }
 
   async waitProcessExit(sandboxId: string, pid: number): Promise<ProcessExit> {
@@ -299,18 +293,20 @@ export class WasmSandboxer implements Sandboxer {
 
   async pids(sandboxId: string, containerId: string): Promise<number[]> {
     const container = await this.liveContainer(sandboxId, containerId);
-    return [container.init, ...container.execs.values()].filter((p) => p.worker.running).map((p) => p.pid);
+    return [container.init, ...container.execs.values()].filter((p) => p.runner.running).map((p) => p.pid);
   }
 
   async stats(sandboxId: string, containerId: string): Promise<ContainerStats> {
     const container = await this.liveContainer(sandboxId, containerId);
-    const running = [container.init, ...container.execs.values()].filter((p) => p.worker.running);
+    const running = [container.init, ...container.execs.values()].filter((p) => p.runner.running);
+    const usages = await Promise.all(running.map((p) => p.runner.usage()));
+    const total = (field: 'residentBytes' | 'cpuUserNanos' | 'cpuKernelNanos') => usages.reduce((sum, usage) => sum + usage[field], 0);
     return {
-      // A worker thread's CPU time is not observable from Node 20; 0 says "not measured".
-      cpuUsageNanos: 0,
-      cpuUserNanos: 0,
-      cpuKernelNanos: 0,
-      memoryUsageBytes: running.reduce((sum, p) => sum + p.worker.memoryPages * WASM_PAGE_BYTES, 0),
+      cpuUsageNanos: total('cpuUserNanos') + total('cpuKernelNanos'),
+      cpuUserNanos: total('cpuUserNanos'),
+      cpuKernelNanos: total('cpuKernelNanos'),
+      // The runners' resident memory: the modules' linear memory plus their compiled code and wasmtime.
+      memoryUsageBytes: total('residentBytes'),
       memoryLimitBytes: container.plan.memoryLimitPages * WASM_PAGE_BYTES,
       pidsCurrent: running.length,
       pidsLimit: 0,
@@ -320,45 +316,41 @@ export class WasmSandboxer implements Sandboxer {
   /** Modules cannot outlive the daemon: each is ended, and its exit recorded as lost to the restart. */
   async close(): Promise<void> {
     const processes = [...this.sandboxes.values()].flatMap((sandbox) => [...sandbox.processes.values()]);
-    await Promise.all(processes.map((p) => p.worker.abandon('the daemon stopped while the module ran')));
+    await Promise.all(processes.map((p) => p.runner.abandon('the daemon stopped while the module ran')));
     await Promise.all(processes.map((p) => p.exit));
     this.sandboxes.clear();
-    await this.workers.drain();
-  }
-
-  private async drainPoolIfIdle(): Promise<void> {
-    if (![...this.sandboxes.values()].some((sandbox) => !sandbox.stoppedExit)) await this.workers.drain();
   }
 
   // ------------------------------------------------------------------ processes
 
-  /** Compiles the module a process names and readies it in a worker; the caller starts it. */
+  /** Starts the runner of the module a process names, which loads it and waits; the caller starts it. */
   private async launch(sandbox: LiveSandbox, container: LiveContainer, pid: number, process: OciProcess, stdio: StdioPaths): Promise<ModuleProcess> {
     const plan = processPlan(process);
-    const { module } = await loadModule(container.plan.rootfs, plan.modulePath, container.plan.memoryLimitPages);
     const moduleStdio = await openModuleStdio(stdio, this.options.fifoReaderDeadlineMs ?? 10_000);
-    let worker: ModuleWorker;
-    try {
-      worker = await ModuleWorker.launch({
-        worker: this.workers.take(),
-        setup: { module, args: plan.args, env: plan.env, preopens: container.preopens, stdio: moduleStdio.fds },
-        readyTimeoutMs: this.options.readyTimeoutMs ?? 10_000,
-      });
-    } catch (error) {
-      await moduleStdio.close();
-      throw error;
-    }
-    const exit = worker.outcome.then(async (outcome) => {
+    // The runner holds its own copies of the stdio fds once spawned; the daemon's are closed either way.
+    const runner = await ModuleRunner.launch({
+      runnerBinary: this.runnerBinary,
+      rootfs: container.plan.rootfs,
+      scratchDir: container.paths.runnerRoot,
+      modulePath: plan.modulePath,
+      args: plan.args,
+      env: plan.env,
+      preopens: container.preopens,
+      memoryLimitPages: container.plan.memoryLimitPages,
+      stdio: moduleStdio.fds,
+      ...(stdio.stdin !== undefined && { stdinPath: stdio.stdin }),
+      readyTimeoutMs: this.options.readyTimeoutMs ?? 10_000,
+    }).finally(() => moduleStdio.close());
+    const exit = runner.outcome.then(async (outcome) => {
       const { exitStatus, reason } = moduleExit(outcome, container.plan.memoryLimitPages);
       const processExit: ProcessExit = { exitStatus, exitedAt: new Date(), ...(reason !== undefined && { reason }) };
       if (reason !== undefined) await appendNotice(stdio.stderr, `kts: wasm module ${plan.modulePath} (pid ${pid}) ended: ${reason}\n`);
-      await moduleStdio.close();
       await this.recordExit(sandbox, pid, processExit);
-      await this.afterProcessEnded(container);
-      this.logger.info({ sandboxId: sandbox.sandboxId, containerId: container.containerId, pid, exitStatus, reason }, 'wasm module ended');
+      this.logger.info({ sandboxId: sandbox.sandboxId, containerId: container.containerId, pid, runnerPid: runner.hostPid, exitStatus, reason }, 'wasm module ended');
       return processExit;
     });
-    const moduleProcess: ModuleProcess = { pid, worker, exit };
+    this.logger.info({ sandboxId: sandbox.sandboxId, containerId: container.containerId, pid, runnerPid: runner.hostPid, module: plan.modulePath }, 'wasm module ready');
+    const moduleProcess: ModuleProcess = { pid, runner, exit };
     sandbox.processes.set(pid, moduleProcess);
     return moduleProcess;
   }
@@ -367,13 +359,6 @@ export class WasmSandboxer implements Sandboxer {
     const text = JSON.stringify({ exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString(), reason: exit.reason });
     await writeFileAtomic(sandbox.paths.exitFile(pid), text).catch((error: unknown) =>
       this.logger.warn({ pid, error: errorMessage(error) }, 'could not record a wasm module\'s exit (its sandbox was removed?)'));
-  }
-
-  /** Once no module of a container runs, the fds uvwasi left on its directories are closed. */
-  private async afterProcessEnded(container: LiveContainer): Promise<void> {
-    const processes = [container.init, ...container.execs.values()].filter((p): p is ModuleProcess => p !== undefined);
-    if (processes.some((p) => p.worker.running)) return;
-    await closeContainerFds(container.plan.rootfs, container.paths);
   }
 
   /** An exit recorded on disk, or (for a module that was running when a daemon stopped) 255, recorded now. */
@@ -391,7 +376,6 @@ export class WasmSandboxer implements Sandboxer {
 
   private async removeContainerFiles(paths: WasmContainerPaths): Promise<void> {
     const record = await readContainerRecord(paths);
-    if (record) await closeContainerFds(record.rootfs, paths);
     await unmountUnder(paths.mountsDir);
     if (record) await unmountUnder(record.rootfs);
     await rm(paths.dir, { recursive: true, force: true });
@@ -436,11 +420,6 @@ function newLiveSandbox(sandboxId: string, paths: WasmSandboxPaths): LiveSandbox
     },
   };
   return sandbox;
-}
-
-async function closeContainerFds(rootfs: string, paths: WasmContainerPaths): Promise<void> {
-  const dirs = await Promise.all([rootfs, paths.mountsDir].map((dir) => realpath(dir).catch(() => dir)));
-  await closeFdsUnder(dirs);
 }
 
 async function readContainerRecord(paths: WasmContainerPaths): Promise<ContainerRecord | undefined> {

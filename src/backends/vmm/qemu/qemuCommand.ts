@@ -46,7 +46,8 @@ export function qemuArgs(config: HypervisorConfig, accelerator: Accelerator, pat
     '-initrd', config.initrd,
     '-append', kernelCommandLine(config, accelerator, host),
     ...(config.image ? ['-drive', `file=${config.image},if=none,id=root,format=raw,readonly=on`, '-device', `${device('virtio-blk')},drive=root`] : []),
-    '-chardev', `file,id=console,path=${paths.consoleLog}`,
+    // Appending: the daemon rotates the console by copy-and-truncate, and QEMU must carry on at the new end.
+    '-chardev', `file,id=console,path=${paths.consoleLog},append=on`,
     '-serial', 'chardev:console',
     '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
     '-chardev', `socket,id=agent,path=${paths.agentSocket},server=on,wait=off`,

@@ -18,6 +18,11 @@ describe('the QEMU command line of a microVM sandbox', () => {
     expect(option(args, '-pidfile')).toEqual([paths.pidFile]);
   });
 
+  it('writes the console in append mode, so a copy-and-truncate rotation leaves no hole for QEMU to fill', () => {
+    const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x');
+    expect(option(args, '-chardev')).toContain(`file,id=console,path=${paths.consoleLog},append=on`);
+  });
+
   it('shares only the sandbox\'s own directory with the guest, never the host\'s root or /usr', () => {
     const fsdevs = option(qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x'), '-fsdev');
     const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x');

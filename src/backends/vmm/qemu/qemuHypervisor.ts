@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { access, open, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { HypervisorConfig } from '../../../config.js';
 import { internal, unavailable } from '../../../core/errors.js';
@@ -105,10 +105,25 @@ async function hostTscKhz(): Promise<number | undefined> {
   return Number.isFinite(mhz) && mhz > 0 ? Math.round(mhz * 1000) : undefined;
 }
 
-/** The tail of the guest console (and QEMU's own log), for errors a person reads. */
+/** The tail of the guest console (and QEMU's own log), for errors a person reads; only the last bytes are read. */
 export async function consoleTail(paths: VmPaths, maxChars = 1500): Promise<string> {
-  const read = (file: string) => readFile(file, 'utf8').catch(() => '');
-  const [console, qemu] = await Promise.all([read(paths.consoleLog), read(paths.qemuLog)]);
+  const [console, qemu] = await Promise.all([readTail(paths.consoleLog, maxChars * 4), readTail(paths.qemuLog, maxChars * 4)]);
   const tail = console.trim() ? console : qemu;
   return tail.trim().slice(-maxChars) || '(console is empty)';
+}
+
+/** The last `maxBytes` of a file the guest fills, opened without blocking or following a link; '' if it cannot be read. */
+export async function readTail(file: string, maxBytes: number): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+  if (!handle) return '';
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) return '';
+    const length = Math.min(maxBytes, info.size);
+    const buffer = Buffer.alloc(length);
+    const { bytesRead } = await handle.read(buffer, 0, length, info.size - length);
+    return buffer.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await handle.close();
+  }
 }

@@ -1,6 +1,6 @@
-;; cat: writes each file named by argv[1..] to stdout. A path is looked up in the first preopened
-;; directory (fd 3), as WASI resolves it: a path that leaves it is refused (ENOTCAPABLE). On an error
-;; it prints the path and the WASI errno on stderr and exits 1.
+;; cat: writes each file named by argv[1..] to stdout, or stdin to stdout when it has no arguments. A path is looked up in the first preopened
+;; directory (fd 3), as WASI resolves it: a path that leaves it is refused (wasmtime says EPERM, other
+;; runtimes ENOTCAPABLE). On an error it prints the path and the WASI errno on stderr and exits 1.
 ;; Memory: 0-15 scratch, 16-255 text, 512-543 digits, 1024-2047 argv pointers, 4096-32767 argv
 ;; strings, 32768-65535 read buffer.
 (module
@@ -18,6 +18,7 @@
   (data (i32.const 96) " (ENOENT: no such file)")
   (data (i32.const 128) "\n")
   (data (i32.const 136) "cat: too many arguments\n")
+  (data (i32.const 160) " (EPERM: outside the preopened directories)")
 
   (func $write (param $fd i32) (param $ptr i32) (param $len i32)
     (i32.store (i32.const 0) (local.get $ptr))
@@ -49,6 +50,12 @@
       (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 12)))
     (if (local.get $errno) (then (return (local.get $errno))))
     (local.set $fd (i32.load (i32.const 12)))
+    (local.set $errno (call $copy (local.get $fd)))
+    (drop (call $fd_close (local.get $fd)))
+    (local.get $errno))
+
+  ;; Copies fd to stdout until end of file; returns 0 or the WASI errno of the read that failed.
+  (func $copy (param $fd i32) (result i32) (local $errno i32)
     (block $end
       (loop $more
         (i32.store (i32.const 0) (i32.const 32768))
@@ -58,7 +65,6 @@
         (br_if $end (i32.eqz (i32.load (i32.const 8))))
         (call $write (i32.const 1) (i32.const 32768) (i32.load (i32.const 8)))
         (br $more)))
-    (drop (call $fd_close (local.get $fd)))
     (local.get $errno))
 
   (func $fail (param $path i32) (param $errno i32)
@@ -67,6 +73,7 @@
     (call $write (i32.const 2) (i32.const 24) (i32.const 13))
     (call $write_decimal (i32.const 2) (local.get $errno))
     (if (i32.eq (local.get $errno) (i32.const 76)) (then (call $write (i32.const 2) (i32.const 40) (i32.const 49))))
+    (if (i32.eq (local.get $errno) (i32.const 63)) (then (call $write (i32.const 2) (i32.const 160) (i32.const 43))))
     (if (i32.eq (local.get $errno) (i32.const 44)) (then (call $write (i32.const 2) (i32.const 96) (i32.const 23))))
     (call $write (i32.const 2) (i32.const 128) (i32.const 1))
     (call $proc_exit (i32.const 1)))
@@ -79,6 +86,8 @@
         (call $write (i32.const 2) (i32.const 136) (i32.const 24))
         (call $proc_exit (i32.const 2))))
     (drop (call $args_get (i32.const 1024) (i32.const 4096)))
+    (if (i32.eq (local.get $argc) (i32.const 1))
+      (then (call $proc_exit (if (result i32) (call $copy (i32.const 0)) (then (i32.const 1)) (else (i32.const 0))))))
     (local.set $i (i32.const 1))
     (block $done
       (loop $next

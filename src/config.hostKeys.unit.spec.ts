@@ -1,0 +1,51 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from './config.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'kts-config-host-'));
+const configFile = (text: string) => {
+  const file = path.join(dir, `c-${Math.random().toString(16).slice(2)}.toml`);
+  writeFileSync(file, text);
+  return file;
+};
+
+describe('daemon config: runc root, socket group, [logs], [audit]', () => {
+  it('puts the default runc root under the daemon\'s root, so two roots mean two runc roots', () => {
+    expect(loadConfig(undefined, { root: '/srv/a' }).runc.root).toBe('/srv/a/runc');
+    expect(loadConfig(undefined, { root: '/srv/b' }).runc.root).toBe('/srv/b/runc');
+    expect(loadConfig(configFile('root = "/srv/c"\n')).runc.root).toBe('/srv/c/runc');
+    expect(loadConfig(configFile('[runc]\nroot = "/run/custom"\n'), { root: '/srv/d' }).runc.root).toBe('/run/custom');
+  });
+
+  it('defaults: socket root only, logs 10 MiB checked every second, nothing redacted', () => {
+    const config = loadConfig(undefined, { root: '/srv/kts' });
+    expect(config.socketGroup).toBeNull();
+    expect(config.logs).toEqual({ maxBytes: 10 * 1024 * 1024, rotateIntervalSeconds: 1 });
+    expect(config.audit).toEqual({ redactAnnotations: [], redactLabels: [] });
+  });
+
+  it('reads socket_group, [logs] and [audit]', () => {
+    const config = loadConfig(configFile([
+      'socket_group = "kts"',
+      '[logs]', 'max_bytes = 1048576', 'rotate_interval_seconds = 5',
+      '[audit]', 'redact_annotations = ["secret.example/token", "vault.example/*"]', 'redact_labels = ["password"]',
+    ].join('\n')));
+    expect(config.socketGroup).toBe('kts');
+    expect(config.logs).toEqual({ maxBytes: 1048576, rotateIntervalSeconds: 5 });
+    expect(config.audit).toEqual({ redactAnnotations: ['secret.example/token', 'vault.example/*'], redactLabels: ['password'] });
+  });
+
+  it.each([
+    ['socket_group = ""', 'socket_group must be a group name or a numeric gid'],
+    ['[logs]\nmax_bytes = 100', 'logs.max_bytes must be at least 4096'],
+    ['[logs]\nmax_bytes = "10M"', 'logs.max_bytes must be a positive integer'],
+    ['[logs]\nkeep = 3', 'unknown key "logs.keep"'],
+    ['[audit]\nredact_annotations = "token"', 'audit.redact_annotations must be an array'],
+    ['[audit]\nredact_labels = ["a*b"]', 'audit.redact_labels must be an array of keys or "prefix*" patterns'],
+    ['[audit]\nredact_env = []', 'unknown key "audit.redact_env"'],
+  ])('refuses %s', (text, message) => {
+    expect(() => loadConfig(configFile(text))).toThrow(message);
+  });
+});
