@@ -7,13 +7,13 @@ import { execFileSync } from 'node:child_process';
 import {
   appendFileSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync,
 } from 'node:fs';
-import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
 import { TestDaemon, canRunVms, mountsUnder, until } from './helpers/daemon.js';
 import { controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
+import { fifoReader } from '../src/backends/vmm/fifoReader.testkit.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
 const skip = canRunVms() ?? (existsSync(path.join(GUEST_DIR, 'initrd.img')) ? undefined : `needs the guest image in ${GUEST_DIR} (scripts/build-guest.sh)`);
@@ -21,18 +21,6 @@ const STDIO_MAX = 256 * 1024;
 const CONSOLE_MAX = 64 * 1024;
 const PROCESS_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
 const SECRET = 'SECRET-OF-ANOTHER-VM\n';
-
-/** A FIFO read the way containerd's fifo package does (open read-write, so a daemon restart is no end of file). */
-function fifoReader(fifo: string) {
-  execFileSync('mkfifo', [fifo]);
-  const socket = new Socket({ fd: openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK), readable: true, writable: false });
-  const got = { text: '', bytes: 0 };
-  socket.on('data', (chunk: Buffer) => {
-    got.bytes += chunk.length;
-    if (got.text.length < 1_000_000) got.text += chunk.toString();
-  });
-  return { got, close: () => socket.destroy() };
-}
 
 const within = <T>(what: string, promise: Promise<T>, seconds: number) =>
   Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} did not return in ${seconds} s: the daemon is stuck`)), seconds * 1000).unref())]);

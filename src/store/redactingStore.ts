@@ -1,4 +1,5 @@
 import type { AppendOptions, AppendResult, EventStore, NewEvent, Projection, Snapshot } from '../core/store.js';
+import { PassThroughEventStore } from './passThroughStore.js';
 
 export const REDACTED = '<redacted>';
 
@@ -53,29 +54,21 @@ function isStringMap(value: unknown): value is Record<string, string> {
   return isPlainObject(value) && Object.values(value).every((item) => typeof item === 'string');
 }
 
-class RedactingEventStore implements EventStore {
+class RedactingEventStore extends PassThroughEventStore {
   constructor(
-    private readonly store: EventStore,
+    inner: EventStore,
     private readonly rules: RedactionRules,
-  ) {}
-
-  appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult {
-    const redactedEvents = events.map((event) => ({ ...event, payload: redactMaps(event.payload, this.rules) }));
-    const projection = options.projection && (redactMaps(options.projection, this.rules) as Projection);
-    return this.store.appendToStream(streamId, redactedEvents, { ...options, projection });
+  ) {
+    super(inner);
   }
 
-  saveSnapshot(snapshot: Snapshot) { this.store.saveSnapshot({ ...snapshot, state: redactMaps(snapshot.state, this.rules) }); }
-  readStream(...args: Parameters<EventStore['readStream']>) { return this.store.readStream(...args); }
-  readAll(...args: Parameters<EventStore['readAll']>) { return this.store.readAll(...args); }
-  headSequence() { return this.store.headSequence(); }
-  listStreams(prefix: string) { return this.store.listStreams(prefix); }
-  loadSnapshot(streamId: string) { return this.store.loadSnapshot(streamId); }
-  verifyChain(options?: { since?: 'checkpoint'; streams?: string[]; limit?: number }) { return this.store.verifyChain(options); }
-  getSandbox(id: string) { return this.store.getSandbox(id); }
-  listSandboxes() { return this.store.listSandboxes(); }
-  getContainer(id: string) { return this.store.getContainer(id); }
-  listContainers(sandboxId?: string) { return this.store.listContainers(sandboxId); }
-  onAppended(...args: Parameters<EventStore['onAppended']>) { return this.store.onAppended(...args); }
-  close() { this.store.close(); }
+  override appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult {
+    const redactedEvents = events.map((event) => ({ ...event, payload: redactMaps(event.payload, this.rules) }));
+    const projection = options.projection && (redactMaps(options.projection, this.rules) as Projection);
+    return this.inner.appendToStream(streamId, redactedEvents, { ...options, projection });
+  }
+
+  override saveSnapshot(snapshot: Snapshot): void {
+    this.inner.saveSnapshot({ ...snapshot, state: redactMaps(snapshot.state, this.rules) });
+  }
 }

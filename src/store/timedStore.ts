@@ -1,4 +1,5 @@
-import type { AppendOptions, AppendResult, EventStore, NewEvent, Snapshot } from '../core/store.js';
+import type { AppendOptions, AppendResult, EventStore, NewEvent } from '../core/store.js';
+import { PassThroughEventStore } from './passThroughStore.js';
 import { isKtsError, type ErrorKind } from '../core/errors.js';
 
 /** `ok`, or the kind of the KtsError the append failed with (`internal` for anything else). */
@@ -16,17 +17,19 @@ export function withCommitTiming(store: EventStore, observe: CommitObserver): Ev
   return new TimedEventStore(store, observe);
 }
 
-class TimedEventStore implements EventStore {
+class TimedEventStore extends PassThroughEventStore {
   constructor(
-    private readonly store: EventStore,
+    inner: EventStore,
     private readonly observe: CommitObserver,
-  ) {}
+  ) {
+    super(inner);
+  }
 
-  appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult {
+  override appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult {
     const started = process.hrtime.bigint();
     let result: CommitResult = 'internal';
     try {
-      const appended = this.store.appendToStream(streamId, events, options);
+      const appended = this.inner.appendToStream(streamId, events, options);
       result = 'ok';
       return appended;
     } catch (error) {
@@ -36,18 +39,4 @@ class TimedEventStore implements EventStore {
       this.observe(Number(process.hrtime.bigint() - started) / 1e9, result);
     }
   }
-
-  readStream(...args: Parameters<EventStore['readStream']>) { return this.store.readStream(...args); }
-  readAll(...args: Parameters<EventStore['readAll']>) { return this.store.readAll(...args); }
-  headSequence() { return this.store.headSequence(); }
-  listStreams(prefix: string) { return this.store.listStreams(prefix); }
-  saveSnapshot(snapshot: Snapshot) { this.store.saveSnapshot(snapshot); }
-  loadSnapshot(streamId: string) { return this.store.loadSnapshot(streamId); }
-  verifyChain(options?: { since?: 'checkpoint'; streams?: string[]; limit?: number }) { return this.store.verifyChain(options); }
-  getSandbox(id: string) { return this.store.getSandbox(id); }
-  listSandboxes() { return this.store.listSandboxes(); }
-  getContainer(id: string) { return this.store.getContainer(id); }
-  listContainers(sandboxId?: string) { return this.store.listContainers(sandboxId); }
-  onAppended(...args: Parameters<EventStore['onAppended']>) { return this.store.onAppended(...args); }
-  close() { this.store.close(); }
 }

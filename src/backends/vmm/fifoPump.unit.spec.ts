@@ -1,26 +1,14 @@
 // The host pumps against a share a hostile guest writes: they read only beneath the share, resume from
 // the daemon's own records after a restart, and keep the share file's disk use bounded.
-import { execFileSync } from 'node:child_process';
-import { constants, existsSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
-import { Socket } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BeneathBatch, beneathBinary, openBeneath } from '../host/beneath.js';
 import { FifoPumps, type ShareAccess } from './fifoPump.js';
+import { fifoReader } from './fifoReader.testkit.js';
 
 const skip = !existsSync(beneathBinary()) ? `needs ${beneathBinary()} (bash scripts/build-native.sh)` : undefined;
-
-function fifoReader(fifo: string) {
-  execFileSync('mkfifo', [fifo]);
-  const socket = new Socket({ fd: openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK), readable: true, writable: false });
-  const got = { text: '', bytes: 0 };
-  socket.on('data', (chunk: Buffer) => {
-    got.bytes += chunk.length;
-    if (got.text.length < 100_000) got.text += chunk.toString();
-  });
-  return { got, close: () => socket.destroy() };
-}
 
 const until = async (what: string, probe: () => boolean, ms = 5000) => {
   for (const deadline = Date.now() + ms; !probe(); await new Promise((resolve) => setTimeout(resolve, 20))) {
