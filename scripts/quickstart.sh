@@ -3,7 +3,8 @@
 # and show its output, its history from the event log, and where its trace is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# The pod below is runc: the wasm runner (a ~6 min first Rust build) is left for when wasm pods are wanted.
+KTS_BUILD_WASM_RUNNER="${KTS_BUILD_WASM_RUNNER:-0}" bash scripts/setup.sh
 
 KTS="$(pwd)/bin/kts.js"
 ROOT="${KTS_ROOT:-/var/lib/kts}"
@@ -41,5 +42,6 @@ else
   echo "  set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. a local Jaeger's OTLP port) before starting the daemon to export spans."
 fi
 echo "History: $KTS history $pod    Timeline: $KTS timeline $pod    Events: $KTS events    Remove: $KTS rm $pod"
-echo "A microVM pod: $KTS run --runtime vmm examples/pod.yaml examples/busybox.yaml    A wasm one: $KTS run --runtime wasm examples/pod.yaml examples/wasm-hello.yaml"
+echo "A microVM pod: $KTS run --runtime vmm examples/pod.yaml examples/busybox.yaml"
+echo "A wasm one: $KTS run --runtime wasm examples/pod.yaml examples/wasm-hello.yaml (first build its runner: bash scripts/build-native.sh, ~6 min once)"
 echo "The daemon keeps running (pid file: none; stop it with: pkill -f 'kts.js daemon')."
