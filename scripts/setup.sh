@@ -32,4 +32,7 @@ bash scripts/build-images.sh "$IMAGES_DIR"
 bash scripts/build-wasm-images.sh "$IMAGES_DIR"
 # The microVM guest (kernel, initrd, root image with Node, runc and the agent); installs QEMU and the kernel package.
 KTS_GUEST_AGENT_DIR="$(pwd)/dist/agent" bash scripts/build-guest.sh "${KTS_GUEST_DIR:-/var/lib/kts/guest}"
+# The real-stack peers (containerd 2.4, crictl, critest) are for tests and the containerd node, not the
+# quick start: scripts/test.sh and scripts/containerd-node.sh build them; KTS_BUILD_PEERS=1 builds them here.
+if [[ "${KTS_BUILD_PEERS:-0}" == 1 ]]; then bash scripts/build-peers.sh; fi
 echo "setup: done (kts is $(pwd)/bin/kts.js)"

@@ -29,6 +29,8 @@ export interface DaemonConfig {
   network: NetworkConfig;
   /** Group given access to the socket (0660); null: the socket is 0600, root only. A name or a numeric gid. */
   socketGroup: string | null;
+  /** Serve containerd's task connections through a relay process that outlives the daemon (api/taskRelay.ts). */
+  taskRelay: boolean;
   logs: LogsConfig;
   audit: AuditConfig;
 }
@@ -151,6 +153,7 @@ export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
     metrics: { listen: null },
     network: defaultNetworkConfig(),
     socketGroup: null,
+    taskRelay: false,
     logs: { maxBytes: 10 * 1024 * 1024, rotateIntervalSeconds: 1 },
     audit: { redactAnnotations: [], redactLabels: [] },
   };
@@ -235,7 +238,7 @@ function parseTomlText(file: string, text: string): Record<string, unknown> {
 
 const RUNC_KEYS = ['binary', 'root', 'max_concurrent_starts'];
 const IMAGES_KEYS = ['dir', 'max_layer_bytes', 'max_layer_entries'];
-const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics', 'network', 'socket_group', 'logs', 'audit'];
+const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics', 'network', 'socket_group', 'task_relay', 'logs', 'audit'];
 
 function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   for (const key of Object.keys(toml)) if (!TOP_KEYS.includes(key)) throw invalidArgument(`config: unknown key "${key}" (known: ${TOP_KEYS.join(', ')})`);
@@ -243,6 +246,10 @@ function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   config.db = optionalString(toml, 'db') ?? config.db;
   config.defaultSandboxKind = optionalString(toml, 'default_sandbox_kind') ?? config.defaultSandboxKind;
   config.logLevel = optionalString(toml, 'log_level') ?? config.logLevel;
+  if (toml.task_relay !== undefined) {
+    if (typeof toml.task_relay !== 'boolean') throw invalidArgument('config: task_relay must be true or false');
+    config.taskRelay = toml.task_relay;
+  }
   const stopTimeout = toml.stop_timeout_seconds;
   if (stopTimeout !== undefined) {
     if (typeof stopTimeout !== 'number' || stopTimeout <= 0) throw invalidArgument('config: stop_timeout_seconds must be a positive number');

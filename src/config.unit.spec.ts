@@ -25,6 +25,12 @@ describe('daemon config', () => {
     expect(config.hypervisor).toMatchObject({ kernel: '/opt/guest/vmlinuz', initrd: '/opt/guest/initrd.img', accelerator: 'tcg', vcpus: 2, memoryMb: 512, kernelParams: 'foo=1', debug: true });
   });
 
+  it('given task_relay, when loaded, then it is a boolean, off unless set; anything else is refused by name', () => {
+    expect(loadConfig(undefined, { root: '/srv/kts' }).taskRelay).toBe(false);
+    expect(loadConfig(configFile('task_relay = true\n')).taskRelay).toBe(true);
+    expect(() => loadConfig(configFile('task_relay = "yes"\n'))).toThrow(/task_relay must be true or false/);
+  });
+
   it('given no [metrics] section or an empty listen, when loaded, then no metrics endpoint is served', () => {
     expect(loadConfig(undefined, { root: '/srv/kts' }).metrics.listen).toBeNull();
     expect(loadConfig(configFile('[metrics]\nlisten = ""\n')).metrics.listen).toBeNull();

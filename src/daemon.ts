@@ -6,11 +6,14 @@ import { adminService, rotatableContainerLogs } from './api/adminService.js';
 import { loadGrpcDefinitions } from './api/protos.js';
 import { sandboxControllerService } from './api/sandboxController.js';
 import { taskService } from './api/taskService.js';
+import { ensureTaskRelay } from './api/taskRelay.js';
+import { serveTtrpc, taskTtrpcSocket, type TtrpcServer, type TtrpcService } from './api/ttrpcServer.js';
 import { RuncSandboxer } from './backends/runc/runcSandboxer.js';
 import { QemuHypervisor } from './backends/vmm/qemu/qemuHypervisor.js';
 import { VmmSandboxer } from './backends/vmm/vmmSandboxer.js';
 import { WasmSandboxer } from './backends/wasm/wasmSandboxer.js';
 import { startLogRotation } from './backends/host/logRotation.js';
+import { FifoReaderHolds } from './backends/host/fifoReaderHolds.js';
 import { ensurePrivateDir, restrictSocket, type PrivateDirOutcome } from './backends/host/privateDirs.js';
 import { DEFAULT_SOCKET, type DaemonConfig } from './config.js';
 import { unavailable } from './core/errors.js';
@@ -60,9 +63,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   // Made even when CNI is off: pods attached before a restart with `cni = false` are still torn down.
   const podNetworks = await openPodNetworks(config.network, path.join(config.root, 'network'), logger);
   const engine = new DaemonEngine({
-    store, sandboxers, logger, taskAddress: `grpc+${config.listen}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
+    store, sandboxers, logger, taskAddress: `ttrpc+unix://${taskTtrpcSocket(config.listen)}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
     networks: crashTesting ? withNetworkCrashPoints(podNetworks) : podNetworks, runCni: config.network.cni,
-    execSpecDir: path.join(config.root, 'exec-specs'),
+    execSpecDir: path.join(config.root, 'exec-specs'), outputHolds: new FifoReaderHolds(),
   });
   const recoveryStarted = performance.now();
   const recovery = await engine.recover();
@@ -76,14 +79,18 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const definitions = loadGrpcDefinitions();
   const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
   server.addService(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
-  server.addService(definitions.taskV3, taskService(engine, logger, 'containerd.task.v3.Task'));
-  server.addService(definitions.taskV2, taskService(engine, logger, 'containerd.task.v2.Task'));
+  const taskServices = [
+    { definition: definitions.taskV3, implementation: taskService(engine, logger, 'containerd.task.v3.Task') },
+    { definition: definitions.taskV2, implementation: taskService(engine, logger, 'containerd.task.v2.Task') },
+  ];
+  for (const task of taskServices) server.addService(task.definition, task.implementation);
   server.addService(definitions.admin, adminService({ engine, logger, images, rootDir: config.root }));
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
   );
   // Bound under umask 077, so it was never open to others; this sets the final mode (and group).
   await restrictSocket(config.listen, config.socketGroup, { socketDirIsOurs: privateDirs.socketDirIsOurs });
+  const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs);
   const logRotation = startLogRotation({
     intervalMs: config.logs.rotateIntervalSeconds * 1000, maxBytes: config.logs.maxBytes,
     files: () => rotatableContainerLogs(engine.store, config.root),
@@ -103,6 +110,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       await metricsServer?.close();
       metrics?.close();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      await ttrpcServer.close();
       await engine.close();
       await Promise.all(Object.values(backends).map((sandboxer) => sandboxer.close()));
       store.close();
@@ -110,6 +118,25 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       await shutdownTracing();
     },
   };
+}
+
+/**
+ * The Task API again, over ttrpc, at the address Start gives containerd (see ttrpcServer.ts for why):
+ * served by the daemon itself, or with task_relay by a relay that outlives it (taskRelay.ts) in front
+ * of the daemon's own `-direct` socket.
+ */
+async function serveTaskTtrpc(config: DaemonConfig, taskServices: TtrpcService[], logger: Logger, socketDirIsOurs: boolean): Promise<TtrpcServer> {
+  const taskSocket = taskTtrpcSocket(config.listen);
+  const ownSocket = config.taskRelay ? `${taskSocket}-direct` : taskSocket;
+  const server = await serveTtrpc(ownSocket, taskServices, logger);
+  await restrictSocket(ownSocket, config.socketGroup, { socketDirIsOurs });
+  if (!config.taskRelay) return server;
+  await ensureTaskRelay({
+    listen: taskSocket, upstream: ownSocket, ktsCli: process.argv[1] ?? '', logger,
+    pidFile: path.join(config.root, 'task-relay.pid'), logFile: path.join(config.root, 'task-relay.log'),
+  });
+  await restrictSocket(taskSocket, config.socketGroup, { socketDirIsOurs });
+  return server;
 }
 
 /**

@@ -185,7 +185,7 @@ describe.skipIf(skip)(`a VM pod driven the way containerd drives it, and its fai
 
   it('runs a Task v3 container from a host bundle, overlay rootfs and FIFOs inside the VM', async () => {
     const started = await controller.Start!({ sandbox_id: sandboxId });
-    expect(started).toMatchObject({ address: `grpc+${daemon.socket}`, version: 3 });
+    expect(started).toMatchObject({ address: `ttrpc+unix://${daemon.socket}.ttrpc`, version: 3 });
     const { bundle, stdout, rootfs } = containerdBundle('printer', started.pid, ['sh', '-c', 'echo from-inside-the-vm; exit 4']);
     let out = '';
     createReadStream(stdout).on('data', (d) => (out += d));

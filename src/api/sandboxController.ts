@@ -5,11 +5,13 @@ import type { Engine } from '../engine/engine.js';
 import { decodePodSandboxConfig, encodeCgroupV1Metrics } from './protos.js';
 import { unary } from './rpc.js';
 import { validateStringMap } from './validate.js';
-import { toTimestamp, type AnyMessage } from './wire.js';
+import { jsonAny, toTimestamp, type AnyMessage } from './wire.js';
 
 /** Annotation a Create may carry to pick the sandbox kind when containerd's `sandboxer` field is empty. */
 export const KIND_ANNOTATION = 'io.kts.sandbox-kind';
 const SERVICE = 'containerd.services.sandbox.v1.Controller';
+/** containerd's type URL for an OCI runtime spec (JSON-encoded, as its typeurl registers it). */
+export const RUNTIME_SPEC_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
 
 export interface ControllerOptions {
   engine: Engine;
@@ -79,6 +81,7 @@ export function sandboxControllerService(options: ControllerOptions): UntypedSer
         labels: engine.sandbox(request.sandboxId).context.labels,
         address: started.taskAddress,
         version: 3,
+        spec: sandboxRuntimeSpec(engine, request.sandboxId),
       };
     }),
     Platform: rpc<{ sandboxId: string }, object>('Platform', async (request) => {
@@ -109,6 +112,21 @@ export function sandboxControllerService(options: ControllerOptions): UntypedSer
       return {};
     }),
   };
+}
+
+/**
+ * The pod as an OCI runtime spec: containerd stores Start's `spec` and decodes it for NRI and CRI's
+ * inspectp, so an absent one is an error there ("type with url : not found") on every pod listing.
+ */
+export function sandboxRuntimeSpec(engine: Engine, sandboxId: string): AnyMessage {
+  const c = engine.sandbox(sandboxId).context;
+  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, c.netnsPath ? { type: 'network', path: c.netnsPath } : { type: 'network' }];
+  return jsonAny(RUNTIME_SPEC_TYPE_URL, {
+    ociVersion: '1.1.0',
+    hostname: c.hostname,
+    annotations: c.annotations,
+    linux: { namespaces },
+  });
 }
 
 function statusOf(engine: Engine, sandboxId: string, verbose: boolean) {

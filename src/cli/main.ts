@@ -69,6 +69,19 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
       process.on('SIGINT', () => void stop('SIGINT'));
     });
 
+  cli.command('task-relay')
+    .description('relay containerd\'s ttrpc task connections to the daemon across its restarts (the daemon starts it with task_relay = true)')
+    .requiredOption('--listen <socket>', 'the socket containerd dials (the daemon\'s Task address)')
+    .requiredOption('--upstream <socket>', 'the daemon\'s own ttrpc socket')
+    .action(async (options: { listen: string; upstream: string }) => {
+      const [{ runTaskRelay }, { createLogger }] = await Promise.all([import('../api/taskRelay.js'), import('../telemetry/logger.js')]);
+      const stop = new AbortController();
+      process.once('SIGTERM', () => stop.abort());
+      process.once('SIGINT', () => stop.abort());
+      await runTaskRelay({ listen: options.listen, upstream: options.upstream, logger: createLogger('info'), stop: stop.signal });
+      process.exit(0);
+    });
+
   cli.command('run')
     .description('start a pod and one container in it, like "crictl run"; prints the container id. A pod whose container is refused is removed again; one that fails to start stays, failed, for kts history')
     .argument('<pod.yaml>', 'pod config (crictl format: metadata.name, namespace, hostname, labels…)')

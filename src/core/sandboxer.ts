@@ -81,6 +81,8 @@ export interface Sandboxer {
   readonly kind: string;
   /** Its pods live in a network namespace, so the engine may give them one with CNI; absent means they have none (wasm). */
   readonly podNetwork?: boolean;
+  /** Its container processes write containerd's stdout/stderr FIFOs themselves (no pump of ours in between): see OutputHolds. */
+  readonly containersWriteStdio?: boolean;
   /** Start the sandbox's holder of namespaces (or its VM); resolves once it can take containers. */
   startSandbox(spec: SandboxSpec): Promise<StartedSandbox>;
   /** Kill every container and the holder; idempotent. */
@@ -131,4 +133,18 @@ export interface Sandboxer {
   healthCheck?(sandboxId: string): Promise<string | undefined>;
   /** Stop watchers and timers; leaves sandboxes running. */
   close(): Promise<void>;
+}
+
+/**
+ * Keeps a reader open on a container's stdout/stderr FIFOs while it runs, as containerd's own shim
+ * does: a container writing into a FIFO whose reader (containerd) is restarting would otherwise get
+ * SIGPIPE and die. Guarantee: held from create, or from recovery's reattach, until the exit is
+ * recorded; lost with the daemon and taken again by the next daemon's recovery (a container that
+ * writes while both are down still gets SIGPIPE).
+ */
+export interface OutputHolds {
+  /** Opens a reader on each path that is a FIFO (others are ignored); idempotent per container. */
+  hold(containerId: string, paths: string[]): Promise<void>;
+  release(containerId: string): void;
+  releaseAll(): void;
 }

@@ -6,7 +6,7 @@ import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../ma
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
 import type { PodNetworks } from '../core/podNetwork.js';
-import type { ContainerStats, MountSpec, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
+import type { ContainerStats, MountSpec, OciProcess, OutputHolds, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
 import type { EventStore } from '../core/store.js';
 import { withSpan, withSpanSync } from '../telemetry/tracing.js';
 import { crashPoint } from './crashPoints.js';
@@ -35,6 +35,8 @@ export interface EngineOptions {
   runCni?: boolean;
   /** Where exec specs wait between Task Exec and Task Start (ExecSpecs); in memory only without it. */
   execSpecDir?: string;
+  /** Readers held on containers' stdout/stderr FIFOs (see OutputHolds); none without it. */
+  outputHolds?: OutputHolds;
 }
 
 export interface CreateSandboxInput {
@@ -401,14 +403,22 @@ export class Engine {
 
   /** Records a container's exit when its init process ends, even one that ended while the daemon was down. */
   protected watchContainer(sandbox: SandboxEntity, container: ContainerEntity, pid: number): void {
-    const { sandboxId, containerId } = container.context;
+    const { sandboxId, containerId, stdio } = container.context;
+    if (this.sandboxerFor(sandbox).containersWriteStdio) this.holdOutput(containerId, [stdio.stdout, stdio.stderr]);
     this.observe(() => this.sandboxerFor(sandbox).waitProcessExit(sandboxId, pid),
       (exit) => this.serial(sandboxId, async () => {
+        this.options.outputHolds?.release(containerId);
         if (this.closed || !['created', 'running'].includes(container.state) || container.context.pid !== pid) return;
         this.recordContainer(container, { type: 'ContainerExited', ...exitFields(exit) }, { caller: 'container-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'watching container exit failed'),
     );
+  }
+
+  private holdOutput(containerId: string, paths: Array<string | undefined>): void {
+    const fifos = paths.filter((path): path is string => path !== undefined);
+    this.options.outputHolds?.hold(containerId, fifos).catch((error: unknown) =>
+      this.logger.warn({ container_id: containerId, err: error }, 'holding the container\'s output FIFOs open failed; a containerd restart may end it with SIGPIPE'));
   }
 
   async startContainer(containerId: string, meta: CommandMeta): Promise<{ pid: number }> {
@@ -609,6 +619,7 @@ export class Engine {
   async close(): Promise<void> {
     await this.queue.drain();
     this.closed = true;
+    this.options.outputHolds?.releaseAll();
     for (const entity of [...this.sandboxes.values(), ...this.containers.values()]) entity.stop();
   }
 }

@@ -62,6 +62,7 @@ export class RuncSandboxer implements Sandboxer {
   readonly kind = 'runc';
   /** The holder joins the given netns (kts's CNI one or containerd's), else makes one with loopback only. */
   readonly podNetwork = true;
+  readonly containersWriteStdio = true;
   private readonly runc: RuncCli;
   private readonly initBinary: string;
   private readonly readyDeadlineMs: number;

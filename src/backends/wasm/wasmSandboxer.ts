@@ -96,6 +96,7 @@ interface ContainerRecord {
  */
 export class WasmSandboxer implements Sandboxer {
   readonly kind = 'wasm';
+  readonly containersWriteStdio = true;
   private readonly sandboxes = new Map<string, LiveSandbox>();
   private readonly pidAllocator: WasmPidAllocator;
   private readonly logger: WasmLogger;
