@@ -5,6 +5,18 @@
  */
 import { assertEvent, assign, setup } from 'xstate';
 
+/** The Linux options of a CRI PodSandboxConfig that shape a pod's namespaces (checked by src/oci/podLinux.ts). */
+export interface PodLinuxOptions {
+  /** CRI NamespaceMode NODE: the pod uses the host's network / IPC / pid namespace. */
+  hostNetwork?: boolean;
+  hostIpc?: boolean;
+  hostPid?: boolean;
+  /** Namespaced sysctls set in the pod's own network or IPC namespace, by dotted name. */
+  sysctls?: Record<string, string>;
+  /** The pod's resolver: written as the containers' /etc/resolv.conf. */
+  dns?: { servers: string[]; searches: string[]; options: string[] };
+}
+
 /** What CNI reported for a pod's network (the CNI result, in the spec's own field names). */
 export interface PodNetworkStatus {
   /** Interfaces the plugins made; `sandbox` is the netns path for the pod's own ones, absent for host-side ones (the bridge, veth peer). */
@@ -39,6 +51,8 @@ export type SandboxEvent =
       annotations: Record<string, string>;
       labels: Record<string, string>;
       logDirectory?: string;
+      /** Host namespaces, sysctls and resolver asked for by CRI's PodSandboxConfig (absent: none). */
+      linux?: PodLinuxOptions;
       /** ISO-8601 UTC. */
       createdAt: string;
     }
@@ -127,6 +141,7 @@ export interface SandboxContext {
   annotations: Record<string, string>;
   labels: Record<string, string>;
   logDirectory: string | null;
+  linux: PodLinuxOptions | null;
   createdAt: string;
   /** What the backend chose or measured at start (SandboxStarted's `backend`), e.g. the VM's guest interfaces. */
   backend: Record<string, string | number>;
@@ -152,6 +167,7 @@ const initialSandboxContext: SandboxContext = {
   annotations: {},
   labels: {},
   logDirectory: null,
+  linux: null,
   createdAt: '',
   backend: {},
   pid: null,
@@ -182,6 +198,7 @@ export const sandboxMachine = setup({
         annotations: event.annotations,
         labels: event.labels,
         logDirectory: event.logDirectory ?? null,
+        linux: event.linux ?? null,
         createdAt: event.createdAt,
       };
     }),

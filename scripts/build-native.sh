@@ -11,6 +11,7 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 C_HELPERS=(
   "src/backends/runc/sandbox-init.c:kts-sandbox-init"
   "src/backends/host/beneath.c:kts-beneath"
+  "src/backends/runc/console.c:kts-console"
 )
 RUST_HELPERS=(
   "src/backends/wasm/runner:kts-wasm-runner"

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
-import type { ContainerStats } from '../core/sandboxer.js';
+import type { ContainerStats, PodLinuxOptions } from '../core/sandboxer.js';
 import { errorMessage, internal, invalidArgument } from '../core/errors.js';
 
 /** The repo's proto/ dir: the nearest ancestor holding package.json and proto/ (works from src/ and dist/src/). */
@@ -55,6 +55,8 @@ export interface PodSandboxConfig {
   labels: Record<string, string>;
   annotations: Record<string, string>;
   linux: { cgroupParent: string };
+  /** Host namespaces, sysctls and dns_config, unchecked (src/oci/podLinux.ts checks them). */
+  podLinux: PodLinuxOptions;
 }
 
 export interface PodSandboxConfigInput {
@@ -63,7 +65,8 @@ export interface PodSandboxConfigInput {
   logDirectory?: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
-  linux?: { cgroupParent?: string };
+  linux?: { cgroupParent?: string; sysctls?: Record<string, string>; securityContext?: { namespaceOptions?: { network?: string; pid?: string; ipc?: string } } };
+  dnsConfig?: { servers?: string[]; searches?: string[]; options?: string[] };
 }
 
 export interface GrpcDefinitions {
@@ -182,7 +185,26 @@ export function decodePodSandboxConfig(any: AnyMessage | null | undefined): PodS
     labels: stringMapOf(config.labels),
     annotations: stringMapOf(config.annotations),
     linux: { cgroupParent: stringOf(fieldsOf(config.linux).cgroupParent) },
+    podLinux: podLinuxOf(config),
   };
+}
+
+const stringsOf = (value: unknown): string[] => (Array.isArray(value) ? value.filter((entry): entry is string => typeof entry === 'string') : []);
+
+/** NamespaceMode NODE (the host's namespace) per namespace; the rest as given. */
+function podLinuxOf(config: Fields): PodLinuxOptions {
+  const linux = fieldsOf(config.linux);
+  const namespaces = fieldsOf(fieldsOf(linux.securityContext).namespaceOptions);
+  const dns = fieldsOf(config.dnsConfig);
+  const sysctls = stringMapOf(linux.sysctls);
+  const options: PodLinuxOptions = {};
+  if (namespaces.network === 'NODE') options.hostNetwork = true;
+  if (namespaces.ipc === 'NODE') options.hostIpc = true;
+  if (namespaces.pid === 'NODE') options.hostPid = true;
+  if (Object.keys(sysctls).length > 0) options.sysctls = sysctls;
+  const resolver = { servers: stringsOf(dns.servers), searches: stringsOf(dns.searches), options: stringsOf(dns.options) };
+  if (resolver.servers.length + resolver.searches.length + resolver.options.length > 0) options.dns = resolver;
+  return options;
 }
 
 export function encodePodSandboxConfig(config: PodSandboxConfigInput): AnyMessage {
@@ -193,8 +215,16 @@ export function encodePodSandboxConfig(config: PodSandboxConfigInput): AnyMessag
 export function encodeCgroupV1Metrics(stats: ContainerStats): AnyMessage {
   return encodeAny(CGROUP_V1_METRICS_TYPE_URL, CGROUP_V1_METRICS_TYPE_URL, {
     pids: { current: stats.pidsCurrent, limit: stats.pidsLimit },
-    cpu: { usage: { total: stats.cpuUsageNanos, user: stats.cpuUserNanos, kernel: stats.cpuKernelNanos } },
-    memory: { usage: { usage: stats.memoryUsageBytes, limit: stats.memoryLimitBytes } },
+    cpu: {
+      usage: { total: stats.cpuUsageNanos, user: stats.cpuUserNanos, kernel: stats.cpuKernelNanos },
+      throttling: { periods: stats.cpuPeriods ?? 0, throttledPeriods: stats.cpuThrottledPeriods ?? 0, throttledTime: stats.cpuThrottledNanos ?? 0 },
+    },
+    memory: {
+      usage: { usage: stats.memoryUsageBytes, limit: stats.memoryLimitBytes },
+      kernel: { usage: stats.memoryKernelBytes ?? 0 },
+      swap: { usage: stats.memorySwapBytes ?? 0 },
+    },
+    memoryOomControl: { oomKill: stats.oomKills ?? 0 },
   });
 }
 
@@ -203,7 +233,15 @@ export function decodeCgroupV1Metrics(any: AnyMessage | null | undefined): Conta
   const cpuUsage = fieldsOf(fieldsOf(metrics.cpu).usage);
   const memoryUsage = fieldsOf(fieldsOf(metrics.memory).usage);
   const pids = fieldsOf(metrics.pids);
+  const throttling = fieldsOf(fieldsOf(metrics.cpu).throttling);
+  const memory = fieldsOf(metrics.memory);
   return {
+    cpuPeriods: numberOf(throttling.periods),
+    cpuThrottledPeriods: numberOf(throttling.throttledPeriods),
+    cpuThrottledNanos: numberOf(throttling.throttledTime),
+    memoryKernelBytes: numberOf(fieldsOf(memory.kernel).usage),
+    memorySwapBytes: numberOf(fieldsOf(memory.swap).usage),
+    oomKills: numberOf(fieldsOf(metrics.memoryOomControl).oomKill),
     cpuUsageNanos: numberOf(cpuUsage.total),
     cpuUserNanos: numberOf(cpuUsage.user),
     cpuKernelNanos: numberOf(cpuUsage.kernel),

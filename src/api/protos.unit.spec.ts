@@ -132,7 +132,20 @@ describe('PodSandboxConfig', () => {
   it('round-trips the fields kts uses', () => {
     const any = encodePodSandboxConfig(config);
     expect(any.type_url).toBe(POD_SANDBOX_CONFIG_TYPE_URL);
-    expect(decodePodSandboxConfig(any)).toEqual(config);
+    expect(decodePodSandboxConfig(any)).toEqual({ ...config, podLinux: {} });
+  });
+
+  it('reads host namespaces, sysctls and dns_config as the pod\'s Linux options', () => {
+    const any = encodePodSandboxConfig({
+      ...config,
+      linux: { cgroupParent: '/c', sysctls: { 'kernel.shm_rmid_forced': '1' }, securityContext: { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+      dnsConfig: { servers: ['10.10.10.10'], searches: ['svc.local'], options: ['ndots:5'] },
+    });
+    expect(decodePodSandboxConfig(any).podLinux).toEqual({
+      hostNetwork: true,
+      sysctls: { 'kernel.shm_rmid_forced': '1' },
+      dns: { servers: ['10.10.10.10'], searches: ['svc.local'], options: ['ndots:5'] },
+    });
   });
 
   it('accepts containerd typeurl form without a URL prefix', () => {
@@ -148,6 +161,7 @@ describe('PodSandboxConfig', () => {
       labels: {},
       annotations: {},
       linux: { cgroupParent: '' },
+      podLinux: {},
     });
   });
 
@@ -176,6 +190,12 @@ describe('cgroup v1 metrics', () => {
     memoryLimitBytes: 2 ** 40,
     pidsCurrent: 3,
     pidsLimit: 1024,
+    cpuPeriods: 50,
+    cpuThrottledPeriods: 7,
+    cpuThrottledNanos: 700_000_000,
+    memoryKernelBytes: 4096,
+    memorySwapBytes: 8192,
+    oomKills: 1,
   };
 
   it('round-trips through io.containerd.cgroups.v1.Metrics', () => {
@@ -190,9 +210,21 @@ describe('cgroup v1 metrics', () => {
     const decoded = type.toObject(type.decode(encodeCgroupV1Metrics(stats).value), { longs: Number });
     expect(decoded).toEqual({
       pids: { current: 3, limit: 1024 },
-      cpu: { usage: { total: stats.cpuUsageNanos, user: stats.cpuUserNanos, kernel: stats.cpuKernelNanos } },
-      memory: { usage: { usage: stats.memoryUsageBytes, limit: stats.memoryLimitBytes } },
+      cpu: { usage: { total: stats.cpuUsageNanos, user: stats.cpuUserNanos, kernel: stats.cpuKernelNanos }, throttling: { periods: 50, throttledPeriods: 7, throttledTime: 700_000_000 } },
+      memory: { usage: { usage: stats.memoryUsageBytes, limit: stats.memoryLimitBytes }, kernel: { usage: 4096 }, swap: { usage: 8192 } },
+      memoryOomControl: { oomKill: 1 },
     });
+  });
+
+  it('sends the throttling, kernel, swap and OOM entries (containerd\'s CRI lists a metric only when its entry is present) even when the backend cannot tell', () => {
+    const type = protoTypes().lookupType('io.containerd.cgroups.v1.Metrics');
+    const { cpuPeriods, cpuThrottledPeriods, cpuThrottledNanos, memoryKernelBytes, memorySwapBytes, oomKills, ...basic } = stats;
+    const decoded = type.toObject(type.decode(encodeCgroupV1Metrics(basic).value), { longs: Number, defaults: true }) as Record<string, Record<string, unknown>>;
+    expect(decoded.cpu?.throttling).toEqual({ periods: 0, throttledPeriods: 0, throttledTime: 0 });
+    expect(decoded.memory?.kernel).toMatchObject({ usage: 0 });
+    expect(decoded.memory?.swap).toMatchObject({ usage: 0 });
+    expect(decoded.memoryOomControl).toMatchObject({ oomKill: 0 });
+    expect([cpuPeriods, cpuThrottledPeriods, cpuThrottledNanos, memoryKernelBytes, memorySwapBytes, oomKills]).toHaveLength(6);
   });
 
   it('rejects a v2 metrics Any', () => {

@@ -2,6 +2,7 @@ import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { invalidArgument } from '../core/errors.js';
 import type { Engine } from '../engine/engine.js';
+import { validatePodLinux } from '../oci/podLinux.js';
 import { decodePodSandboxConfig, encodeCgroupV1Metrics } from './protos.js';
 import { unary } from './rpc.js';
 import { validateStringMap } from './validate.js';
@@ -67,6 +68,7 @@ export function sandboxControllerService(options: ControllerOptions): UntypedSer
           annotations: { ...(pod?.annotations ?? {}), ...annotations },
           labels,
           logDirectory: pod?.logDirectory || undefined,
+          ...(pod && Object.keys(pod.podLinux).length > 0 ? { linux: validatePodLinux(pod.podLinux) } : {}),
         },
         meta,
       );
@@ -120,7 +122,13 @@ export function sandboxControllerService(options: ControllerOptions): UntypedSer
  */
 export function sandboxRuntimeSpec(engine: Engine, sandboxId: string): AnyMessage {
   const c = engine.sandbox(sandboxId).context;
-  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, c.netnsPath ? { type: 'network', path: c.netnsPath } : { type: 'network' }];
+  // A namespace the pod shares with the host is absent, as in runc's spec.
+  const namespaces = [
+    ...(c.linux?.hostPid ? [] : [{ type: 'pid' }]),
+    ...(c.linux?.hostIpc ? [] : [{ type: 'ipc' }]),
+    { type: 'uts' }, { type: 'mount' },
+    ...(c.linux?.hostNetwork ? [] : [c.netnsPath ? { type: 'network', path: c.netnsPath } : { type: 'network' }]),
+  ];
   return jsonAny(RUNTIME_SPEC_TYPE_URL, {
     ociVersion: '1.1.0',
     hostname: c.hostname,

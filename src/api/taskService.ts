@@ -104,7 +104,6 @@ export function taskService(engine: Engine, logger: Logger, service: string): Un
     }),
     Pids: rpc<{ id: string }, object>('Pids', async (request) => ({ processes: (await engine.containerPids(request.id)).map((pid) => ({ pid })) })),
     Exec: rpc<ExecRequest, object>('Exec', async (request, { meta }) => {
-      if (request.terminal) throw invalidArgument('terminal (tty) exec is not supported yet');
       if (!request.spec?.value?.length) throw invalidArgument('exec spec must be an OCI Process as JSON');
       let process: unknown;
       try {
@@ -113,7 +112,9 @@ export function taskService(engine: Engine, logger: Logger, service: string): Un
         throw invalidArgument(`exec spec is not valid JSON: ${(error as Error).message}`);
       }
       if (typeof process !== 'object' || process === null) throw invalidArgument('exec spec must be a JSON object (an OCI Process)');
-      await engine.createExec(request.id, request.execId, process as Record<string, unknown>, stdioOf(request), meta);
+      // The request's flag decides: a spec that asks for a terminal the caller did not is given none.
+      const spec = { ...(process as Record<string, unknown>), terminal: request.terminal };
+      await engine.createExec(request.id, request.execId, spec, stdioOf(request), meta);
       return {};
     }),
     Wait: rpc<IdRequest, object>('Wait', async (request) => {
@@ -124,8 +125,9 @@ export function taskService(engine: Engine, logger: Logger, service: string): Un
     Connect: rpc<{ id: string }, object>('Connect', async (request) => ({ shimPid: process.pid, taskPid: engine.container(request.id).context.pid ?? 0, version: '3' })),
     // containerd calls Shutdown after every container delete; the sandbox lives on until the Controller's Shutdown.
     Shutdown: rpc<{ id: string }, object>('Shutdown', async () => ({})),
-    ResizePty: rpc<IdRequest, object>('ResizePty', async () => {
-      throw invalidArgument('this task has no terminal to resize');
+    ResizePty: rpc<IdRequest & { width: number; height: number }, object>('ResizePty', async (request) => {
+      await engine.resizeTerminal(request.id, request.execId, request.width, request.height);
+      return {};
     }),
     // runc containers read containerd's FIFO themselves; a VM's stdin is pumped by the daemon, which ends it here.
     CloseIO: rpc<IdRequest & { stdin: boolean }, object>('CloseIO', async (request) => {

@@ -1,4 +1,7 @@
 /** What the engine needs from a sandbox kind. Implementations live in src/backends/<kind>/. */
+import type { PodLinuxOptions } from '../../machines/sandboxMachine.js';
+
+export type { PodLinuxOptions };
 
 export interface MountSpec {
   type: string;
@@ -16,6 +19,7 @@ export interface SandboxSpec {
   /** A network namespace prepared by someone else (CNI/containerd) to join instead of creating one. */
   netnsPath?: string;
   annotations: Record<string, string>;
+  linux?: PodLinuxOptions;
 }
 
 export interface StdioPaths {
@@ -59,6 +63,14 @@ export interface ContainerStats {
   memoryLimitBytes: number;
   pidsCurrent: number;
   pidsLimit: number;
+  /** CFS bandwidth: periods elapsed, periods throttled, time throttled (absent where the backend cannot tell). */
+  cpuPeriods?: number;
+  cpuThrottledPeriods?: number;
+  cpuThrottledNanos?: number;
+  memoryKernelBytes?: number;
+  memorySwapBytes?: number;
+  /** Processes the kernel's OOM killer ended in the container's memory cgroup. */
+  oomKills?: number;
 }
 
 /** An OCI runtime-spec Process, as JSON. */
@@ -96,6 +108,13 @@ export interface Sandboxer {
   createContainer(spec: ContainerSpec): Promise<{ pid: number }>;
   startContainer(sandboxId: string, containerId: string): Promise<{ pid: number }>;
   killContainer(sandboxId: string, containerId: string, signal: number, all: boolean): Promise<void>;
+  /** Sets the size of an exec's terminal (an exec whose OCI process asked for `terminal`); absent: no terminals. */
+  resizeTerminal?(sandboxId: string, containerId: string, execId: string, width: number, height: number): Promise<void>;
+  /**
+   * Called once a container's init (or, with `execId`, an exec) has exited, before its exit is
+   * recorded: kill what it left behind, end the output it was writing.
+   */
+  processExited?(sandboxId: string, containerId: string, execId?: string): Promise<void>;
   /** runc delete (forced), unmount the rootfs; idempotent. */
   deleteContainer(sandboxId: string, containerId: string): Promise<void>;
   containerStatus(sandboxId: string, containerId: string): Promise<ContainerStatus>;

@@ -6,7 +6,7 @@ import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../ma
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
 import type { PodNetworks } from '../core/podNetwork.js';
-import type { ContainerStats, MountSpec, OciProcess, OutputHolds, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
+import type { ContainerStats, MountSpec, OciProcess, OutputHolds, PodLinuxOptions, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
 import type { EventStore } from '../core/store.js';
 import { withSpan, withSpanSync } from '../telemetry/tracing.js';
 import { crashPoint } from './crashPoints.js';
@@ -50,6 +50,7 @@ export interface CreateSandboxInput {
   annotations: Record<string, string>;
   labels: Record<string, string>;
   logDirectory?: string;
+  linux?: PodLinuxOptions;
 }
 
 export interface CreateContainerInput {
@@ -194,6 +195,7 @@ export class Engine {
         const { pid, details } = await withSpan('sandboxer.start', { attributes: { 'sandbox.id': sandboxId, 'sandbox.kind': c.kind } }, async (span) => {
           const started = await this.sandboxerFor(sandbox).startSandbox({
             sandboxId, name: c.name, namespace: c.namespace, hostname: c.hostname, netnsPath, annotations: c.annotations,
+            ...(c.linux ? { linux: c.linux } : {}),
           });
           if (started.details) span.setAttributes(started.details);
           return started;
@@ -341,7 +343,7 @@ export class Engine {
       if (container.state !== 'running') continue;
       const stats = await this.sandboxerFor(sandbox).stats(sandboxId, container.context.containerId).catch(() => undefined);
       if (!stats) continue;
-      for (const key of Object.keys(total) as (keyof ContainerStats)[]) total[key] += stats[key];
+      for (const key of Object.keys(stats) as (keyof ContainerStats)[]) total[key] = (total[key] ?? 0) + (stats[key] ?? 0);
     }
     return total;
   }
@@ -409,6 +411,8 @@ export class Engine {
       (exit) => this.serial(sandboxId, async () => {
         this.options.outputHolds?.release(containerId);
         if (this.closed || !['created', 'running'].includes(container.state) || container.context.pid !== pid) return;
+        await this.sandboxerFor(sandbox).processExited?.(sandboxId, containerId).catch((error: unknown) =>
+          this.logger.warn({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'cleaning up after the container\'s exit failed'));
         this.recordContainer(container, { type: 'ContainerExited', ...exitFields(exit) }, { caller: 'container-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'watching container exit failed'),
@@ -451,6 +455,17 @@ export class Engine {
       if (!wasLive) return;
       await this.sandboxerFor(this.sandbox(sandboxId)).killContainer(sandboxId, containerId, signal, all);
     });
+  }
+
+  /** Sets the size of an exec's terminal. */
+  async resizeTerminal(containerId: string, execId: string, width: number, height: number): Promise<void> {
+    const container = this.container(containerId);
+    if (!execId) throw invalidArgument(`container ${containerId} has no terminal: only execs get one`);
+    if (!container.context.execs[execId]) throw notFound(`exec ${execId} not found in container ${containerId}`);
+    const sandboxId = container.context.sandboxId;
+    const sandboxer = this.sandboxerFor(this.sandbox(sandboxId));
+    if (!sandboxer.resizeTerminal) throw invalidArgument(`${this.sandbox(sandboxId).context.kind} sandboxes have no terminals to resize`);
+    await sandboxer.resizeTerminal(sandboxId, containerId, execId, width, height);
   }
 
   /** Resolves when the container has exited. */
@@ -499,7 +514,8 @@ export class Engine {
 
   async containerStats(containerId: string): Promise<ContainerStats> {
     const container = this.container(containerId);
-    if (container.state !== 'running') throw failedPrecondition(`container ${containerId} is ${container.state}; stats need a running container`);
+    // A stopped container still answers (its OOM kills: containerd asks when one ends with 137).
+    if (container.state !== 'running' && container.state !== 'stopped') throw failedPrecondition(`container ${containerId} is ${container.state}; stats need a running or stopped container`);
     return this.sandboxerFor(this.sandbox(container.context.sandboxId)).stats(container.context.sandboxId, containerId);
   }
 
@@ -519,6 +535,9 @@ export class Engine {
       throw invalidArgument('exec process: args must be a non-empty array of strings');
     }
     const sandboxId = this.container(containerId).context.sandboxId;
+    if (process.terminal === true && !this.sandboxerFor(this.sandbox(sandboxId)).resizeTerminal) {
+      throw invalidArgument(`exec ${execId}: ${this.sandbox(sandboxId).context.kind} sandboxes give execs no terminal (tty); run it without one`);
+    }
     await this.serial(sandboxId, async () => {
       const container = this.container(containerId);
       if (container.state !== 'running') throw failedPrecondition(`container ${containerId} is ${container.state}; exec needs a running container`);
@@ -562,6 +581,8 @@ export class Engine {
       (exit) => this.serial(sandboxId, async () => {
         const exec = container.context.execs[execId];
         if (this.closed || !exec || exec.pid !== pid || exec.exitedAt !== null || container.state === 'deleted') return;
+        await this.sandboxerFor(sandbox).processExited?.(sandboxId, container.context.containerId, execId).catch((error: unknown) =>
+          this.logger.warn({ sandbox_id: sandboxId, exec_id: execId, err: error }, 'cleaning up after the exec\'s exit failed'));
         this.recordContainer(container, { type: 'ExecExited', execId, ...exitFields(exit) }, { caller: 'exec-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, exec_id: execId, err: error }, 'watching exec exit failed'),

@@ -1,5 +1,5 @@
-import { rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, rmdir } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import { readMountInfo } from '../host/mounts.js';
 
 /**
@@ -15,4 +15,23 @@ export async function removeCgroupDir(cgroupPath: string): Promise<void> {
       rmdir(join(hierarchy.mountPoint, cgroupPath)).catch(() => undefined),
     ),
   );
+}
+
+const CGROUP_ROOT = '/sys/fs/cgroup';
+
+/**
+ * How many processes the OOM killer ended in the memory cgroup at `cgroupsPath` (an OCI
+ * linux.cgroupsPath: absolute, cgroupfs driver), or undefined when it cannot be read. cgroup v1
+ * keeps the count in memory/<path>/memory.oom_control, v2 in <path>/memory.events.
+ */
+export async function memoryCgroupOomKills(cgroupsPath: unknown, root = CGROUP_ROOT): Promise<number | undefined> {
+  if (typeof cgroupsPath !== 'string' || !cgroupsPath.startsWith('/') || cgroupsPath.includes(':')) return undefined;
+  const relative = posix.normalize(cgroupsPath);
+  if (relative.split('/').includes('..')) return undefined;
+  for (const file of [join(root, 'memory', relative, 'memory.oom_control'), join(root, relative, 'memory.events')]) {
+    const text = await readFile(file, 'utf8').catch(() => undefined);
+    const count = text?.match(/^oom_kill (\d+)$/m)?.[1];
+    if (count !== undefined) return Number(count);
+  }
+  return undefined;
 }

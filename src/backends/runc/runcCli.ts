@@ -28,8 +28,10 @@ export class RuncCli {
     return [this.binary, ...this.global(logFile), 'create', '--bundle', bundleDir, '--pid-file', pidFile, containerId];
   }
 
-  execArgv(containerId: string, processFile: string, pidFile: string, logFile: string): string[] {
-    return [this.binary, ...this.global(logFile), 'exec', '--detach', '--pid-file', pidFile, '--process', processFile, containerId];
+  /** With `consoleSocket`, runc makes the process a terminal and sends its master there (kts-console). */
+  execArgv(containerId: string, processFile: string, pidFile: string, logFile: string, consoleSocket?: string): string[] {
+    const tty = consoleSocket === undefined ? [] : ['--tty', '--console-socket', consoleSocket];
+    return [this.binary, ...this.global(logFile), 'exec', '--detach', ...tty, '--pid-file', pidFile, '--process', processFile, containerId];
   }
 
   /** undefined when runc has no such container. */
@@ -139,7 +141,13 @@ function containerStats(event: unknown): ContainerStats {
   const cpu = field(field(data, 'cpu'), 'usage');
   const memory = field(field(data, 'memory'), 'usage');
   const pids = field(data, 'pids');
+  const throttling = field(field(data, 'cpu'), 'throttling');
   return {
+    cpuPeriods: numberField(throttling, 'periods'),
+    cpuThrottledPeriods: numberField(throttling, 'throttledPeriods'),
+    cpuThrottledNanos: numberField(throttling, 'throttledTime'),
+    memoryKernelBytes: numberField(field(field(data, 'memory'), 'kernel'), 'usage'),
+    memorySwapBytes: numberField(field(field(data, 'memory'), 'swap'), 'usage'),
     cpuUsageNanos: numberField(cpu, 'total'),
     cpuUserNanos: numberField(cpu, 'user'),
     cpuKernelNanos: numberField(cpu, 'kernel'),

@@ -1,9 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { alreadyExists, errorMessage, failedPrecondition, internal, isKtsError, notFound } from '../../core/errors.js';
+import { alreadyExists, errorMessage, failedPrecondition, internal, invalidArgument, isKtsError, notFound } from '../../core/errors.js';
 import { validateId } from '../../core/ids.js';
 import type {
   ContainerSpec,
@@ -16,14 +17,16 @@ import type {
   Sandboxer,
   StdioPaths,
 } from '../../core/sandboxer.js';
+import { resolvConf } from '../../oci/podLinux.js';
 import { withSpan } from '../../telemetry/tracing.js';
-import { removeCgroupDir } from './cgroups.js';
+import { memoryCgroupOomKills, removeCgroupDir } from './cgroups.js';
 import { readExitFile, readInitIdentity, SandboxWatch } from './exitWatcher.js';
 import { mountRootfs, unmountUnder } from '../host/mounts.js';
 import { containerPaths, sandboxPaths, type ContainerPaths, type SandboxPaths } from './paths.js';
 import { isProcessAlive, readPidFile } from '../host/procfs.js';
 import { RuncCli, runcLogErrors } from './runcCli.js';
 import { runInSandbox, spawnSandboxInit, waitForHolder, writeFileAtomic, type SandboxCommandResult } from './sandboxInit.js';
+import { defaultConsoleBinary, resizeConsole, startConsole } from './console.js';
 
 export interface RuncLogger {
   info(fields: object, message: string): void;
@@ -43,6 +46,16 @@ export interface RuncSandboxerOptions {
   /** How long removeSandbox lets a live sandbox stop before killing it. */
   removeStopTimeoutMs?: number;
   logger?: RuncLogger;
+}
+
+/** A JSON object file, or undefined when it is missing or not an object. */
+async function readJsonObject(file: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const parsed: unknown = JSON.parse(await readFile(file, 'utf8'));
+    return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const silentLogger: RuncLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -65,6 +78,7 @@ export class RuncSandboxer implements Sandboxer {
   readonly containersWriteStdio = true;
   private readonly runc: RuncCli;
   private readonly initBinary: string;
+  private readonly consoleBinary: string;
   private readonly readyDeadlineMs: number;
   private readonly removeStopTimeoutMs: number;
   private readonly logger: RuncLogger;
@@ -73,6 +87,7 @@ export class RuncSandboxer implements Sandboxer {
   constructor(private readonly options: RuncSandboxerOptions) {
     this.runc = new RuncCli(options.runcBinary ?? 'runc', options.runcRoot ?? join(options.rootDir, 'runc'));
     this.initBinary = options.initBinary ?? defaultInitBinary();
+    this.consoleBinary = defaultConsoleBinary(this.initBinary);
     this.readyDeadlineMs = options.sandboxReadyDeadlineMs ?? 10_000;
     this.removeStopTimeoutMs = options.removeStopTimeoutMs ?? 10_000;
     this.logger = options.logger ?? silentLogger;
@@ -88,12 +103,15 @@ export class RuncSandboxer implements Sandboxer {
     });
     try {
       await mkdir(paths.containersDir);
+      const resolver = resolvConf(spec.linux?.dns);
+      if (resolver !== undefined) await writeFile(paths.resolvConf, resolver, { mode: 0o644 });
       const watch = this.watch(spec.sandboxId);
       const init = await spawnSandboxInit({
         initBinary: this.initBinary,
         paths,
         hostname: spec.hostname,
         netnsPath: spec.netnsPath,
+        linux: spec.linux,
         onExit: () => watch.notifyInitExited(),
       });
       const holderPid = await waitForHolder(paths, watch.initExited(), this.readyDeadlineMs);
@@ -205,8 +223,9 @@ export class RuncSandboxer implements Sandboxer {
       await mkdir(rootfs, { recursive: true });
       await mountRootfs(spec.rootfsMounts, rootfs);
       await this.recordCgroupParent(paths, spec.bundleDir);
+      const bundle = await this.bundleWithPodMounts(paths, container, spec.bundleDir);
       const result = await withSpan('runc.create', { attributes: { 'container.id': spec.containerId } }, () => this.runInSandbox(spec.sandboxId, (log) =>
-        this.runc.createArgv(spec.containerId, spec.bundleDir, container.initPid, log), spec.stdio));
+        this.runc.createArgv(spec.containerId, bundle, container.initPid, log), spec.stdio));
       return { pid: await this.commandPid(result, `runc create ${spec.containerId}`, container.initPid) };
     } catch (error) {
       await this.undoCreate(spec.containerId, container, rootfs, error);
@@ -235,7 +254,26 @@ export class RuncSandboxer implements Sandboxer {
 
   async killContainer(sandboxId: string, containerId: string, signal: number, all: boolean): Promise<void> {
     await this.existingContainer(sandboxId, containerId);
-    await this.runc.kill(containerId, signal, all);
+    await this.runc.kill(containerId, signal, all).catch((error: unknown) => {
+      // A container that already exited has nothing left to signal (containerd stops such containers too).
+      if (!isKtsError(error, 'failed_precondition')) throw error;
+    });
+  }
+
+  /**
+   * A container without a pid namespace of its own (the pod's, or the host's) leaves its children
+   * running when its init exits, holding containerd's stdout FIFO open: kill them, as containerd's shim does.
+   */
+  async processExited(sandboxId: string, containerId: string, execId?: string): Promise<void> {
+    if (execId !== undefined) return; // an exec's children die with the container, or are the container's
+    const container = containerPaths(this.paths(sandboxId), validateId('container id', containerId));
+    const bundleDir = await readFile(container.bundleRecord, 'utf8').catch(() => undefined);
+    if (bundleDir === undefined) return;
+    const config = await readJsonObject(join(bundleDir, 'config.json'));
+    const namespaces = (config?.linux as { namespaces?: Array<{ type?: unknown; path?: unknown }> } | undefined)?.namespaces ?? [];
+    const pidNamespace = namespaces.find((namespace) => namespace.type === 'pid');
+    if (pidNamespace && !pidNamespace.path) return; // its own: the kernel killed the rest with its init
+    await this.runc.kill(containerId, 9, true).catch(() => undefined);
   }
 
   async deleteContainer(sandboxId: string, containerId: string): Promise<void> {
@@ -272,9 +310,38 @@ export class RuncSandboxer implements Sandboxer {
       throw error.code === 'EEXIST' ? alreadyExists(`exec ${execId} already exists in container ${containerId}`) : error;
     });
     const pidFile = container.execPid(execId);
+    if (process.terminal === true) return this.execWithTerminal(sandboxId, containerId, execId, container, processFile, stdio);
     const result = await withSpan('runc.exec', { attributes: { 'container.id': containerId } }, () =>
       this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio));
     return { pid: await this.commandPid(result, `runc exec ${containerId} (exec ${execId})`, pidFile) };
+  }
+
+  /**
+   * An exec with a terminal: kts-console listens on a console socket of kts's own, runc sends it the
+   * pty master, and it copies between the master and containerd's stdin/stdout FIFOs until the
+   * terminal closes (see console.c).
+   */
+  private async execWithTerminal(sandboxId: string, containerId: string, execId: string, container: ContainerPaths, processFile: string, stdio: StdioPaths): Promise<{ pid: number }> {
+    if (!stdio.stdout) throw invalidArgument(`exec ${execId}: a terminal needs a stdout to write to`);
+    const consoleDir = join(this.options.rootDir, 'consoles');
+    await mkdir(consoleDir, { recursive: true, mode: 0o700 });
+    const socket = join(consoleDir, `${randomBytes(8).toString('hex')}.sock`);
+    const resize = container.execResize(execId);
+    await startConsole(this.consoleBinary, { socket, resize, stdout: stdio.stdout, stdin: stdio.stdin });
+    try {
+      const pidFile = container.execPid(execId);
+      const result = await withSpan('runc.exec', { attributes: { 'container.id': containerId, 'process.terminal': true } }, () =>
+        this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log, socket), {}));
+      return { pid: await this.commandPid(result, `runc exec --tty ${containerId} (exec ${execId})`, pidFile) };
+    } finally {
+      // Taken (kts-console unlinked it) or never used: either way it must not stay.
+      await rm(socket, { force: true });
+    }
+  }
+
+  async resizeTerminal(sandboxId: string, containerId: string, execId: string, width: number, height: number): Promise<void> {
+    const container = await this.existingContainer(sandboxId, containerId);
+    await resizeConsole(container.execResize(validateId('exec id', execId)), width, height);
   }
 
   /** runc exec writes the exec's pid file once its process runs. */
@@ -293,9 +360,27 @@ export class RuncSandboxer implements Sandboxer {
     return this.runc.ps(containerId);
   }
 
+  /**
+   * runc's figures while the container runs (zeros once it stopped), and the OOM kills its memory
+   * cgroup counted, which stay readable until the container is deleted.
+   */
   async stats(sandboxId: string, containerId: string): Promise<ContainerStats> {
-    await this.existingContainer(sandboxId, containerId);
-    return this.runc.stats(containerId);
+    const container = await this.existingContainer(sandboxId, containerId);
+    const [figures, oomKills] = await Promise.all([
+      this.runc.stats(containerId).catch(async (error: unknown) => {
+        if ((await this.runc.state(containerId))?.status !== 'stopped') throw error;
+        return { cpuUsageNanos: 0, cpuUserNanos: 0, cpuKernelNanos: 0, memoryUsageBytes: 0, memoryLimitBytes: 0, pidsCurrent: 0, pidsLimit: 0 };
+      }),
+      this.oomKills(container),
+    ]);
+    return { ...figures, ...(oomKills !== undefined && { oomKills }) };
+  }
+
+  /** The `oom_kill` count of the container's memory cgroup (cgroup v1 memory.oom_control, v2 memory.events). */
+  private async oomKills(container: ContainerPaths): Promise<number | undefined> {
+    const bundleDir = await readFile(container.bundleRecord, 'utf8').catch(() => undefined);
+    const config = bundleDir === undefined ? undefined : await readJsonObject(join(bundleDir, 'config.json'));
+    return memoryCgroupOomKills((config?.linux as { cgroupsPath?: unknown } | undefined)?.cgroupsPath);
   }
 
   async close(): Promise<void> {
@@ -352,6 +437,29 @@ export class RuncSandboxer implements Sandboxer {
     const pid = await readPidFile(pidFile);
     if (pid === undefined) throw internal(`${what} succeeded but wrote no pid file`);
     return pid;
+  }
+
+  /**
+   * The bundle runc runs: containerd's, or, when the pod has a resolver and the container mounts none, a
+   * config.json of kts's own in the container's private directory with containerd's rootfs and the
+   * pod's resolv.conf bind-mounted read-only (what containerd's own pods get from their sandbox).
+   */
+  private async bundleWithPodMounts(paths: SandboxPaths, container: ContainerPaths, bundleDir: string): Promise<string> {
+    if (!existsSync(paths.resolvConf)) return bundleDir;
+    const config = await readJsonObject(join(bundleDir, 'config.json'));
+    if (!config) return bundleDir; // runc create reports a missing or broken config.json in its own words
+    const mounts = Array.isArray(config.mounts) ? (config.mounts as Array<{ destination?: unknown }>) : [];
+    if (mounts.some((mount) => mount.destination === '/etc/resolv.conf')) return bundleDir;
+    const root = (config.root ?? {}) as { path?: unknown };
+    const rootPath = typeof root.path === 'string' && root.path !== '' ? root.path : 'rootfs';
+    const own = {
+      ...config,
+      root: { ...root, path: isAbsolute(rootPath) ? rootPath : join(bundleDir, rootPath) },
+      mounts: [...mounts, { destination: '/etc/resolv.conf', type: 'bind', source: paths.resolvConf, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] }],
+    };
+    // 0600: config.json carries the container's env.
+    await writeFile(container.config, JSON.stringify(own), { mode: 0o600 });
+    return container.dir;
   }
 
   /** Remembers the parent of the container's cgroup so that removeSandbox can remove it. */

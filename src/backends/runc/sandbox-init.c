@@ -8,6 +8,12 @@
  * that outlive any daemon.
  *
  * Usage: kts-sandbox-init --dir <sandboxDir> --hostname <name> [--netns <path>]
+ *          [--host-network] [--host-ipc] [--host-pid] [--sysctl <name>=<value>]...
+ *   --host-network / --host-ipc: the pod uses the host's network / IPC namespace (CRI NamespaceMode NODE);
+ *   --host-pid: the holder stays in the host pid namespace;
+ *   --sysctl: written through /proc/sys by the holder inside the pod's namespaces, so the kernel applies
+ *             a net. value to the pod's netns and a kernel.shm, kernel.msg, kernel.sem or fs.mqueue.
+ *             one to its IPC namespace (the daemon refuses names of namespaces the pod shares with the host).
  *
  * Processes:
  *   init (this, host pid namespace, host mount namespace, child subreaper)
@@ -55,10 +61,15 @@
 /* A request must fit in PIPE_BUF to be written atomically; anything longer is a client bug. */
 #define LINE_BUF_SIZE (4 * PIPE_BUF)
 
+#define MAX_SYSCTLS 64
+
 struct options {
   const char *dir;
   const char *hostname;
   const char *netns;
+  int host_network, host_ipc, host_pid;
+  const char *sysctls[MAX_SYSCTLS];
+  int sysctl_count;
 };
 
 struct request {
@@ -165,18 +176,40 @@ static void drop_host_mounts(void) {
   if (chdir("/") < 0) die("chdir /: %s", strerror(errno));
 }
 
+/* name=value, name in dots (net.ipv4.ip_forward): written to /proc/sys/net/ipv4/ip_forward of this task's namespaces. */
+static void apply_sysctl(const char *entry) {
+  const char *eq = strchr(entry, '=');
+  size_t name_len = eq ? (size_t)(eq - entry) : 0;
+  char path[PATH_MAX] = "/proc/sys/";
+  size_t base = strlen(path);
+  if (name_len == 0 || base + name_len >= sizeof path) die("--sysctl %s: not <name>=<value>", entry);
+  for (size_t i = 0; i < name_len; i++) {
+    char c = entry[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.')) die("--sysctl %s: bad name", entry);
+    path[base + i] = c == '.' ? '/' : c;
+  }
+  path[base + name_len] = '\0';
+  int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) die("sysctl %.*s: open %s: %s", (int)name_len, entry, path, strerror(errno));
+  const char *value = eq + 1;
+  if (write_all(fd, value, strlen(value)) < 0) die("sysctl %.*s=%s: %s", (int)name_len, entry, value, strerror(errno));
+  close(fd);
+}
+
 static void enter_pod_namespaces(void) {
-  int flags = CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS;
-  if (!opts.netns) flags |= CLONE_NEWNET;
+  int flags = CLONE_NEWUTS | CLONE_NEWNS;
+  if (!opts.host_ipc) flags |= CLONE_NEWIPC;
+  if (!opts.netns && !opts.host_network) flags |= CLONE_NEWNET;
   if (unshare(flags) < 0) die("unshare: %s", strerror(errno));
-  if (opts.netns) {
+  if (opts.netns && !opts.host_network) {
     int fd = open(opts.netns, O_RDONLY | O_CLOEXEC);
     if (fd < 0) die("open netns %s: %s", opts.netns, strerror(errno));
     if (setns(fd, CLONE_NEWNET) < 0) die("setns %s: %s", opts.netns, strerror(errno));
     close(fd);
   }
   if (sethostname(opts.hostname, strlen(opts.hostname)) < 0) die("sethostname: %s", strerror(errno));
-  if (!opts.netns) bring_up_loopback();
+  if (!opts.netns && !opts.host_network) bring_up_loopback();
+  for (int i = 0; i < opts.sysctl_count; i++) apply_sysctl(opts.sysctls[i]);
   drop_host_mounts();
 }
 
@@ -218,7 +251,7 @@ static void start_holder(void) {
   if (host_pidns < 0) die("open /proc/self/ns/pid: %s", strerror(errno));
   int ready[2], lifeline[2];
   if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(lifeline, O_CLOEXEC) < 0) die("pipe2: %s", strerror(errno));
-  if (unshare(CLONE_NEWPID) < 0) die("unshare(CLONE_NEWPID): %s", strerror(errno));
+  if (!opts.host_pid && unshare(CLONE_NEWPID) < 0) die("unshare(CLONE_NEWPID): %s", strerror(errno));
 
   pid_t pid = fork();
   if (pid < 0) die("fork holder: %s", strerror(errno));
@@ -457,7 +490,12 @@ static void parse_args(int argc, char **argv) {
     if (strcmp(argv[i], "--dir") == 0) slot = &opts.dir;
     else if (strcmp(argv[i], "--hostname") == 0) slot = &opts.hostname;
     else if (strcmp(argv[i], "--netns") == 0) slot = &opts.netns;
-    if (!slot || i + 1 >= argc) die("usage: kts-sandbox-init --dir <sandboxDir> --hostname <name> [--netns <path>]");
+    else if (strcmp(argv[i], "--host-network") == 0) { opts.host_network = 1; continue; }
+    else if (strcmp(argv[i], "--host-ipc") == 0) { opts.host_ipc = 1; continue; }
+    else if (strcmp(argv[i], "--host-pid") == 0) { opts.host_pid = 1; continue; }
+    else if (strcmp(argv[i], "--sysctl") == 0 && opts.sysctl_count < MAX_SYSCTLS) slot = &opts.sysctls[opts.sysctl_count++];
+    if (!slot || i + 1 >= argc)
+      die("usage: kts-sandbox-init --dir <sandboxDir> --hostname <name> [--netns <path>] [--host-network] [--host-ipc] [--host-pid] [--sysctl <name>=<value>]... (at most %d)", MAX_SYSCTLS);
     *slot = argv[++i];
   }
   if (!opts.dir || !opts.hostname) die("--dir and --hostname are required");

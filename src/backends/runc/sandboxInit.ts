@@ -5,7 +5,8 @@ import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deadlineExceeded, internal, invalidArgument, unavailable } from '../../core/errors.js';
-import type { StdioPaths } from '../../core/sandboxer.js';
+import type { PodLinuxOptions, StdioPaths } from '../../core/sandboxer.js';
+import { sandboxInitArgs } from '../../oci/podLinux.js';
 import type { SandboxWatch } from './exitWatcher.js';
 import type { SandboxPaths } from './paths.js';
 import { writeFileAtomic } from '../host/files.js';
@@ -20,6 +21,8 @@ export interface InitLaunch {
   paths: SandboxPaths;
   hostname: string;
   netnsPath?: string;
+  /** Host namespaces and sysctls of the pod (kts-sandbox-init's --host-* and --sysctl). */
+  linux?: PodLinuxOptions;
   /** Called if the init exits while this daemon is its parent. */
   onExit?: () => void;
 }
@@ -33,6 +36,7 @@ export interface LaunchedInit {
 export async function spawnSandboxInit(launch: InitLaunch): Promise<LaunchedInit> {
   const args = ['--dir', launch.paths.dir, '--hostname', launch.hostname];
   if (launch.netnsPath !== undefined) args.push('--netns', launch.netnsPath);
+  args.push(...sandboxInitArgs(launch.linux));
   const log = await open(launch.paths.initLog, 'a');
   let child: ChildProcess;
   try {

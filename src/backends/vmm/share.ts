@@ -84,6 +84,16 @@ export class VmShare {
     return guest;
   }
 
+  /**
+   * The process ended: its pumps forward what is in the share and close the host FIFOs (their readers
+   * see end of file), and their records go, so a restarted daemon does not pump them again.
+   */
+  async finishOutput(containerId: string, execId?: string): Promise<void> {
+    const relative = execId ? execShareDir(containerId, execId) : containerShareDir(containerId);
+    await this.pumps.stopUnder(relative);
+    await rm(path.join(this.paths.pumpStateDir, relative), { recursive: true, force: true });
+  }
+
   /** Detaches and deletes the container's share directory and unmounts its host rootfs; idempotent. */
   async removeContainer(containerId: string): Promise<void> {
     const relative = containerShareDir(containerId);

@@ -380,6 +380,11 @@ export class VmmSandboxer implements Sandboxer {
     return vm.agent.execProcess({ containerId, execId, process, stdio: guestStdio });
   }
 
+  /** The output pumps of the process forward what it wrote and close containerd's FIFOs, so it sees end of file. */
+  async processExited(sandboxId: string, containerId: string, execId?: string): Promise<void> {
+    await (await this.vm(sandboxId)).share.finishOutput(containerId, execId);
+  }
+
   async closeStdin(sandboxId: string, containerId: string, execId?: string): Promise<void> {
     await (await this.vm(sandboxId)).share.closeStdin(containerId, execId);
   }

@@ -1,0 +1,77 @@
+// The daemon's side of kts-console (console.c): start one per terminal, and resize it.
+import { spawn } from 'node:child_process';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { failedPrecondition, internal, invalidArgument } from '../../core/errors.js';
+
+const READY_TIMEOUT_MS = 5_000;
+
+/** kts-console sits beside kts-sandbox-init in dist/native. */
+export function defaultConsoleBinary(initBinary: string): string {
+  return join(dirname(initBinary), 'kts-console');
+}
+
+export interface ConsoleLaunch {
+  /** The console socket runc sends the pty master to (a path of kts's own, in a 0700 directory). */
+  socket: string;
+  /** The FIFO kts-console makes and reads "<cols> <rows>" lines from. */
+  resize: string;
+  stdout: string;
+  stdin?: string;
+}
+
+/**
+ * Starts kts-console in a session of its own, resolving once its socket listens. It outlives this
+ * daemon (a restart must not cut a terminal) and exits when the terminal closes.
+ */
+export function startConsole(binary: string, launch: ConsoleLaunch): Promise<void> {
+  const args = ['--socket', launch.socket, '--stdout', launch.stdout, '--resize', launch.resize, ...(launch.stdin ? ['--stdin', launch.stdin] : [])];
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let settled = false;
+    const timer = setTimeout(() => finish(internal(`kts-console did not listen within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+    const finish = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      child.unref();
+      if (error) {
+        child.kill('SIGKILL');
+        reject(error);
+      } else {
+        resolve();
+      }
+    };
+    child.once('error', (error) => finish(internal(`cannot start kts-console (${binary}): ${error.message}`)));
+    child.stderr?.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString('utf8')).slice(-1000); });
+    child.stdout?.on('data', (chunk: Buffer) => {
+      if (chunk.toString('utf8').includes('ready\n')) finish();
+    });
+    child.once('exit', (code) => finish(internal(`kts-console exited (${code}) before listening: ${stderr.trim()}`)));
+  });
+}
+
+/** Sets the terminal's size; failed_precondition once the terminal is gone. */
+export async function resizeConsole(resizeFifo: string, width: number, height: number): Promise<void> {
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0 || width > 0xffff || height > 0xffff) {
+    throw invalidArgument(`terminal size ${width}x${height} is out of range (0-65535)`);
+  }
+  let fifo;
+  try {
+    // Non-blocking: with no reader (the terminal closed) open fails with ENXIO instead of hanging.
+    fifo = await open(resizeFifo, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENXIO') throw failedPrecondition('this process has no terminal (none was asked for, or it has closed)');
+    throw error;
+  }
+  try {
+    await fifo.write(`${width} ${height}\n`);
+  } finally {
+    await fifo.close();
+  }
+}
