@@ -22,6 +22,8 @@
 #                       + the kts-pause image built from busybox). The first one is the default handler.
 #   KTS_CTD_IMAGES_DIR  OCI layouts to import into the k8s.io namespace (default $KTS_IMAGES_DIR, else
 #                       /var/lib/kts/images): busybox and wasm-* as docker.io/library/<name>:latest
+#   KTS_CTD_KTS_CONFIG  TOML tables appended to the config of the kts daemon `up` starts (e.g.
+#                       $'[runc]\nmax_concurrent_starts = 0')
 #   KTS_GUEST_DIR       the microVM guest (scripts/build-guest.sh) for a kts daemon `up` starts (default /var/lib/kts/guest)
 #   KTS_PEERS_DIR       where scripts/build-peers.sh keeps containerd, ctr, the runc shim, crictl (default
 #                       /var/cache/kts/peers; `up` runs build-peers.sh, which costs seconds when cached)
@@ -82,6 +84,9 @@ write_config() {
     echo '[plugins."io.containerd.cri.v1.runtime"]'
     echo '  netns_mounts_under_state_dir = true'
     echo '  enable_selinux = false'
+    # containerd gives pause containers an oom_score_adj of -998; a host that refuses negative values (as
+    # these machines do) then starts no pod on containerd's own runc path. Cap it at containerd's own.
+    echo '  restrict_oom_score_adj = true'
     echo '[plugins."io.containerd.cri.v1.runtime".containerd]'
     echo "  default_runtime_name = \"$default_handler\""
     for handler in $HANDLERS; do
@@ -100,7 +105,7 @@ write_config() {
     echo "  conf_dir = \"$DIR/cni\""
     echo '  max_conf_num = 1'
   } >"$DIR/containerd.toml"
-  printf '%s\n' "{\"cniVersion\":\"1.0.0\",\"name\":\"kts-containerd\",\"plugins\":[{\"type\":\"bridge\",\"bridge\":\"$BRIDGE\",\"isGateway\":true,\"ipMasq\":false,\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"$SUBNET\"}]],\"dataDir\":\"$DIR/ipam\"}},{\"type\":\"loopback\"}]}" >"$DIR/cni/10-kts-containerd.conflist"
+  printf '%s\n' "{\"cniVersion\":\"1.0.0\",\"name\":\"kts-containerd\",\"plugins\":[{\"type\":\"bridge\",\"bridge\":\"$BRIDGE\",\"isGateway\":true,\"ipMasq\":false,\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"$SUBNET\"}]],\"dataDir\":\"$DIR/ipam\"}},{\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}},{\"type\":\"loopback\"}]}" >"$DIR/cni/10-kts-containerd.conflist"
   printf '%s\n' "runtime-endpoint: unix://$SOCKET" "image-endpoint: unix://$SOCKET" 'timeout: 60' >"$DIR/crictl.yaml"
 }
 
@@ -116,7 +121,7 @@ start_kts() {
   fi
   [[ -f "$REPO/dist/src/cli/main.js" ]] || die "kts is not built: run scripts/setup.sh (or npm run quickstart) first"
   mkdir -p "$DIR/kts" "$(dirname "$KTS_SOCKET")"
-  printf '%s\n' "listen = \"$KTS_SOCKET\"" "root = \"$DIR/kts\"" "task_relay = true" "[images]" "dir = \"$IMAGES_DIR\"" "[hypervisor]" "guest_dir = \"$GUEST_DIR\"" >"$DIR/kts/config.toml"
+  printf '%s\n' "listen = \"$KTS_SOCKET\"" "root = \"$DIR/kts\"" "task_relay = true" "[images]" "dir = \"$IMAGES_DIR\"" "[hypervisor]" "guest_dir = \"$GUEST_DIR\"" "${KTS_CTD_KTS_CONFIG:-}" >"$DIR/kts/config.toml"
   setsid node "$REPO/bin/kts.js" daemon --config "$DIR/kts/config.toml" >>"$DIR/kts/kts.log" 2>&1 </dev/null &
   echo $! >"$DIR/kts/kts.pid"
   local deadline=$((SECONDS + 30))

@@ -9,7 +9,7 @@ source scripts/lib.sh
 
 IMAGES_DIR="${KTS_IMAGES_DIR:-/var/lib/kts/images}"
 # containernetworking-plugins: the CNI plugins ([network] cni = true); iproute2 and util-linux: ip, tc, nsenter, unshare.
-PACKAGES=(runc busybox-static gcc libc6-dev tar gzip iproute2 procps util-linux socat containernetworking-plugins)
+PACKAGES=(runc busybox-static gcc libc6-dev tar gzip iproute2 iptables procps util-linux socat containernetworking-plugins)
 
 need_node() {
   if ! command -v node >/dev/null; then echo "setup: Node.js 20 or newer is required (node not found)" >&2; exit 1; fi

@@ -2,16 +2,18 @@
 // sandboxer) and crictl, both built by scripts/build-peers.sh. Every assertion is what an operator
 // running crictl sees, plus what kts itself records.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IMAGES_DIR, REPO, TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { IMAGES_DIR, REPO, TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder, until } from './helpers/daemon.js';
 
 const PEERS_BIN = path.join(process.env.KTS_PEERS_DIR ?? '/var/cache/kts/peers', 'bin');
 const NODE_SCRIPT = path.join(REPO, 'scripts/containerd-node.sh');
 const BRIDGE = 'ktsctd0';
+const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
+const skipVm = canRunVms() ?? (existsSync(path.join(GUEST_DIR, 'vmlinuz')) ? undefined : `needs the microVM guest in ${GUEST_DIR} (bash scripts/build-guest.sh)`);
 
 function whyNot(): string | undefined {
   const base = canRunContainers();
@@ -37,7 +39,7 @@ function run(file: string, args: string[], options: { env?: Record<string, strin
 
 describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${skip})` : ''}`, () => {
   // task_relay: containerd's task connections go through a relay that outlives the daemon (api/taskRelay.ts).
-  const daemon = new TestDaemon('', { topToml: 'task_relay = true' });
+  const daemon = new TestDaemon(`[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "auto"\nboot_deadline_seconds = 120\n`, { topToml: 'task_relay = true' });
   const relayPidFile = () => path.join(daemon.root, 'task-relay.pid');
   const nodeDir = mkdtempSync(path.join(tmpdir(), 'kts-ctd-'));
   const specDir = path.join(nodeDir, 'specs');
@@ -64,9 +66,9 @@ describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${s
 
   let podSeq = 0;
   /** A pod config file for crictl (CRI PodSandboxConfig as JSON). */
-  function podConfig(name: string): string {
+  function podConfig(name: string, extra: Record<string, unknown> = {}): string {
     const file = path.join(specDir, `pod-${name}.json`);
-    writeFileSync(file, JSON.stringify({ metadata: { name, namespace: 'crictl-test', uid: `uid-${name}-${++podSeq}`, attempt: 0 }, log_directory: path.join(nodeDir, 'logs', name), linux: {} }));
+    writeFileSync(file, JSON.stringify({ metadata: { name, namespace: 'crictl-test', uid: `uid-${name}-${++podSeq}`, attempt: 0 }, log_directory: path.join(nodeDir, 'logs', name), linux: {}, ...extra }));
     return file;
   }
   function containerConfig(name: string, image: string, extra: Record<string, unknown>): string {
@@ -77,8 +79,8 @@ describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${s
   const TICKER = ['sh', '-c', 'echo hello from crictl; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done'];
 
   /** runp + create + start as an operator types them; returns the ids and the time it took. */
-  async function runPod(name: string, handler: string, image = 'docker.io/library/busybox:latest', extra: Record<string, unknown> = { command: TICKER }) {
-    const pod = podConfig(name);
+  async function runPod(name: string, handler: string, image = 'docker.io/library/busybox:latest', extra: Record<string, unknown> = { command: TICKER }, podExtra: Record<string, unknown> = {}) {
+    const pod = podConfig(name, podExtra);
     const started = performance.now();
     const podId = await crictlOk('runp', '--runtime', handler, pod);
     const containerId = await crictlOk('create', podId, containerConfig(name, image, extra), pod);
@@ -190,6 +192,90 @@ describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${s
       expect(mountsUnder(path.join(nodeDir, 'state', 'io.containerd.runtime.v2.task'))).toEqual([]);
       expect(mountsUnder(path.join(nodeDir, 'state', 'io.containerd.grpc.v1.cri', 'netns'))).toEqual([]);
     });
+  });
+
+  describe('the runc kind: what a pod asks of its namespaces, terminals and OOM kills', () => {
+    const hostNet = readlinkSync('/proc/self/ns/net');
+    const hostValue = (file: string) => readFileSync(file, 'utf8').trim();
+
+    it('host network, own IPC with its sysctls, and dns_config as the container\'s /etc/resolv.conf; the host keeps its values', async () => {
+      const shmBefore = hostValue('/proc/sys/kernel/shm_rmid_forced');
+      const mqBefore = hostValue('/proc/sys/fs/mqueue/msg_max');
+      const { podId, containerId } = await runPod('nsopts', 'kts-runc', undefined, { command: ['sleep', '3600'] }, {
+        dns_config: { servers: ['10.10.10.10'], searches: ['kts.test'], options: ['ndots:2'] },
+        linux: { sysctls: { 'kernel.shm_rmid_forced': '1', 'fs.mqueue.msg_max': '64' }, security_context: { namespace_options: { network: 2 } } },
+      });
+      const seen = await crictlOk('exec', '-s', containerId, 'sh', '-c', 'cat /etc/resolv.conf; readlink /proc/self/ns/net; cat /proc/sys/kernel/shm_rmid_forced /proc/sys/fs/mqueue/msg_max');
+      expect(seen).toContain('search kts.test\nnameserver 10.10.10.10\noptions ndots:2');
+      expect(seen).toContain(hostNet);
+      expect(seen.split('\n').slice(-2)).toEqual(['1', '64']);
+      expect([hostValue('/proc/sys/kernel/shm_rmid_forced'), hostValue('/proc/sys/fs/mqueue/msg_max')]).toEqual([shmBefore, mqBefore]);
+      await crictlOk('rmp', '--force', podId);
+    });
+
+    it('refuses a sysctl that is not namespaced, or one of a namespace the pod shares with the host, naming it', async () => {
+      const coreBefore = hostValue('/proc/sys/kernel/core_pattern');
+      const notNamespaced = await crictl('runp', '--runtime', 'kts-runc', podConfig('bad-sysctl', { linux: { sysctls: { 'kernel.core_pattern': '|/tmp/evil' } } }));
+      expect(notNamespaced.code).not.toBe(0);
+      expect(notNamespaced.stderr).toMatch(/pod sysctl \W+kernel\.core_pattern\W+ is not namespaced/);
+      const sharedWithHost = await crictl('runp', '--runtime', 'kts-runc', podConfig('bad-hostnet', {
+        linux: { sysctls: { 'net.ipv4.ip_forward': '0' }, security_context: { namespace_options: { network: 2 } } },
+      }));
+      expect(sharedWithHost.code).not.toBe(0);
+      expect(sharedWithHost.stderr).toMatch(/with the host's network namespace would change the host/);
+      expect(hostValue('/proc/sys/kernel/core_pattern')).toBe(coreBefore);
+      expect(ktsPods().some((p) => p.name.startsWith('bad-'))).toBe(false);
+    });
+
+    it('exec -it gives the command a terminal that takes its input, and ends with its exit code', async () => {
+      const { podId, containerId } = await runPod('tty', 'kts-runc', undefined, { command: ['sleep', '3600'] });
+      // crictl wants a terminal of its own for -t: script(1) gives it one, fed from our input.
+      const command = `${path.join(PEERS_BIN, 'crictl')} --config ${path.join(nodeDir, 'crictl.yaml')} exec -it ${containerId} sh -c '[ -t 0 ] && echo stdin-is-a-terminal; exec sh'`;
+      const result = await run('script', ['-qec', command, '/dev/null'], { input: 'echo typed-$((40+2))\nexit 5\n', timeoutMs: 30_000 });
+      expect(result.stdout).toContain('stdin-is-a-terminal');
+      expect(result.stdout).toContain('typed-42');
+      expect(result.stdout).toMatch(/command terminated with exit code 5/);
+      await crictlOk('rmp', '--force', podId);
+    });
+
+    it('a container over its memory limit ends with 137 and reason OOMKilled', async () => {
+      const { podId, containerId } = await runPod('oom', 'kts-runc', undefined, {
+        command: ['sh', '-c', 'tail /dev/zero'], linux: { resources: { memory_limit_in_bytes: 24 * 1024 * 1024 } },
+      });
+      const status = await until('the container to be OOM-killed', async () => {
+        const inspected = await json<{ status: { state: string; exitCode: number; reason: string } }>('inspect', containerId);
+        return inspected.status.state === 'CONTAINER_EXITED' && inspected.status.reason === 'OOMKilled' ? inspected.status : undefined;
+      }, 60_000);
+      expect(status.exitCode).toBe(137);
+      await crictlOk('rmp', '--force', podId);
+    });
+
+    it('with a shared pod pid namespace, what a container forked dies with it, so stop and stopp return at once', async () => {
+      const { podId, containerId } = await runPod('podpid', 'kts-runc', undefined, { command: ['sh', '-c', 'sleep 600 & sleep 600 & exec sleep 1'] }, {
+        linux: { security_context: { namespace_options: { pid: 0 } } },
+      });
+      await until('the main process to exit', async () => (await json<ContainerStatus>('inspect', containerId)).status.state === 'CONTAINER_EXITED');
+      const started = performance.now();
+      await crictlOk('stopp', podId);
+      expect(performance.now() - started).toBeLessThan(30_000);
+      await crictlOk('rmp', podId);
+    });
+  });
+
+  describe.skipIf(skipVm)(`the vmm kind${skipVm ? ` (skipped: ${skipVm})` : ''}`, () => {
+    it('exec -s returns with the output, and stop and stopp finish: the guest\'s output FIFOs end when its processes do', async () => {
+      const { podId, containerId, ms } = await runPod('vm', 'kts-vmm', undefined, { command: ['sh', '-c', 'echo hello from the vm; exec sleep 3600'] });
+      console.log(`crictl runp+create+start (kts-vmm): ${ms.toFixed(0)} ms`);
+      await until('the container\'s output in crictl logs', async () => (await crictlOk('logs', containerId)).includes('hello from the vm'), 60_000);
+      const exec = await run(path.join(PEERS_BIN, 'crictl'), ['--config', path.join(nodeDir, 'crictl.yaml'), 'exec', '-s', containerId, 'echo', 'from-exec'], { timeoutMs: 60_000 });
+      expect(exec.code).toBe(0);
+      expect(exec.stdout).toContain('from-exec');
+      await crictlOk('stop', '--timeout', '5', containerId);
+      expect((await json<ContainerStatus>('inspect', containerId)).status.state).toBe('CONTAINER_EXITED');
+      await crictlOk('stopp', podId);
+      await crictlOk('rmp', podId);
+      expect(ktsPods().some((p) => p.id === podId)).toBe(false);
+    }, 240_000);
   });
 
   describe('the wasm kind', () => {
