@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IMAGES_DIR, REPO, TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { OtlpReceiver } from './helpers/otlpReceiver.js';
 
 const PEERS_BIN = path.join(process.env.KTS_PEERS_DIR ?? '/var/cache/kts/peers', 'bin');
 const NODE_SCRIPT = path.join(REPO, 'scripts/containerd-node.sh');
@@ -93,9 +94,14 @@ describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${s
   interface KtsPod { id: string; name: string; namespace: string; kind: string; state: string; pid: number }
   const ktsPods = () => JSON.parse(daemon.ktsOk('pods', '--json')) as KtsPod[];
 
+  // containerd and kts both export their spans here (OTEL_* in their environments).
+  const receiver = new OtlpReceiver();
+
   beforeAll(async () => {
     mkdirSync(specDir, { recursive: true });
-    await daemon.start();
+    await receiver.start();
+    Object.assign(nodeEnv, receiver.env);
+    await daemon.start(receiver.env);
     await node('up');
   }, 600_000);
 
@@ -108,6 +114,7 @@ describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${s
       if (relayPid && isAlive(relayPid)) process.kill(relayPid, 'SIGTERM');
       if (relayPid) await until('the task relay to exit', () => !isAlive(relayPid));
       await rm(nodeDir, { recursive: true, force: true });
+      await receiver.stop();
     }
   }, 120_000);
 
@@ -175,6 +182,17 @@ describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${s
       expect(created.payload.name).toBe('web');
       expect(created.caller).toMatch(/ns=k8s\.io/);
       expect(history.events.some((e) => e.type === 'ContainerStarted' && /containerd\.task\.v3\.Task\/Start/.test(e.caller))).toBe(true);
+    });
+
+    it('when containerd traces, the pod\'s events carry containerd\'s trace ids: one trace from CRI RunPodSandbox through kts', async () => {
+      const history = JSON.parse(daemon.ktsOk('history', '--json', podId)) as { events: Array<{ type: string; traceId: string }> };
+      const created = history.events.find((e) => e.type === 'SandboxCreated')!;
+      expect(created.traceId).toMatch(/^[0-9a-f]{32}$/);
+      const fromContainerd = await until('containerd\'s spans of that trace', () => {
+        const spans = receiver.trace(created.traceId).filter((span) => span.service === 'containerd');
+        return spans.length > 0 ? spans : undefined;
+      }, 30_000);
+      expect(fromContainerd.map((span) => span.name).join(' ')).toMatch(/RunPodSandbox|sandbox/i);
     });
 
     it('stop and rm end the container; stopp and rmp remove the pod, its netns and everything kts held', async () => {
