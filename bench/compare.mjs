@@ -14,7 +14,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { isMain, RESULTS_DIR, writeResult } from './lib/daemon.mjs';
+import { isMain, mergeLatest, RESULTS_DIR, writeResult } from './lib/daemon.mjs';
 import { elapsedMs, formatTable, loadAverage, startTimer } from './lib/stats.mjs';
 import { measureLayerCosts, printLayerCosts } from './layer-costs.mjs';
 import { managementMemoryChart, measureManagementMemory, printManagementMemory } from './management-memory.mjs';
@@ -90,7 +90,7 @@ export async function compare(options) {
   if (!complete) return { result, name: 'compare-partial' };
   const { values, goals } = headline(result);
   printHeadline({ values, goals }, result.memory);
-  return { result: { ...values, goals, crossover_pods: result.memory.crossover_pods, ...result }, name: 'latest' };
+  return { result: { ...values, goals, crossover_pods: result.memory.crossover_pods, ...result }, name: 'latest', merge: true };
 }
 
 if (isMain(import.meta.url)) {
@@ -104,7 +104,7 @@ if (isMain(import.meta.url)) {
       accelerator: { type: 'string', default: 'auto' }, 'skip-profile': { type: 'boolean', default: false },
     },
   });
-  const { result, name } = await compare({
+  const { result, name, merge } = await compare({
     parts: values.parts.split(','),
     latency: {
       serial: Number(values.serial), parallel: Number(values.parallel), vmSerial: Number(values['vm-serial']), vmParallel: Number(values['vm-parallel']),
@@ -114,5 +114,7 @@ if (isMain(import.meta.url)) {
     layers: { pods: Number(values.pods), storeSeconds: Number(values['store-seconds']), recoverySizes: values.recovery.split(',').filter(Boolean).map(Number), accelerator: values.accelerator },
   });
   console.log(`\ncompare: ${result.duration_s} s in all`);
-  writeResult(name, result);
+  // latest.json also holds cri-start.mjs's cri_* keys: merge, never overwrite them.
+  if (merge) mergeLatest(result, result.goals);
+  else writeResult(name, result);
 }

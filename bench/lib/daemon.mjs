@@ -2,7 +2,7 @@
 // gRPC client connected once (as containerd would hold one), the `kts` CLI pointed at it, and a
 // stop() that leaves nothing behind but what the caller chose to keep running.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -34,6 +34,17 @@ export function writeResult(name, result) {
   mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(path.join(RESULTS_DIR, `${name}.json`), JSON.stringify(result, null, 2) + '\n');
   console.log(`wrote bench/results/${name}.json`);
+}
+
+/**
+ * Merges one benchmark's headline keys (and their goals) into bench/results/latest.json, keeping what
+ * the other benchmarks wrote there: compare.mjs writes the API keys, cri-start.mjs the cri_* ones.
+ */
+export function mergeLatest(keys, goals = {}) {
+  const file = path.join(RESULTS_DIR, 'latest.json');
+  const latest = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const merged = { ...latest, ...keys, goals: { ...latest.goals, ...goals } };
+  writeResult('latest', merged);
 }
 
 /** True once something accepts connections on the unix socket. */
