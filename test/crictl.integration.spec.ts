@@ -228,6 +228,9 @@ describe.skipIf(skip)(`crictl → containerd 2.4 → kts${skip ? ` (skipped: ${s
       expect(seen).toContain(hostNet);
       expect(seen.split('\n').slice(-2)).toEqual(['1', '64']);
       expect([hostValue('/proc/sys/kernel/shm_rmid_forced'), hostValue('/proc/sys/fs/mqueue/msg_max')]).toEqual([shmBefore, mqBefore]);
+      // The privileged request stays on record: kts inspect shows it.
+      const inspected = JSON.parse(daemon.ktsOk('inspect', podId)) as { linux: { hostNetwork?: boolean; sysctls?: Record<string, string> } };
+      expect(inspected.linux).toMatchObject({ hostNetwork: true, sysctls: { 'kernel.shm_rmid_forced': '1' } });
       await crictlOk('rmp', '--force', podId);
     });
 

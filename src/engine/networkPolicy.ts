@@ -15,8 +15,8 @@ export function checkNetworkChoice(pod: { kind: string; netnsPath?: string; anno
   if (!runsCni) throw failedPrecondition(`this daemon does not run CNI (set [network] cni = true), so annotation ${NETWORK_ANNOTATION}=cni cannot be honoured`);
 }
 
-/** Whether kts makes this pod's netns and runs CNI in it; a netns given at creation is never touched. */
+/** Whether kts makes this pod's netns and runs CNI in it; a netns given at creation, or the host's (hostNetwork), is never touched. */
 export function wantsPodNetwork(pod: SandboxContext, sandboxer: Sandboxer, runsCni: boolean): boolean {
-  if (pod.netnsPath !== null || !sandboxer.podNetwork) return false;
+  if (pod.netnsPath !== null || pod.linux?.hostNetwork || !sandboxer.podNetwork) return false;
   return runsCni && pod.annotations[NETWORK_ANNOTATION] !== 'none';
 }

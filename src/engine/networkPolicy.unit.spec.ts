@@ -24,6 +24,10 @@ describe('which pods kts runs CNI for', () => {
     expect(wantsPodNetwork(pod({ annotations: { 'io.kts.network': 'none' } }), runc, true)).toBe(false);
   });
 
+  it('given a pod on the host network (CRI network NODE), when it starts on a CNI daemon, then kts runs no CNI for it', () => {
+    expect(wantsPodNetwork(pod({ linux: { hostNetwork: true } }), runc, true)).toBe(false);
+  });
+
   it('given a wasm pod, when it starts on a CNI daemon, then it gets none: it has no netns', () => {
     expect(wantsPodNetwork(pod({}), wasm, true)).toBe(false);
   });
