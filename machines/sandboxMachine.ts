@@ -46,6 +46,8 @@ export type SandboxEvent =
       name: string;
       namespace: string;
       uid: string;
+      /** CRI's metadata.attempt (absent: 0). */
+      attempt?: number;
       hostname: string;
       netnsPath?: string;
       annotations: Record<string, string>;
@@ -133,6 +135,7 @@ export interface SandboxContext {
   name: string;
   namespace: string;
   uid: string;
+  attempt: number;
   hostname: string;
   /** A netns given at creation (containerd's netns_path); null when kts makes one or the backend does. */
   netnsPath: string | null;
@@ -161,6 +164,7 @@ const initialSandboxContext: SandboxContext = {
   name: '',
   namespace: '',
   uid: '',
+  attempt: 0,
   hostname: '',
   netnsPath: null,
   network: null,
@@ -193,6 +197,7 @@ export const sandboxMachine = setup({
         name: event.name,
         namespace: event.namespace,
         uid: event.uid,
+        attempt: event.attempt ?? 0,
         hostname: event.hostname,
         netnsPath: event.netnsPath ?? null,
         annotations: event.annotations,

@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder, qemuProcessesUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, canRunVms, freshPodYaml, isAlive, mountsUnder, qemuProcessesUnder, until } from './helpers/daemon.js';
 
 const CNI_BIN_DIR = '/usr/lib/cni';
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
 const BRIDGE = 'ktsit0';
 const SUBNET_PREFIX = '10.88.213';
 const GATEWAY = `${SUBNET_PREFIX}.1`;
-const POD_YAML = path.join(REPO, 'examples/pod.yaml');
+
 const CONTAINER_YAML = path.join(REPO, 'examples/busybox.yaml');
 
 function canRunCni(): string | undefined {
@@ -66,7 +66,7 @@ describe.skipIf(skip)(`pod networking with CNI${skip ? ` (skipped: ${skip})` : '
     rmSync(scratch, { recursive: true, force: true });
   });
 
-  const run = (...flags: string[]): Pod => JSON.parse(daemon.ktsOk('run', '--json', ...flags, POD_YAML, CONTAINER_YAML)) as Pod;
+  const run = (...flags: string[]): Pod => JSON.parse(daemon.ktsOk('run', '--json', ...flags, freshPodYaml(), CONTAINER_YAML)) as Pod;
   const podRows = (): PodRow[] => JSON.parse(daemon.ktsOk('pods', '-o', 'json')) as PodRow[];
   const podIp = (pod: Pod): string => podRows().find((row) => row.id === pod.podId)!.ips[0]!;
   const exec = (pod: Pod, ...args: string[]) => daemon.kts('exec', pod.containerId, '--', ...args);
@@ -171,7 +171,7 @@ describe.skipIf(skip)(`pod networking with CNI${skip ? ` (skipped: ${skip})` : '
 
     it('given a daemon killed while a VM pod boots (taps made, guest not up), when it restarts, then recovery removes the VM, its taps and its network', async () => {
       const before = leftovers();
-      const starting = daemon.ktsAsync('run', '--runtime', 'vmm', '--json', POD_YAML, CONTAINER_YAML);
+      const starting = daemon.ktsAsync('run', '--runtime', 'vmm', '--json', freshPodYaml(), CONTAINER_YAML);
       const vmsDir = path.join(daemon.root, 'vms');
       const vmDir = await until('a VM with its network plan', () => existsSync(vmsDir) && readdirSync(vmsDir).find((id) => existsSync(path.join(vmsDir, id, 'network.json'))), 60_000);
       await daemon.kill();
@@ -210,7 +210,7 @@ describe.skipIf(skip)(`pod networking with CNI${skip ? ` (skipped: ${skip})` : '
       expect(podRows()).toEqual([]);
       await daemon.stop();
       await daemon.start({ KTS_CRASH_AT: crashAt });
-      const result = daemon.kts('run', '--json', POD_YAML, CONTAINER_YAML);
+      const result = daemon.kts('run', '--json', freshPodYaml(), CONTAINER_YAML);
       expect(result.code).not.toBe(0);
       await daemon.exited();
       expect(daemon.logs).toContain(`crash point ${crashAt.split(':')[0]} reached`);
@@ -247,14 +247,14 @@ describe.skipIf(skip)(`a daemon without CNI${skip ? ` (skipped: ${skip})` : ''}`
   afterAll(() => daemon.cleanup());
 
   it('given `kts run --network cni`, when the daemon does not run CNI, then the run is refused and says how to turn it on', () => {
-    const result = daemon.kts('run', '--network', 'cni', POD_YAML, CONTAINER_YAML);
+    const result = daemon.kts('run', '--network', 'cni', freshPodYaml(), CONTAINER_YAML);
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('this daemon does not run CNI (set [network] cni = true)');
     expect(JSON.parse(daemon.ktsOk('pods', '--json'))).toEqual([]);
   });
 
   it('given a pod without a netns, when it runs, then it has a fresh netns with loopback only, as before', () => {
-    const pod = JSON.parse(daemon.ktsOk('run', '--json', POD_YAML, CONTAINER_YAML)) as Pod;
+    const pod = JSON.parse(daemon.ktsOk('run', '--json', freshPodYaml(), CONTAINER_YAML)) as Pod;
     const links = daemon.ktsOk('exec', pod.containerId, '--', 'ip', '-o', 'link').trim().split('\n');
     expect(links).toHaveLength(1);
     expect(existsSync(path.join(daemon.root, 'network'))).toBe(false);

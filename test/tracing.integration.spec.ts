@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KTS, REPO, TestDaemon, canRunContainers, until } from './helpers/daemon.js';
+import { KTS, REPO, TestDaemon, canRunContainers, freshPodYaml, until } from './helpers/daemon.js';
 import { OtlpReceiver, type ReceivedSpan } from './helpers/otlpReceiver.js';
 import { adminClient, controllerClient } from './helpers/protoClient.js';
 
@@ -40,7 +40,7 @@ describe.skipIf(skip)(`traces exported over OTLP${skip ? ` (skipped: ${skip})` :
   });
 
   async function runPod(runtime: string): Promise<{ podId: string; traceId: string }> {
-    const { stdout } = await run(process.execPath, [KTS, 'run', '--json', '--runtime', runtime, 'examples/pod.yaml', 'examples/busybox.yaml'], {
+    const { stdout } = await run(process.execPath, [KTS, 'run', '--json', '--runtime', runtime, freshPodYaml(), 'examples/busybox.yaml'], {
       env: { ...process.env, ...receiver.env, KTS_SOCKET: daemon.socket },
     });
     const { podId } = JSON.parse(stdout) as { podId: string };

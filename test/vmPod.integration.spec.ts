@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QmpClient } from '../src/backends/vmm/qemu/qmpClient.js';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
-import { REPO, TestDaemon, canRunVms, isAlive, mountsUnder, qemuProcessesUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunVms, isAlive, mountsUnder, qemuProcessesUnder, until, writeYaml } from './helpers/daemon.js';
 import { controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
@@ -55,8 +55,11 @@ describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : '
   });
 
   it('runs a second VM pod and a runc pod at the same time on the same daemon', async () => {
-    const second = JSON.parse(daemon.ktsOk('run', '--runtime', 'vmm', '--json', 'examples/pod.yaml', 'examples/busybox.yaml')) as { podId: string };
-    const runc = JSON.parse(daemon.ktsOk('run', '--runtime', 'runc', '--json', 'examples/pod.yaml', 'examples/busybox.yaml')) as { podId: string };
+    // Pods of their own: a second pod with the first's metadata is refused, as CRI does.
+    const secondPod = writeYaml(daemon.root, 'second-vm.yaml', 'metadata:\n  name: second-vm\n  uid: second-vm-uid\n');
+    const runcPod = writeYaml(daemon.root, 'beside-runc.yaml', 'metadata:\n  name: beside-runc\n  uid: beside-runc-uid\n');
+    const second = JSON.parse(daemon.ktsOk('run', '--runtime', 'vmm', '--json', secondPod, 'examples/busybox.yaml')) as { podId: string };
+    const runc = JSON.parse(daemon.ktsOk('run', '--runtime', 'runc', '--json', runcPod, 'examples/busybox.yaml')) as { podId: string };
     const pods = JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; kind: string; state: string }>;
     expect(pods.filter((p) => p.state === 'ready').map((p) => p.kind).sort()).toEqual(['runc', 'vmm', 'vmm']);
     expect(qemuProcessesUnder(daemon.root)).toHaveLength(2);

@@ -7,11 +7,10 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, mountsUnder, until, writeYaml } from './helpers/daemon.js';
+import { REPO, TestDaemon, freshPodYaml, mountsUnder, until, writeYaml } from './helpers/daemon.js';
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const FIRST_WASM_PID = 1 << 22;
-const POD = path.join(REPO, 'examples/pod.yaml');
 const WAT_DIR = path.join(REPO, 'src/backends/wasm/testdata');
 const WAT2WASM = path.join(REPO, 'node_modules/.bin/wat2wasm');
 
@@ -88,7 +87,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     const container = writeYaml(daemon.root, 'hello.yaml', [
       'metadata: { name: hello }', 'image: { image: "wasm-hello:latest" }', 'args: ["7"]', 'envs: [{ key: GREETING, value: kuasar-ts }]',
     ].join('\n'));
-    const run = JSON.parse(daemon.ktsOk('run', '--json', '--runtime', 'wasm', POD, container)) as { podId: string; containerId: string; pid: number };
+    const run = JSON.parse(daemon.ktsOk('run', '--json', '--runtime', 'wasm', freshPodYaml(), container)) as { podId: string; containerId: string; pid: number };
     expect(run.pid).toBeGreaterThanOrEqual(FIRST_WASM_PID);
     const wait = await task.Wait!({ id: run.containerId });
     expect(wait.exit_status).toBe(7);
@@ -110,7 +109,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
   });
 
   it('given the example container, when it is run as in the README, then it prints and exits 0', async () => {
-    const run = JSON.parse(daemon.ktsOk('run', '--json', '--runtime', 'wasm', POD, path.join(REPO, 'examples/wasm-hello.yaml'))) as { containerId: string };
+    const run = JSON.parse(daemon.ktsOk('run', '--json', '--runtime', 'wasm', freshPodYaml(), path.join(REPO, 'examples/wasm-hello.yaml'))) as { containerId: string };
     expect((await task.Wait!({ id: run.containerId })).exit_status).toBe(0);
     expect(daemon.ktsOk('logs', run.containerId)).toContain('env: GREETING=kuasar-ts');
   });

@@ -84,21 +84,56 @@ function containerMessage(row: ContainerRow) {
 
 /** The pod as its stream leaves it, live or removed: replayed from the store, never from memory. */
 function inspectSandbox(engine: Engine, ref: string) {
-  const row = resolveSandboxRef(engine, ref);
+  const { sandbox: row, containerId } = resolveRef(engine, ref);
   const entity = Entity.load<SandboxContext, SandboxEvent>(sandboxStream(row.id), sandboxMachine, engine.store, () => undefined);
   try {
+    const containers = engine.store.listContainers(row.id);
+    const container = containerId === undefined ? undefined : containers.find((c) => c.id === containerId);
     return {
       sandbox: sandboxMessage(row),
       stateJson: JSON.stringify({ state: entity.state, ...entity.context }),
-      containers: engine.store.listContainers(row.id).map(containerMessage),
+      containers: containers.map(containerMessage),
+      // Asked by a container's id: that container's own record, beside its pod's.
+      containerJson: container ? JSON.stringify({ ...containerMessage(container), podId: row.id, metadata: container.metadata }) : '',
     };
   } finally {
     entity.stop();
   }
 }
 
+/** Shortest id prefix accepted, as crictl takes them. */
+const MIN_PREFIX = 3;
+
 /** Finds a sandbox, live or removed, by id, `name`, `namespace/name`, or the id of one of its containers. */
 export function resolveSandboxRef(engine: Engine, ref: string): SandboxRow {
+  return resolveRef(engine, ref).sandbox;
+}
+
+/**
+ * A sandbox by id, `name`, `namespace/name`, a container's id, or a unique prefix of a live pod's or
+ * container's id (what `kts pods` and `kts ps` print); `containerId` when the ref named a container.
+ */
+export function resolveRef(engine: Engine, ref: string): { sandbox: SandboxRow; containerId?: string } {
+  const sandbox = resolveByIdOrName(engine, ref);
+  if (sandbox) return { sandbox };
+  const rows = engine.store.listSandboxes();
+  const container = engine.store.getContainer(ref);
+  const owner = container && rows.find((row) => row.id === container.sandboxId);
+  if (owner) return { sandbox: owner, containerId: container.id };
+  if (ref.length >= MIN_PREFIX) {
+    const pods: Array<{ sandbox: SandboxRow; containerId?: string }> = rows.filter((row) => row.state !== 'removed' && row.id.startsWith(ref)).map((row) => ({ sandbox: row }));
+    const containers = engine.store.listContainers().filter((row) => row.state !== 'deleted' && row.id.startsWith(ref))
+      .flatMap((row) => rows.filter((pod) => pod.id === row.sandboxId).map((pod) => ({ sandbox: pod, containerId: row.id })));
+    const candidates = [...pods, ...containers];
+    if (candidates.length === 1) return candidates[0]!;
+    if (candidates.length > 1) {
+      throw invalidArgument(`id prefix "${ref}" is ambiguous: ${candidates.map((c) => c.containerId ? `container ${c.containerId}` : `pod ${c.sandbox.id}`).join(', ')}`);
+    }
+  }
+  throw notFound(`no pod or container "${ref}"`);
+}
+
+function resolveByIdOrName(engine: Engine, ref: string): SandboxRow | undefined {
   if (!ref) throw invalidArgument('a pod name or id is required');
   const rows = engine.store.listSandboxes();
   const byId = rows.find((row) => row.id === ref);
@@ -108,10 +143,7 @@ export function resolveSandboxRef(engine: Engine, ref: string): SandboxRow {
   const live = byName.filter((row) => row.state !== 'removed');
   if (live.length === 1 || (live.length === 0 && byName.length >= 1)) return (live[0] ?? byName[byName.length - 1])!;
   if (live.length > 1) throw invalidArgument(`pod name "${ref}" is ambiguous: ${live.map((row) => row.id).join(', ')}; use an id`);
-  const container = engine.store.getContainer(ref);
-  const owner = container && rows.find((row) => row.id === container.sandboxId);
-  if (owner) return owner;
-  throw notFound(`no pod or container "${ref}"`);
+  return undefined;
 }
 
 export function adminService(options: AdminOptions): UntypedServiceImplementation {

@@ -76,7 +76,8 @@ export function serverStream<Req, Res>(fullMethod: string, logger: Logger, handl
       () => call.end(),
       (error) => {
         logger.debug({ err: error, method: fullMethod }, 'stream ended with error');
-        call.destroy(toServiceError(error));
+        // grpc-js sends a server stream's status on 'error'; destroy() would leave the client waiting.
+        call.emit('error', toServiceError(error));
       },
     );
   };

@@ -63,6 +63,7 @@ export function sandboxControllerService(options: ControllerOptions): UntypedSer
           name,
           namespace: pod?.metadata?.namespace || namespace || 'default',
           uid: pod?.metadata?.uid || '',
+          ...(pod?.metadata?.attempt ? { attempt: pod.metadata.attempt } : {}),
           hostname: pod?.hostname || name.slice(0, 63),
           netnsPath: request.netnsPath || undefined,
           annotations: { ...(pod?.annotations ?? {}), ...annotations },

@@ -11,9 +11,22 @@ import { buildTimeline, renderTimeline } from './timeline.js';
 
 const out = (text: string) => process.stdout.write(text);
 
+/** Bad input on the command line: one line on stderr, exit code 2. */
+class UsageError extends Error {}
+
+/** A whole number of at least `min` given to `flag`, or a UsageError naming both. */
+function wholeNumber(flag: string, text: string, min = 0): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`${flag} must be a whole number of at least ${min} (got "${text}")`);
+  return value;
+}
+
+/** --socket given before the command (kts --socket P pods), as crictl takes --runtime-endpoint. */
+let globalSocket: string | undefined;
+
 /** Runs a client command against the daemon; errors become one line on stderr and exit code 1. */
 async function withClient<T>(options: { socket?: string; metadata?: Record<string, string> }, work: (client: KtsClient) => Promise<T>): Promise<T> {
-  const client = connectClient(socketPath(options.socket), options.metadata);
+  const client = connectClient(socketPath(options.socket ?? globalSocket), options.metadata);
   try {
     return await work(client);
   } finally {
@@ -33,6 +46,8 @@ function program(): Command {
     .description('kuasar-ts: one daemon for many sandboxes, behind containerd\'s Sandbox and Task APIs, with every transition in an audited event log')
     .version('0.1.0')
     .showHelpAfterError('(run "kts <command> --help" for usage)')
+    .addOption(socketOption())
+    .hook('preAction', (command) => { globalSocket = (command.opts() as { socket?: string }).socket; })
     .addHelpText('after', `
 Examples:
   kts daemon --root /var/lib/kts                      serve on ${DEFAULT_SOCKET}
@@ -43,7 +58,9 @@ Examples:
   kts history <pod>                                   every transition, with trace ids
   kts stop <pod>; kts rm <pod>                        stop, then remove everything
 
-Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEFAULT_SOCKET}.`);
+Client commands find the daemon with --socket PATH (before or after the command), else $KTS_SOCKET,
+else ${DEFAULT_SOCKET}. A pod or container is named by its id, a unique prefix of it (what "kts pods"
+and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2, a refused request 1.`);
 
   cli.command('daemon')
     .description('run the daemon: gRPC on a unix socket (Sandbox Controller, Task v2/v3, kts admin)')
@@ -143,22 +160,24 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     }));
 
   cli.command('inspect')
-    .description('a pod as its event log leaves it, as JSON: state, metadata, network (netns, CNI interfaces, IPs, routes), backend details (a VM\'s mirrored interfaces), containers')
-    .argument('<pod>', 'pod id, name, namespace/name, or one of its container ids')
+    .description('a pod as its event log leaves it, as JSON: state, metadata, network (netns, CNI interfaces, IPs, routes), backend details (a VM\'s mirrored interfaces), containers; given a container\'s id, that container\'s own record')
+    .argument('<pod|container>', 'pod id (or unique prefix), name or namespace/name; or a container id (or unique prefix)')
     .addOption(socketOption())
     .action(async (ref: string, options: { socket?: string }) => withClient(options, async (client) => {
       const inspected = await client.admin.Inspect!({ ref });
+      if (inspected.containerJson) return void out(JSON.stringify(JSON.parse(String(inspected.containerJson)), null, 2) + '\n');
       const containers = (inspected.containers as Array<Record<string, unknown>>).map((c) => ({ id: c.id, name: c.name, state: c.state, pid: c.pid, image: c.image }));
       out(JSON.stringify({ ...(JSON.parse(String(inspected.stateJson)) as Record<string, unknown>), containers }, null, 2) + '\n');
     }));
 
   cli.command('ps')
     .description('list containers that are not deleted')
-    .option('--pod <id>', 'only the containers of this pod id')
+    .option('--pod <pod>', 'only the containers of this pod (id, unique id prefix, name or namespace/name)')
     .option('--json', 'print an array of containers: id, name, podId, state, pid, exitCode, image')
     .addOption(socketOption())
     .action(async (options: { pod?: string; json?: boolean; socket?: string }) => withClient(options, async (client) => {
-      const { containers } = (await client.admin.ListContainers!({ sandboxId: options.pod ?? '' })) as { containers: Array<Record<string, string | number | boolean>> };
+      const sandboxId = options.pod === undefined ? '' : await resolvePod(client, options.pod);
+      const { containers } = (await client.admin.ListContainers!({ sandboxId })) as { containers: Array<Record<string, string | number | boolean>> };
       const rows = containers.map((c) => ({
         id: String(c.id), name: String(c.name), podId: String(c.sandboxId), state: String(c.state), pid: Number(c.pid),
         exitCode: c.exited ? Number(c.exitStatus) : null, image: String(c.image), createdAt: String(c.createdAt),
@@ -195,8 +214,9 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     .option('--timeout <seconds>', 'grace period before SIGKILL', '10')
     .addOption(socketOption())
     .action(async (ref: string, options: { timeout: string; socket?: string }) => withClient(options, async (client) => {
+      const timeoutSecs = wholeNumber('--timeout', options.timeout);
       const sandboxId = await resolvePod(client, ref);
-      await client.controller.Stop!({ sandboxId, timeoutSecs: Number(options.timeout) });
+      await client.controller.Stop!({ sandboxId, timeoutSecs });
       out(`${sandboxId}\n`);
     }));
 
@@ -245,9 +265,10 @@ Client commands find the daemon with --socket PATH, else $KTS_SOCKET, else ${DEF
     .description('stream events as they are recorded (JSON lines)')
     .option('--after <sequence>', 'start after this sequence number (0 = from the beginning)', '0')
     .addOption(socketOption())
-    .action(async (options: { after: string; socket?: string }) => withClient(options, (client) =>
-      client.adminStream('WatchEvents', { afterSequence: Number(options.after) }, (event) => out(JSON.stringify(event) + '\n')),
-    ));
+    .action(async (options: { after: string; socket?: string }) => {
+      const afterSequence = wholeNumber('--after', options.after);
+      await withClient(options, (client) => client.adminStream('WatchEvents', { afterSequence }, (event) => out(JSON.stringify(event) + '\n')));
+    });
 
   const audit = cli.command('audit').description('check the event log');
   verifyCommand(audit.command('verify'), 'verify the event log\'s hash chain end to end and name the first bad row; exits 0 if intact, 3 if broken, 1 if it could not check');
@@ -271,11 +292,16 @@ async function auditVerify(options: { db?: string; socket?: string }): Promise<v
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // Piped into `head`: the reader left, so the rest has nowhere to go; end quietly.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
+  });
   try {
     await program().parseAsync(argv);
   } catch (error) {
     const message = error instanceof ClientError ? error.message : errorMessage(error);
     process.stderr.write(`kts: ${message}\n`);
-    process.exitCode = process.exitCode && process.exitCode !== 0 ? process.exitCode : 1;
+    process.exitCode = error instanceof UsageError ? 2 : process.exitCode && process.exitCode !== 0 ? process.exitCode : 1;
   }
 }

@@ -45,6 +45,7 @@ export interface CreateSandboxInput {
   name: string;
   namespace: string;
   uid: string;
+  attempt?: number;
   hostname: string;
   netnsPath?: string;
   annotations: Record<string, string>;
@@ -178,6 +179,11 @@ export class Engine {
         throw alreadyExists(`sandbox ${input.sandboxId} already exists`);
       }
       checkNetworkChoice(input, this.options.sandboxers[input.kind]!, this.options.runCni === true && this.options.networks !== undefined);
+      // As CRI: one live pod per (name, namespace, uid, attempt). No await between this check and the set below.
+      const attempt = input.attempt ?? 0;
+      const twin = [...this.sandboxes.values()].find((sandbox) => sandbox.state !== 'removed' && sandbox.context.name === input.name
+        && sandbox.context.namespace === input.namespace && sandbox.context.uid === input.uid && (sandbox.context.attempt ?? 0) === attempt);
+      if (twin) throw alreadyExists(`pod ${input.namespace}/${input.name} (uid "${input.uid}", attempt ${attempt}) already exists as pod ${twin.context.sandboxId}`);
       const entity: SandboxEntity = new Entity(streamId, sandboxMachine, this.store, sandboxProjection);
       this.recordSandbox(entity, { type: 'SandboxCreated', ...input, createdAt: new Date().toISOString() }, meta);
       this.sandboxes.set(input.sandboxId, entity);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -192,4 +193,14 @@ export function writeYaml(dir: string, name: string, text: string): string {
 export function qemuProcessesUnder(root: string): number[] {
   const found = spawnSync('pgrep', ['-f', `qemu-system-x86_64.*${root}/`], { encoding: 'utf8' });
   return found.stdout.split('\n').filter(Boolean).map(Number);
+}
+
+/**
+ * examples/pod.yaml with a uid of its own, for a test that runs the example pod more than once while
+ * an earlier one lives: kts, like CRI, refuses a second live pod with the same metadata.
+ */
+export function freshPodYaml(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kts-pod-'));
+  const text = readFileSync(path.join(REPO, 'examples/pod.yaml'), 'utf8').replace(/^(\s*uid:\s*).*$/m, `$1busybox-pod-uid-${randomBytes(4).toString('hex')}`);
+  return writeYaml(dir, 'pod.yaml', text);
 }
