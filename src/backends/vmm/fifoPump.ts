@@ -5,6 +5,8 @@ import { regularFileBeneath } from '../host/beneath.js';
 
 const POLL_MS = 100;
 const CHUNK_BYTES = 64 * 1024;
+/** How long a stopping pump may take to forward the rest: a guest can have written much, a reader can stall. */
+const STOP_DRAIN_MS = 10_000;
 
 /**
  * What a host pump records, so a restarted daemon resumes it. `out`: the share file, the FIFO it feeds
@@ -47,6 +49,8 @@ export interface FileToFifoOptions {
   offset?: number;
   /** Once this file exists and everything before it is forwarded, the FIFO is closed: its reader sees end of file. */
   endMarker?: string;
+  /** How long stop() may take to forward the rest (default STOP_DRAIN_MS). */
+  stopDrainMs?: number;
 }
 
 /**
@@ -58,6 +62,7 @@ export interface FileToFifoOptions {
  */
 export class FileToFifoPump {
   private stopped = false;
+  private stopDeadline = Infinity;
   private offset: number;
   readonly done: Promise<void>;
 
@@ -70,7 +75,12 @@ export class FileToFifoPump {
     if (this.options.stateFile) await saveState(this.options.stateFile, { direction: 'out', source: this.source, fifo: this.fifo, offset: this.offset });
   }
 
+  /**
+   * Forwards what the file holds now (not what the guest appends afterwards), at most for STOP_DRAIN_MS,
+   * and closes the FIFO: its reader sees end of file.
+   */
   stop(): Promise<void> {
+    if (!this.stopped) this.stopDeadline = Date.now() + (this.options.stopDrainMs ?? STOP_DRAIN_MS);
     this.stopped = true;
     return this.done;
   }
@@ -78,6 +88,7 @@ export class FileToFifoPump {
   private async run(): Promise<void> {
     let output: FileHandle | undefined;
     let input: FileHandle | undefined;
+    const expired = () => Date.now() > this.stopDeadline;
     try {
       if (this.options.stateFile) await mkdir(path.dirname(this.options.stateFile), { recursive: true });
       await this.saveState();
@@ -87,11 +98,14 @@ export class FileToFifoPump {
       input = await (this.options.openSource ?? openNoFollow)(this.source, constants.O_RDONLY);
       const buffer = Buffer.alloc(CHUNK_BYTES);
       let ending = false;
+      let limit = Infinity;
       for (;;) {
         const stopping = this.stopped;
-        const { bytesRead } = await input.read(buffer, 0, CHUNK_BYTES, this.offset);
+        if (stopping && limit === Infinity) limit = (await input.stat()).size;
+        if (this.offset >= limit || expired()) return;
+        const { bytesRead } = await input.read(buffer, 0, Math.min(CHUNK_BYTES, limit - this.offset), this.offset);
         if (bytesRead > 0) {
-          await writeAll(output, buffer.subarray(0, bytesRead));
+          await writeAll(output, buffer.subarray(0, bytesRead), expired);
           this.offset += bytesRead;
           await this.saveState();
           await this.releaseForwarded();
@@ -152,13 +166,14 @@ async function closeQuietly(...handles: Array<FileHandle | undefined>): Promise<
   for (const handle of handles) await handle?.close().catch(() => undefined);
 }
 
-async function writeAll(output: FileHandle, data: Buffer): Promise<void> {
+/** Into a non-blocking FIFO; gives up once `expired()` says so while the reader takes nothing. */
+async function writeAll(output: FileHandle, data: Buffer, expired = () => false): Promise<void> {
   let written = 0;
   while (written < data.length) {
     try {
       written += (await output.write(data, written)).bytesWritten;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN' || expired()) throw error;
       await sleep(10);
     }
   }

@@ -1,11 +1,13 @@
 // The host pumps against a share a hostile guest writes: they read only beneath the share, resume from
 // the daemon's own records after a restart, and keep the share file's disk use bounded.
-import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, constants, existsSync, mkdirSync, openSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BeneathBatch, beneathBinary, openBeneath } from '../host/beneath.js';
-import { FifoPumps, type ShareAccess } from './fifoPump.js';
+import { FifoPumps, FileToFifoPump, type ShareAccess } from './fifoPump.js';
 import { fifoReader } from './fifoReader.testkit.js';
 
 const skip = !existsSync(beneathBinary()) ? `needs ${beneathBinary()} (bash scripts/build-native.sh)` : undefined;
@@ -15,6 +17,17 @@ const until = async (what: string, probe: () => boolean, ms = 5000) => {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
   }
 };
+
+/** A reader that sees end of file, as containerd's copy does: `cat` on the FIFO; `ended` settles with what it read. */
+function catFifo(fifo: string) {
+  execFileSync('mkfifo', [fifo]);
+  const cat = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let text = '';
+  let done = false;
+  cat.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  const ended = new Promise<string>((resolve) => cat.on('close', () => { done = true; resolve(text); }));
+  return { ended, isDone: () => done, got: () => text, kill: () => cat.kill() };
+}
 
 describe.skipIf(skip)(`host pumps over a hostile share${skip ? ` (skipped: ${skip})` : ''}`, () => {
   let dir: string;
@@ -89,5 +102,59 @@ describe.skipIf(skip)(`host pumps over a hostile share${skip ? ` (skipped: ${ski
     await until('4 MiB through the FIFO', () => reader.got.bytes === 8 * chunk.length, 20_000);
     expect(statSync(path.join(share, source)).size).toBe(8 * chunk.length);
     expect(statSync(path.join(share, source)).blocks * 512).toBeLessThanOrEqual(2 * access.releaseEveryBytes);
+  });
+
+  it('when a process exits, its reader gets everything the guest wrote, then end of file; an exec ends without its container', async () => {
+    const container = 'c/one/stdout';
+    const exec = 'c/one/exec/e1/stdout';
+    writeFileSync(path.join(share, container), 'container-1\n');
+    writeFileSync(path.join(share, exec), 'exec-1\n');
+    const containerReader = catFifo(path.join(dir, 'container-fifo'));
+    const execReader = catFifo(path.join(dir, 'exec-fifo'));
+    closers.push(containerReader.kill, execReader.kill);
+    const pumps = newPumps();
+    pumps.start(container, path.join(dir, 'container-fifo'));
+    pumps.start(exec, path.join(dir, 'exec-fifo'));
+    await until('the first lines', () => containerReader.got() === 'container-1\n' && execReader.got() === 'exec-1\n');
+    // Written just before the exit, not yet polled: still forwarded before the end.
+    appendFileSync(path.join(share, exec), 'exec-2\n');
+    await pumps.stopUnder('c/one/exec/e1');
+    expect(await execReader.ended).toBe('exec-1\nexec-2\n');
+    expect(containerReader.isDone()).toBe(false);
+    appendFileSync(path.join(share, container), 'container-2\n');
+    await pumps.stopUnder('c/one');
+    expect(await containerReader.ended).toBe('container-1\ncontainer-2\n');
+  });
+
+  it('a guest that keeps appending after its process exited does not hold the end up: what the file held at the exit is forwarded, then end of file', async () => {
+    const source = 'c/one/stdout';
+    writeFileSync(path.join(share, source), 'before-exit\n');
+    const reader = catFifo(path.join(dir, 'fifo'));
+    closers.push(reader.kill);
+    const pumps = newPumps();
+    pumps.start(source, path.join(dir, 'fifo'));
+    await until('the first line', () => reader.got() === 'before-exit\n');
+    const flood = setInterval(() => appendFileSync(path.join(share, source), Buffer.alloc(64 * 1024, 'x')), 2);
+    try {
+      const started = Date.now();
+      await pumps.stopUnder('c/one');
+      expect(Date.now() - started).toBeLessThan(2000);
+      expect((await reader.ended).startsWith('before-exit\n')).toBe(true);
+    } finally {
+      clearInterval(flood);
+    }
+  });
+
+  it('a reader that holds the FIFO and takes nothing does not hold the end up past the drain deadline', async () => {
+    const source = path.join(share, 'c/one/stdout');
+    writeFileSync(source, Buffer.alloc(1024 * 1024, 'y'));
+    execFileSync('mkfifo', [path.join(dir, 'fifo')]);
+    const stalled = openSync(path.join(dir, 'fifo'), constants.O_RDWR | constants.O_NONBLOCK);
+    closers.push(() => closeSync(stalled));
+    const pump = new FileToFifoPump(source, path.join(dir, 'fifo'), { stopDrainMs: 300 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = Date.now();
+    await pump.stop();
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 });
