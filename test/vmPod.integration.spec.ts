@@ -107,6 +107,9 @@ describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : '
     type ExecEvent = { type: string; caller: string; payload: { exitStatus?: number } };
     const execEvents = () => (JSON.parse(daemon.ktsOk('history', '--json', vmPod.containerId)) as { events: ExecEvent[] }).events
       .filter((e) => e.type.startsWith('Exec')).slice(-4);
+    // Recovery runs once the daemon serves: wait for its outcome of the interrupted start, whichever it is.
+    await until('recovery to settle the interrupted exec start', () => execEvents().slice(0, 3).length === 3 && execEvents()[2]!.type !== 'ExecStartRequested' && !execEvents()[0]!.type.startsWith('ExecDeleted'), 30_000)
+      .catch(() => undefined);
     expect(execEvents().slice(0, 3).map((e) => e.type)).toEqual(['ExecCreated', 'ExecStartRequested', 'ExecStarted']);
     expect(execEvents()[2]!.caller).toMatch(/^recovery: completed the exec start: its process \d+ was started$/);
     const exited = await until('the exec to exit', () => execEvents().find((e) => e.type === 'ExecExited'), 30_000);

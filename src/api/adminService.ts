@@ -387,12 +387,14 @@ async function streamLogs(engine: Engine, call: ServerWritableStream<{ container
   await sendRange(call, rotatedPath(logPath), 0);
   let offset = 0;
   for (;;) {
+    // Whether to stop is decided before the read: what a container wrote before its exit is still sent.
+    const live = engine.store.getContainer(row.id);
+    const last = !call.request.follow || cancelled || !live || !LIVE_CONTAINER_STATES.includes(live.state);
     const size = (await stat(logPath).catch(() => ({ size: offset }))).size;
     // Smaller than what was sent: rotated (copied to .1 and truncated) meanwhile; the new content starts at 0.
     if (size < offset) offset = 0;
     if (size > offset) offset = await sendRange(call, logPath, offset, size);
-    const live = engine.store.getContainer(row.id);
-    if (!call.request.follow || cancelled || !live || !LIVE_CONTAINER_STATES.includes(live.state)) return;
+    if (last) return;
     await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
   }
 }
