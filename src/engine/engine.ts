@@ -91,6 +91,9 @@ export const isRunning = (sandbox: SandboxEntity) => sandbox.state === 'ready' |
 export const containerStream = (containerId: string) => `container-${containerId}`;
 
 const EXIT_AFTER_STOP_DEADLINE_MS = 5000;
+/** 128 + SIGKILL: how a process the kernel's OOM killer ended exits. */
+const OOM_EXIT_STATUS = 137;
+const OOM_CHECK_DEADLINE_MS = 2000;
 
 /**
  * The control plane: one Entity (xstate actor + stream) per sandbox and container. Every effect
@@ -419,10 +422,22 @@ export class Engine {
         if (this.closed || !['created', 'running'].includes(container.state) || container.context.pid !== pid) return;
         await this.sandboxerFor(sandbox).processExited?.(sandboxId, containerId).catch((error: unknown) =>
           this.logger.warn({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'cleaning up after the container\'s exit failed'));
-        this.recordContainer(container, { type: 'ContainerExited', ...exitFields(exit) }, { caller: 'container-exit-watch' });
+        const reason = exit.reason ?? (exit.exitStatus === OOM_EXIT_STATUS ? await this.oomKillReason(sandbox, containerId) : undefined);
+        this.recordContainer(container, { type: 'ContainerExited', ...exitFields({ ...exit, ...(reason !== undefined && { reason }) }) }, { caller: 'container-exit-watch' });
       }),
       (error) => this.logger.error({ sandbox_id: sandboxId, container_id: containerId, err: error }, 'watching container exit failed'),
     );
+  }
+
+  /** "OOMKilled: …" when the memory cgroup of a container that ended with 137 counts an OOM kill (as containerd's CRI decides). */
+  private async oomKillReason(sandbox: SandboxEntity, containerId: string): Promise<string | undefined> {
+    // Bounded: the sandbox's queue waits on it, and a guest that no longer answers must not hold it.
+    const stats = await Promise.race([
+      this.sandboxerFor(sandbox).stats(sandbox.context.sandboxId, containerId).catch(() => undefined),
+      new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), OOM_CHECK_DEADLINE_MS).unref()),
+    ]);
+    if (!stats?.oomKills) return undefined;
+    return `OOMKilled: the kernel's OOM killer ended ${stats.oomKills} process(es) in the container's memory cgroup (its memory limit)`;
   }
 
   private holdOutput(containerId: string, paths: Array<string | undefined>): void {

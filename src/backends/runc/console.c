@@ -6,7 +6,8 @@
  *   stdin FIFO (containerd's, optional) -> master,   master -> stdout FIFO (containerd's);
  * a line "<cols> <rows>\n" written to the resize FIFO (made here, 0600) sets the terminal's size (Task ResizePty).
  * It exits once the process's side of the pty is closed and what it wrote is copied (or on SIGTERM),
- * so it lives exactly as long as the terminal it serves, daemon restarts included.
+ * so it lives exactly as long as the terminal it serves, daemon restarts included; and after
+ * MASTER_WAIT_MS when runc never connects (a failed exec: the daemon also kills it then).
  *
  * Usage: kts-console --socket <path> --stdout <fifo> --resize <fifo> [--stdin <fifo>]
  * It prints "ready\n" on stdout once the socket listens. Everything the master yields is the
@@ -29,6 +30,8 @@
 #include <unistd.h>
 
 #define BUF_SIZE 32768
+/* runc connects within its exec; a console nobody connects to must not wait forever. */
+#define MASTER_WAIT_MS 60000
 
 static void die(const char *fmt, ...) {
   va_list args;
@@ -58,7 +61,14 @@ static int write_all(int fd, const char *buf, size_t len) {
   return 0;
 }
 
+/* The pty master runc sends, or -1 when none came within MASTER_WAIT_MS (runc failed first). */
 static int receive_master(int listener) {
+  struct pollfd ready = {.fd = listener, .events = POLLIN};
+  int polled;
+  do polled = poll(&ready, 1, MASTER_WAIT_MS);
+  while (polled < 0 && errno == EINTR);
+  if (polled < 0) die("poll: %s", strerror(errno));
+  if (polled == 0) return -1;
   int conn;
   do conn = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
   while (conn < 0 && errno == EINTR);
@@ -133,6 +143,10 @@ int main(int argc, char **argv) {
   int master = receive_master(listener);
   close(listener);
   unlink(socket_path);
+  if (master < 0) {
+    unlink(resize_path);
+    die("runc sent no terminal within %d ms", MASTER_WAIT_MS);
+  }
   int out = open(stdout_path, O_WRONLY | O_CLOEXEC);
   if (out < 0) die("open %s: %s", stdout_path, strerror(errno));
   int in = -1;

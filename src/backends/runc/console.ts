@@ -21,11 +21,17 @@ export interface ConsoleLaunch {
   stdin?: string;
 }
 
+/** A started kts-console, for the caller whose runc exec failed. */
+export interface RunningConsole {
+  /** Kills it if it still runs (runc never connected, or the exec failed after); idempotent. */
+  stop(): void;
+}
+
 /**
  * Starts kts-console in a session of its own, resolving once its socket listens. It outlives this
- * daemon (a restart must not cut a terminal) and exits when the terminal closes.
+ * daemon (a restart must not cut a terminal) and exits when the terminal closes; this daemon reaps it.
  */
-export function startConsole(binary: string, launch: ConsoleLaunch): Promise<void> {
+export function startConsole(binary: string, launch: ConsoleLaunch): Promise<RunningConsole> {
   const args = ['--socket', launch.socket, '--stdout', launch.stdout, '--resize', launch.resize, ...(launch.stdin ? ['--stdin', launch.stdin] : [])];
   return new Promise((resolve, reject) => {
     const child = spawn(binary, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -43,7 +49,7 @@ export function startConsole(binary: string, launch: ConsoleLaunch): Promise<voi
         child.kill('SIGKILL');
         reject(error);
       } else {
-        resolve();
+        resolve({ stop: () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); } });
       }
     };
     child.once('error', (error) => finish(internal(`cannot start kts-console (${binary}): ${error.message}`)));

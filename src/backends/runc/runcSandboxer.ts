@@ -327,12 +327,15 @@ export class RuncSandboxer implements Sandboxer {
     await mkdir(consoleDir, { recursive: true, mode: 0o700 });
     const socket = join(consoleDir, `${randomBytes(8).toString('hex')}.sock`);
     const resize = container.execResize(execId);
-    await startConsole(this.consoleBinary, { socket, resize, stdout: stdio.stdout, stdin: stdio.stdin });
+    const terminal = await startConsole(this.consoleBinary, { socket, resize, stdout: stdio.stdout, stdin: stdio.stdin });
     try {
       const pidFile = container.execPid(execId);
       const result = await withSpan('runc.exec', { attributes: { 'container.id': containerId, 'process.terminal': true } }, () =>
         this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log, socket), {}));
       return { pid: await this.commandPid(result, `runc exec --tty ${containerId} (exec ${execId})`, pidFile) };
+    } catch (error) {
+      terminal.stop(); // no process will hold the terminal: its console must not wait for one
+      throw error;
     } finally {
       // Taken (kts-console unlinked it) or never used: either way it must not stay.
       await rm(socket, { force: true });
