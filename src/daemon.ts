@@ -16,6 +16,7 @@ import { startLogRotation } from './backends/host/logRotation.js';
 import { FifoReaderHolds } from './backends/host/fifoReaderHolds.js';
 import { ensurePrivateDir, restrictSocket, type PrivateDirOutcome } from './backends/host/privateDirs.js';
 import { DEFAULT_SOCKET, type DaemonConfig } from './config.js';
+import { KTS_VERSION } from './version.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
 import { PriorityGate, withStartAdmission } from './engine/admission.js';
@@ -84,7 +85,11 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     { definition: definitions.taskV2, implementation: taskService(engine, logger, 'containerd.task.v2.Task') },
   ];
   for (const task of taskServices) server.addService(task.definition, task.implementation);
-  server.addService(definitions.admin, adminService({ engine, logger, images, rootDir: config.root }));
+  const closing = new AbortController();
+  server.addService(definitions.admin, adminService({
+    engine, logger, images, rootDir: config.root, closing: closing.signal,
+    daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
+  }));
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
   );
@@ -109,7 +114,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       chainCheck.stop();
       await metricsServer?.close();
       metrics?.close();
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      // Open event and log streams end now; a request still running gets the grace period, then its call is cut.
+      closing.abort();
+      await shutdownWithin(server, SHUTDOWN_GRACE_MS);
       await ttrpcServer.close();
       await engine.close();
       await Promise.all(Object.values(backends).map((sandboxer) => sandboxer.close()));
@@ -118,6 +125,16 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       await shutdownTracing();
     },
   };
+}
+
+/** How long a stopping daemon lets requests in flight finish before it cuts them (README: Stopping the daemon). */
+export const SHUTDOWN_GRACE_MS = 5000;
+
+async function shutdownWithin(server: Server, graceMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const graceful = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
+  const late = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), graceMs); });
+  if (!(await Promise.race([graceful, late]).finally(() => clearTimeout(timer)))) server.forceShutdown();
 }
 
 /**

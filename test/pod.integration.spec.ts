@@ -72,7 +72,7 @@ describe.skipIf(skip)(`a busybox pod through the kts CLI${skip ? ` (skipped: ${s
 
   it('when the pod is stopped and removed, then no process, mount, socket or directory is left behind', async () => {
     daemon.ktsOk('stop', podId);
-    const afterStop = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string; exitCode: number }>;
+    const afterStop = JSON.parse(daemon.ktsOk('ps', '-a', '--json')) as Array<{ id: string; state: string; exitCode: number }>;
     expect(afterStop.find((c) => c.id === containerId)).toMatchObject({ state: 'stopped', exitCode: 137 });
     daemon.ktsOk('rm', podId);
     await until('processes to be gone', () => !isAlive(containerPid) && !isAlive(holderPid));

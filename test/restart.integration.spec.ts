@@ -49,7 +49,7 @@ describe.skipIf(skip)(`SIGKILL of the daemon while a container runs${skip ? ` (s
   it('then the container\'s later exit is recorded with its real exit code', async () => {
     daemon.ktsOk('exec', containerId, '--', 'touch', '/tmp/done');
     const stopped = await until('the container to stop', () => {
-      const ps = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string; exitCode: number | null }>;
+      const ps = JSON.parse(daemon.ktsOk('ps', '-a', '--json')) as Array<{ id: string; state: string; exitCode: number | null }>;
       const c = ps.find((x) => x.id === containerId);
       return c?.state === 'stopped' && c;
     });
@@ -64,7 +64,7 @@ describe.skipIf(skip)(`SIGKILL of the daemon while a container runs${skip ? ` (s
     await daemon.kill();
     await until('the container to exit while the daemon is down', () => !isAlive(run.pid));
     await daemon.start();
-    const ps = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string; exitCode: number | null }>;
+    const ps = JSON.parse(daemon.ktsOk('ps', '-a', '--json')) as Array<{ id: string; state: string; exitCode: number | null }>;
     expect(ps.find((c) => c.id === run.containerId)).toMatchObject({ state: 'stopped', exitCode: 3 });
   });
 });

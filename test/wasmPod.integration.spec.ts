@@ -91,7 +91,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     expect(run.pid).toBeGreaterThanOrEqual(FIRST_WASM_PID);
     const wait = await task.Wait!({ id: run.containerId });
     expect(wait.exit_status).toBe(7);
-    const ps = JSON.parse(daemon.ktsOk('ps', '--json')) as Array<{ id: string; state: string; exitCode: number | null; pid: number }>;
+    const ps = JSON.parse(daemon.ktsOk('ps', '-a', '--json')) as Array<{ id: string; state: string; exitCode: number | null; pid: number }>;
     expect(ps.find((c) => c.id === run.containerId)).toMatchObject({ state: 'stopped', exitCode: 7, pid: run.pid });
     const logs = daemon.ktsOk('logs', run.containerId);
     expect(logs).toContain('hello from wasm\narg: /hello.wasm\narg: 7\n');
@@ -168,7 +168,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     console.log(`a spinning wasm module was killed and its exit recorded in ${killMs.toFixed(1)} ms (Task Kill → Wait)`);
     expect(wait.exit_status).toBe(137);
     expect(exitEvent('wasm-spin', 'spin')?.payload).toMatchObject({ exitStatus: 137, reason: 'killed by signal 9' });
-    expect(JSON.parse(daemon.ktsOk('ps', '--json', '--pod', 'wasm-spin'))).toEqual([expect.objectContaining({ id: 'spin', state: 'stopped', exitCode: 137 })]);
+    expect(JSON.parse(daemon.ktsOk('ps', '-a', '--json', '--pod', 'wasm-spin'))).toEqual([expect.objectContaining({ id: 'spin', state: 'stopped', exitCode: 137 })]);
     expect(history('wasm-spin').events.map((e) => e.type)).toEqual(expect.arrayContaining(['ExecStarted', 'ExecExited', 'ContainerKillRequested', 'ContainerExited']));
   });
 
@@ -262,7 +262,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     await until('the module to spin', () => daemon.ktsOk('logs', containerId).includes('spinning'));
     await daemon.kill();
     await daemon.start();
-    const container = (JSON.parse(daemon.ktsOk('ps', '--json', '--pod', 'wasm-restart')) as Array<{ id: string; state: string; exitCode: number }>)[0];
+    const container = (JSON.parse(daemon.ktsOk('ps', '-a', '--json', '--pod', 'wasm-restart')) as Array<{ id: string; state: string; exitCode: number }>)[0];
     expect(container).toMatchObject({ id: containerId, state: 'stopped', exitCode: 255 });
     expect(exitEvent('wasm-restart', containerId)?.payload.reason).toMatch(/runner dies with the daemon and does not survive it/);
     const pod = (JSON.parse(daemon.ktsOk('pods', '--json')) as Array<{ id: string; state: string }>).find((p) => p.id === 'wasm-restart');

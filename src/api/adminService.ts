@@ -16,7 +16,7 @@ import { containerStream, sandboxStream } from '../engine/engine.js';
 import type { ImageStore } from '../images/imageStore.js';
 import { buildContainerSpec, overlayRootfsMount, validateOciSpec } from '../oci/containerSpec.js';
 import type { ContainerMount, ContainerResources } from '../oci/podConfig.js';
-import type { MountSpec } from '../core/sandboxer.js';
+import type { ContainerStats, MountSpec } from '../core/sandboxer.js';
 import { parseLinuxResources } from './linuxResources.js';
 import { serverStream, unary } from './rpc.js';
 import { requireString, validateStringMap } from './validate.js';
@@ -29,6 +29,10 @@ export interface AdminOptions {
   logger: Logger;
   images: ImageStore;
   rootDir: string;
+  /** What `kts info` and `kts version` show of the daemon. */
+  daemonInfo?: { version: string; kinds: string[]; defaultKind: string; config: object; startedAt: string };
+  /** Aborted when the daemon stops: open event and log streams end then (a shutdown must not wait for them). */
+  closing?: AbortSignal;
 }
 
 /** Where a container made from a local image keeps its bundle, writable layer and log. */
@@ -165,16 +169,32 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
       return { sandboxId: sandbox.id, events: events.map(eventMessage), chainOk: chain.ok, chainError: chain.ok ? '' : `broken at sequence ${chain.brokenAtSequence}: ${chain.reason}` };
     }),
     Inspect: rpc<{ ref: string }, object>('Inspect', async (request) => inspectSandbox(engine, request.ref)),
+    Resolve: rpc<{ ref: string }, object>('Resolve', async (request) => {
+      const { sandbox, containerId } = resolveRef(engine, request.ref);
+      return { sandboxId: sandbox.id, containerId: containerId ?? '' };
+    }),
+    StopContainer: rpc<{ containerId: string; timeoutSecs: number }, object>('StopContainer', async (request, { meta }) =>
+      ({ exitStatus: await stopContainer(engine, request.containerId, request.timeoutSecs, meta) })),
+    RemoveContainer: rpc<{ containerId: string; force: boolean }, object>('RemoveContainer', async (request, { meta }) => {
+      const container = engine.container(request.containerId);
+      if (request.force && ['created', 'running'].includes(container.state)) await stopContainer(engine, request.containerId, 0, meta);
+      await engine.deleteContainer(request.containerId, meta);
+      return {};
+    }),
+    Info: rpc('Info', async () => daemonInfo(options)),
+    ListImages: rpc('ListImages', async () => ({ images: await options.images.list() })),
+    ContainerStats: rpc<{ sandboxId: string; containerId: string }, object>('ContainerStats', async (request) => ({ stats: await containerStats(engine, request) })),
+    PodStats: rpc<{ sandboxId: string }, object>('PodStats', async (request) => ({ stats: await podStats(engine, request.sandboxId) })),
     Verify: rpc('Verify', async () => {
       const chain = engine.store.verifyChain();
       if (chain.ok) return { ok: true, eventCount: chain.eventCount };
       const { eventCount, brokenAtSequence, reason, streamId, type, problem } = chain;
       return { ok: false, eventCount, brokenAtSequence, reason, brokenStreamId: streamId, brokenType: type, problem };
     }),
-    WatchEvents: stream<{ afterSequence: number }, object>('WatchEvents', (call) => watchEvents(engine, call)),
+    WatchEvents: stream<{ afterSequence: number }, object>('WatchEvents', (call) => watchEvents(engine, call, options.closing)),
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => runContainer(options, request, meta)),
-    Exec: rpc<{ containerId: string; args: string[]; env: Record<string, string> }, object>('Exec', async (request, { meta }) => execAndCollect(options, request, meta)),
-    Logs: stream<{ containerId: string; follow: boolean }, object>('Logs', (call) => streamLogs(engine, call)),
+    Exec: rpc<ExecRequest, object>('Exec', async (request, { meta }) => execAndCollect(options, request, meta)),
+    Logs: stream<LogsRequest, object>('Logs', (call) => streamLogs(engine, call, options.closing)),
     Prepare: rpc<PrepareRequest, object>('Prepare', async (request, { meta }) => prepareContainer(options, request, meta)),
     Purge: rpc<{ sandboxId: string; containerId: string }, object>('Purge', async (request, { meta }) => {
       engine.sandbox(request.sandboxId);
@@ -321,7 +341,9 @@ async function prepareContainer(options: AdminOptions, request: PrepareRequest, 
   return { bundle: bundleDir };
 }
 
-async function execAndCollect(options: AdminOptions, request: { containerId: string; args: string[]; env: Record<string, string> }, meta: { caller: string }) {
+interface ExecRequest { containerId: string; args: string[]; env: Record<string, string>; stdin: Buffer }
+
+async function execAndCollect(options: AdminOptions, request: ExecRequest, meta: { caller: string }) {
   const { engine } = options;
   if (request.args.length === 0) throw invalidArgument('exec needs a command');
   const container = engine.container(request.containerId);
@@ -330,10 +352,13 @@ async function execAndCollect(options: AdminOptions, request: { containerId: str
   await mkdir(dir, { recursive: true });
   const stdout = path.join(dir, 'stdout');
   const stderr = path.join(dir, 'stderr');
+  // The whole input as a file the process reads to its end; without one its stdin is /dev/null.
+  const stdin = request.stdin?.length ? path.join(dir, 'stdin') : undefined;
   try {
+    if (stdin) await writeFile(stdin, request.stdin, { mode: 0o600 });
     const env = Object.entries(request.env).map(([key, value]) => `${key}=${value}`);
     const process = { args: request.args, cwd: '/', env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env], user: { uid: 0, gid: 0 }, terminal: false };
-    await engine.createExec(container.context.containerId, execId, process, { stdout, stderr }, meta);
+    await engine.createExec(container.context.containerId, execId, process, { stdout, stderr, ...(stdin && { stdin }) }, meta);
     await engine.startExec(container.context.containerId, execId, meta);
     const exit = await engine.waitExec(container.context.containerId, execId);
     await engine.deleteExec(container.context.containerId, execId, meta);
@@ -360,7 +385,18 @@ async function readHead(file: string, maxBytes: number): Promise<Buffer> {
   }
 }
 
-async function watchEvents(engine: Engine, call: ServerWritableStream<{ afterSequence: number }, object>): Promise<void> {
+/** Resolves when the client goes away or the daemon stops, whichever comes first. */
+function streamEnded(call: ServerWritableStream<unknown, object>, closing: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (closing?.aborted) return resolve();
+    // The daemon's signal outlives the call: its listener goes with the call.
+    const ended = () => { closing?.removeEventListener('abort', ended); resolve(); };
+    for (const event of ['cancelled', 'close', 'finish']) call.once(event, ended);
+    closing?.addEventListener('abort', ended, { once: true });
+  });
+}
+
+async function watchEvents(engine: Engine, call: ServerWritableStream<{ afterSequence: number }, object>, closing?: AbortSignal): Promise<void> {
   let last = call.request.afterSequence;
   const send = (event: StoredEvent) => {
     if (event.sequence <= last) return;
@@ -370,37 +406,69 @@ async function watchEvents(engine: Engine, call: ServerWritableStream<{ afterSeq
   const unsubscribe = engine.store.onAppended((events) => events.forEach(send));
   try {
     for (const event of engine.store.readAll({ afterSequence: last })) send(event);
-    await new Promise<void>((resolve) => { call.once('cancelled', resolve); call.once('close', resolve); });
+    await streamEnded(call, closing);
   } finally {
     unsubscribe();
   }
 }
 
-async function streamLogs(engine: Engine, call: ServerWritableStream<{ containerId: string; follow: boolean }, object>): Promise<void> {
+interface LogsRequest { containerId: string; follow: boolean; tail: boolean; tailLines: number }
+
+async function streamLogs(engine: Engine, call: ServerWritableStream<LogsRequest, object>, closing?: AbortSignal): Promise<void> {
   const row = engine.store.getContainer(validateId('container id', call.request.containerId));
   if (!row) throw notFound(`container ${call.request.containerId} not found`);
   const logPath = row.metadata.logPath;
   if (typeof logPath !== 'string' || !logPath) throw failedPrecondition(`container ${row.id} writes to its creator's FIFOs, not a log file kts keeps`);
-  let cancelled = false;
-  call.once('cancelled', () => { cancelled = true; });
+  const { request } = call;
+  let ended = false;
+  if (request.follow) void streamEnded(call, closing).then(() => { ended = true; });
   // What rotation kept of older output comes first; container.log then starts where it ends.
-  await sendRange(call, rotatedPath(logPath), 0);
-  let offset = 0;
+  const tail = request.tail ? await tailStart(logPath, request.tailLines) : { offset: 0, missing: undefined };
+  if (tail.missing !== 0) await sendRange(call, rotatedPath(logPath), tail.missing === undefined ? 0 : (await tailStart(rotatedPath(logPath), tail.missing)).offset);
+  let offset = tail.offset;
   for (;;) {
-    // Whether to stop is decided before the read: what a container wrote before its exit is still sent.
-    const live = engine.store.getContainer(row.id);
-    const last = !call.request.follow || cancelled || !live || !LIVE_CONTAINER_STATES.includes(live.state);
     const size = (await stat(logPath).catch(() => ({ size: offset }))).size;
     // Smaller than what was sent: rotated (copied to .1 and truncated) meanwhile; the new content starts at 0.
     if (size < offset) offset = 0;
     if (size > offset) offset = await sendRange(call, logPath, offset, size);
-    if (last) return;
+    const live = engine.store.getContainer(row.id);
+    if (!request.follow || ended || !live || !LIVE_CONTAINER_STATES.includes(live.state)) return;
     await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
   }
 }
 
+const TAIL_BLOCK_BYTES = 64 * 1024;
+
+/**
+ * Where the last `lines` lines of `file` start, read backwards in blocks (a last line's own newline
+ * ends it); `missing`: how many lines short the file is (wanted from the one rotation kept before it).
+ */
+export async function tailStart(file: string, lines: number): Promise<{ offset: number; missing: number }> {
+  const handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK).catch(() => undefined);
+  if (!handle) return { offset: 0, missing: lines };
+  try {
+    const { size } = await handle.stat();
+    if (lines === 0) return { offset: size, missing: 0 };
+    const block = Buffer.alloc(TAIL_BLOCK_BYTES);
+    let newlines = 0;
+    let end = size;
+    while (end > 0) {
+      const start = Math.max(0, end - TAIL_BLOCK_BYTES);
+      const { bytesRead } = await handle.read(block, 0, end - start, start);
+      for (let i = bytesRead - 1; i >= 0; i--) {
+        const newline = block[i] === 0x0a && start + i !== size - 1;
+        if (newline && ++newlines === lines) return { offset: start + i + 1, missing: 0 };
+      }
+      end = start;
+    }
+    return { offset: 0, missing: lines - (size > 0 ? newlines + 1 : 0) };
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Sends `file` from `start` to `end` (its current end if not given); returns where it stopped. */
-async function sendRange(call: ServerWritableStream<{ containerId: string; follow: boolean }, object>, file: string, start: number, end?: number): Promise<number> {
+async function sendRange(call: ServerWritableStream<LogsRequest, object>, file: string, start: number, end?: number): Promise<number> {
   const last = end ?? (await stat(file).catch(() => ({ size: 0 }))).size;
   if (last <= start) return start;
   const handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK).catch(() => undefined);
@@ -412,4 +480,61 @@ async function sendRange(call: ServerWritableStream<{ containerId: string; follo
     position += (chunk as Buffer).length;
   }
   return position;
+}
+
+const SIGTERM = 15;
+const SIGKILL = 9;
+
+/** crictl's stop of one container: SIGTERM, SIGKILL when it has not exited after `timeoutSecs` (0: at once); its exit status. */
+async function stopContainer(engine: Engine, containerId: string, timeoutSecs: number, meta: { caller: string }): Promise<number> {
+  const container = engine.container(containerId);
+  if (!['created', 'running'].includes(container.state)) return container.context.exitStatus ?? 0;
+  const exited = engine.waitContainer(containerId);
+  exited.catch(() => undefined); // awaited below unless a kill fails first
+  if (timeoutSecs > 0) {
+    await engine.killContainer(containerId, SIGTERM, false, meta);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), timeoutSecs * 1000); });
+    const exit = await Promise.race([exited, deadline]).finally(() => clearTimeout(timer));
+    if (exit) return exit.exitStatus;
+  }
+  await engine.killContainer(containerId, SIGKILL, true, meta);
+  return (await exited).exitStatus;
+}
+
+function daemonInfo(options: AdminOptions) {
+  const store = options.engine.store;
+  const headSequence = store.headSequence();
+  const head = headSequence > 0 ? store.readAll({ afterSequence: headSequence - 1, limit: 1 })[0] : undefined;
+  const info = options.daemonInfo;
+  return {
+    version: info?.version ?? '', kinds: info?.kinds ?? [], defaultKind: info?.defaultKind ?? '', configJson: JSON.stringify(info?.config ?? {}),
+    headSequence, headHash: head?.hash ?? '', headTime: head?.time ?? '', startedAt: info?.startedAt ?? '', pid: process.pid,
+  };
+}
+
+function statsMessage(id: string, sandboxId: string, name: string, stats: ContainerStats) {
+  return {
+    id, sandboxId, name, cpuUsageNanos: stats.cpuUsageNanos, memoryUsageBytes: stats.memoryUsageBytes, memoryLimitBytes: stats.memoryLimitBytes,
+    pidsCurrent: stats.pidsCurrent, time: new Date().toISOString(),
+  };
+}
+
+/** One container's stats, or those of every running container (of one pod); one that ends meanwhile is left out. */
+async function containerStats(engine: Engine, request: { sandboxId: string; containerId: string }) {
+  if (request.containerId) {
+    const row = engine.store.getContainer(validateId('container id', request.containerId));
+    if (!row || row.state === 'deleted') throw notFound(`container ${request.containerId} not found`);
+    return [statsMessage(row.id, row.sandboxId, row.name, await engine.containerStats(row.id))];
+  }
+  const rows = engine.store.listContainers(request.sandboxId || undefined).filter((row) => row.state === 'running');
+  const stats = await Promise.all(rows.map((row) => engine.containerStats(row.id).then((s) => statsMessage(row.id, row.sandboxId, row.name, s), () => undefined)));
+  return stats.filter((s) => s !== undefined);
+}
+
+/** Each ready pod's containers summed (or one pod's). */
+async function podStats(engine: Engine, sandboxId: string) {
+  const rows = engine.store.listSandboxes().filter((row) => (sandboxId ? row.id === sandboxId : row.state === 'ready'));
+  if (sandboxId && rows.length === 0) throw notFound(`pod ${sandboxId} not found`);
+  return Promise.all(rows.map(async (row) => statsMessage(row.id, row.id, row.name, await engine.sandboxStats(row.id))));
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { fstatSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
@@ -6,13 +7,12 @@ import { NETWORK_ANNOTATION, NETWORK_CHOICES } from '../core/podNetwork.js';
 import { chainFromVerifyResponse, describeChain } from './chainReport.js';
 import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
+import { containerFilter, cpuPercent, formatBytes, podFilter, UsageError, type ContainerRow, type PodRow, type StatsSample } from './listings.js';
+import { KTS_VERSION } from '../version.js';
 import { newTraceparent, tracingExports } from '../telemetry/propagation.js';
 import { buildTimeline, renderTimeline } from './timeline.js';
 
 const out = (text: string) => process.stdout.write(text);
-
-/** Bad input on the command line: one line on stderr, exit code 2. */
-class UsageError extends Error {}
 
 /** A whole number of at least `min` given to `flag`, or a UsageError naming both. */
 function wholeNumber(flag: string, text: string, min = 0): number {
@@ -36,15 +36,53 @@ async function withClient<T>(options: { socket?: string; metadata?: Record<strin
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket (default: $KTS_SOCKET or ' + DEFAULT_SOCKET + ')');
 
+/** The pod a ref names (id, unique id prefix, name, namespace/name), and the container if it named one. */
+async function resolve(client: KtsClient, ref: string): Promise<{ sandboxId: string; containerId?: string }> {
+  const resolved = await client.admin.Resolve!({ ref });
+  return { sandboxId: String(resolved.sandboxId), ...(resolved.containerId ? { containerId: String(resolved.containerId) } : {}) };
+}
+
 async function resolvePod(client: KtsClient, ref: string): Promise<string> {
-  const history = await client.admin.History!({ ref });
-  return String(history.sandboxId);
+  return (await resolve(client, ref)).sandboxId;
+}
+
+/** A container's full id from its id or a unique prefix; a ref that names a pod is an error saying so. */
+async function resolveContainer(client: KtsClient, ref: string): Promise<string> {
+  const { sandboxId, containerId } = await resolve(client, ref);
+  if (containerId === undefined) throw new ClientError(`"${ref}" is pod ${sandboxId}, not a container (kts ps --pod ${ref} lists its containers)`);
+  return containerId;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function podRows(sandboxes: Array<Record<string, unknown>>): PodRow[] {
+  return sandboxes.map((s) => {
+    const metadata = JSON.parse(String(s.metadataJson || '{}')) as { labels?: Record<string, string> };
+    return {
+      id: String(s.id), name: String(s.name), namespace: String(s.namespace), kind: String(s.kind), state: String(s.state), pid: Number(s.pid),
+      createdAt: String(s.createdAt), ips: Array.isArray(s.ips) ? s.ips.map(String) : [], netnsPath: String(s.netnsPath ?? ''), labels: metadata.labels ?? {},
+    };
+  });
+}
+
+function containerRows(containers: Array<Record<string, unknown>>): ContainerRow[] {
+  return containers.map((c) => ({
+    id: String(c.id), name: String(c.name), podId: String(c.sandboxId), state: String(c.state), pid: Number(c.pid),
+    exitCode: c.exited ? Number(c.exitStatus) : null, image: String(c.image), createdAt: String(c.createdAt),
+  }));
+}
+
+/** --json, -q or a table: how every listing prints. */
+function printListing<T extends { id: string }>(rows: T[], options: { json?: boolean; quiet?: boolean }, headers: string[], cells: (row: T) => string[]): void {
+  if (options.json) return void out(JSON.stringify(rows, null, 2) + '\n');
+  if (options.quiet) return void out(rows.map((row) => row.id + '\n').join(''));
+  out(formatTable(headers, rows.map(cells)));
 }
 
 function program(): Command {
   const cli = new Command('kts')
     .description('kuasar-ts: one daemon for many sandboxes, behind containerd\'s Sandbox and Task APIs, with every transition in an audited event log')
-    .version('0.1.0')
+    .version(KTS_VERSION)
     .showHelpAfterError('(run "kts <command> --help" for usage)')
     .addOption(socketOption())
     .hook('preAction', (command) => { globalSocket = (command.opts() as { socket?: string }).socket; })
@@ -52,11 +90,15 @@ function program(): Command {
 Examples:
   kts daemon --root /var/lib/kts                      serve on ${DEFAULT_SOCKET}
   kts run examples/pod.yaml examples/busybox.yaml     start a pod with one container
-  kts pods -o wide; kts ps --json                     list them (wide: with pod IPs)
-  kts inspect <pod>                                   its network setup, backend details, containers
-  kts logs <container>; kts exec <container> -- ls /  look inside
+  kts pods -o wide; kts ps -a --json                  list them (wide: with pod IPs; -a: exited containers too)
+  kts pods -q --namespace default; kts ps -q --state exited    ids only, filtered
+  kts inspect <pod|container>                         its record: network setup, backend details, containers
+  kts logs --tail 20 <container>; kts exec <container> -- ls /   look inside
+  echo hi | kts exec <container> cat                  stdin from a pipe or file (or -i)
+  kts stats; kts statsp                               CPU and memory of containers, of pods
   kts history <pod>                                   every transition, with trace ids
-  kts stop <pod>; kts rm <pod>                        stop, then remove everything
+  kts stop <pod|container>; kts rm <pod|container>    stop, then remove
+  kts version; kts info; kts images                   the daemon: version, config, event log head; its images
 
 Client commands find the daemon with --socket PATH (before or after the command), else $KTS_SOCKET,
 else ${DEFAULT_SOCKET}. A pod or container is named by its id, a unique prefix of it (what "kts pods"
@@ -142,22 +184,25 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
 
   cli.command('pods')
     .description('list pods (sandboxes) that are not removed')
+    .option('-q, --quiet', 'only their full ids, one a line')
+    .option('--name <regexp>', 'only pods whose name matches')
+    .option('--namespace <namespace>', 'only pods in this namespace')
+    .option('--state <state>', 'only pods in this state: ready, notready, or a kts state (starting, stopped, failed…)')
+    .option('--label <key=value>', 'only pods with this label (repeat: all of them)', collect)
     .option('--json', 'print an array of pods (same as -o json)')
     .addOption(new Option('-o, --output <format>', 'wide: also the pod IPs and netns; json: an array of pods').choices(['wide', 'json']))
     .addOption(socketOption())
-    .action(async (options: { json?: boolean; output?: string; socket?: string }) => withClient(options, async (client) => {
-      const { sandboxes } = (await client.admin.ListSandboxes!({})) as { sandboxes: Array<Record<string, unknown>> };
-      const pods = sandboxes.map((s) => ({
-        id: String(s.id), name: String(s.name), namespace: String(s.namespace), kind: String(s.kind), state: String(s.state), pid: Number(s.pid),
-        createdAt: String(s.createdAt), ips: Array.isArray(s.ips) ? s.ips.map(String) : [], netnsPath: String(s.netnsPath ?? ''),
-      }));
-      if (options.json || options.output === 'json') return void out(JSON.stringify(pods, null, 2) + '\n');
-      const wide = options.output === 'wide';
-      const headers = ['POD ID', 'NAME', 'NAMESPACE', 'KIND', 'STATE', ...(wide ? ['IP', 'NETNS'] : []), 'CREATED'];
-      out(formatTable(headers, pods.map((p) => [
-        p.id.slice(0, 13), p.name, p.namespace, p.kind, p.state, ...(wide ? [p.ips.join(',') || '-', p.netnsPath || '-'] : []), ago(p.createdAt),
-      ])));
-    }));
+    .addHelpText('after', '\nExamples:\n  kts pods --namespace default --state ready\n  kts pods -q --label app=web | xargs -n1 kts stop')
+    .action(async (options: { quiet?: boolean; name?: string; namespace?: string; state?: string; label?: string[]; json?: boolean; output?: string; socket?: string }) => {
+      const wanted = podFilter(options);
+      await withClient(options, async (client) => {
+        const { sandboxes } = (await client.admin.ListSandboxes!({})) as { sandboxes: Array<Record<string, unknown>> };
+        const wide = options.output === 'wide';
+        printListing(podRows(sandboxes).filter(wanted), { json: options.json || options.output === 'json', quiet: options.quiet },
+          ['POD ID', 'NAME', 'NAMESPACE', 'KIND', 'STATE', ...(wide ? ['IP', 'NETNS'] : []), 'CREATED'],
+          (p) => [p.id.slice(0, 13), p.name, p.namespace, p.kind, p.state, ...(wide ? [p.ips.join(',') || '-', p.netnsPath || '-'] : []), ago(p.createdAt)]);
+      });
+    });
 
   cli.command('inspect')
     .description('a pod as its event log leaves it, as JSON: state, metadata, network (netns, CNI interfaces, IPs, routes), backend details (a VM\'s mirrored interfaces), containers; given a container\'s id, that container\'s own record')
@@ -171,63 +216,84 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
     }));
 
   cli.command('ps')
-    .description('list containers that are not deleted')
+    .description('list containers: those not exited (as crictl ps), or with -a every one not removed')
+    .option('-a, --all', 'also exited containers')
+    .option('-q, --quiet', 'only their ids, one a line')
     .option('--pod <pod>', 'only the containers of this pod (id, unique id prefix, name or namespace/name)')
-    .option('--json', 'print an array of containers: id, name, podId, state, pid, exitCode, image')
+    .option('--name <regexp>', 'only containers whose name matches')
+    .option('--state <state>', 'only containers in this state: created, running, exited, or a kts state (stopped, failed…)')
+    .option('--json', 'print an array of containers: id, name, podId, state, pid, exitCode, image, createdAt')
     .addOption(socketOption())
-    .action(async (options: { pod?: string; json?: boolean; socket?: string }) => withClient(options, async (client) => {
-      const sandboxId = options.pod === undefined ? '' : await resolvePod(client, options.pod);
-      const { containers } = (await client.admin.ListContainers!({ sandboxId })) as { containers: Array<Record<string, string | number | boolean>> };
-      const rows = containers.map((c) => ({
-        id: String(c.id), name: String(c.name), podId: String(c.sandboxId), state: String(c.state), pid: Number(c.pid),
-        exitCode: c.exited ? Number(c.exitStatus) : null, image: String(c.image), createdAt: String(c.createdAt),
-      }));
-      if (options.json) return void out(JSON.stringify(rows, null, 2) + '\n');
-      out(formatTable(['CONTAINER', 'NAME', 'POD ID', 'STATE', 'PID', 'EXIT', 'IMAGE', 'CREATED'],
-        rows.map((c) => [c.id, c.name, c.podId.slice(0, 13), c.state, c.pid ? String(c.pid) : '-', c.exitCode === null ? '-' : String(c.exitCode), c.image, ago(c.createdAt)])));
-    }));
+    .addHelpText('after', '\nExamples:\n  kts ps -a --pod busybox-pod\n  kts ps -q --state exited | xargs -n1 kts rm')
+    .action(async (options: { all?: boolean; quiet?: boolean; pod?: string; name?: string; state?: string; json?: boolean; socket?: string }) => {
+      const wanted = containerFilter(options);
+      await withClient(options, async (client) => {
+        const sandboxId = options.pod === undefined ? '' : await resolvePod(client, options.pod);
+        const { containers } = (await client.admin.ListContainers!({ sandboxId })) as { containers: Array<Record<string, unknown>> };
+        printListing(containerRows(containers).filter(wanted), options, ['CONTAINER', 'NAME', 'POD ID', 'STATE', 'PID', 'EXIT', 'IMAGE', 'CREATED'],
+          (c) => [c.id, c.name, c.podId.slice(0, 13), c.state, c.pid ? String(c.pid) : '-', c.exitCode === null ? '-' : String(c.exitCode), c.image, ago(c.createdAt)]);
+      });
+    });
 
   cli.command('logs')
     .description('print a container\'s output (stdout and stderr)')
-    .argument('<container>', 'container id')
+    .argument('<container>', 'container id or a unique prefix of it')
     .option('-f, --follow', 'keep printing until the container exits')
+    .option('--tail <lines>', 'only the last N lines (then, with -f, what follows)')
     .addOption(socketOption())
-    .action(async (containerId: string, options: { follow?: boolean; socket?: string }) => withClient(options, (client) =>
-      client.adminStream('Logs', { containerId, follow: Boolean(options.follow) }, (chunk) => process.stdout.write(chunk.data as Buffer)),
-    ));
+    .addHelpText('after', '\nExamples:\n  kts logs --tail 20 busybox-8b2a\n  kts logs -f --tail 0 busybox-8b2a     only what comes from now on')
+    .action(async (ref: string, options: { follow?: boolean; tail?: string; socket?: string }) => {
+      const tailLines = options.tail === undefined ? undefined : wholeNumber('--tail', options.tail);
+      await withClient(options, async (client) => {
+        const containerId = await resolveContainer(client, ref);
+        const request = { containerId, follow: Boolean(options.follow), tail: tailLines !== undefined, tailLines: tailLines ?? 0 };
+        await client.adminStream('Logs', request, (chunk) => process.stdout.write(chunk.data as Buffer));
+      });
+    });
 
   cli.command('exec')
-    .description('run a command in a running container and print its output; exits with its exit code')
-    .argument('<container>', 'container id')
+    .description('run a command in a running container and print its output; exits with its exit code. Its stdin is what is piped or redirected into kts (or, with -i, what is typed up to ^D), read whole first, at most 4 MiB')
+    .argument('<container>', 'container id or a unique prefix of it')
     .argument('<command...>', 'the command and its arguments (put them after --)')
+    .option('-i, --stdin', 'pass stdin also when it is a terminal (read to its end before the command runs)')
     .addOption(socketOption())
-    .action(async (containerId: string, command: string[], options: { socket?: string }) => withClient(options, async (client) => {
-      const result = await client.admin.Exec!({ containerId, args: command });
+    .addHelpText('after', '\nExamples:\n  kts exec busybox-8b2a -- ls /\n  echo hi | kts exec busybox-8b2a cat\n  kts exec -i busybox-8b2a -- sh < script.sh')
+    .action(async (ref: string, command: string[], options: { stdin?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const containerId = await resolveContainer(client, ref);
+      const stdin = options.stdin || stdinIsData() ? await readStdin(MAX_EXEC_STDIN_BYTES) : Buffer.alloc(0);
+      const result = await client.admin.Exec!({ containerId, args: command, stdin });
       process.stdout.write(result.stdout as Buffer);
       process.stderr.write(result.stderr as Buffer);
       process.exitCode = Number(result.exitStatus);
     }));
 
   cli.command('stop')
-    .description('stop a pod: kill its containers and its sandbox (the record stays until rm)')
-    .argument('<pod>', 'pod id, name or namespace/name')
+    .description('stop a pod (kill its containers and its sandbox) or one container; the record stays until rm')
+    .argument('<pod|container>', 'pod id (or unique prefix), name or namespace/name; or a container id (or unique prefix)')
     .option('--timeout <seconds>', 'grace period before SIGKILL', '10')
     .addOption(socketOption())
-    .action(async (ref: string, options: { timeout: string; socket?: string }) => withClient(options, async (client) => {
+    .addHelpText('after', '\nExamples:\n  kts stop busybox-pod\n  kts stop --timeout 0 busybox-8b2a      one container, SIGKILL at once')
+    .action(async (ref: string, options: { timeout: string; socket?: string }) => {
       const timeoutSecs = wholeNumber('--timeout', options.timeout);
-      const sandboxId = await resolvePod(client, ref);
-      await client.controller.Stop!({ sandboxId, timeoutSecs });
-      out(`${sandboxId}\n`);
-    }));
+      await withClient(options, async (client) => {
+        const { sandboxId, containerId } = await resolve(client, ref);
+        if (containerId !== undefined) await client.admin.StopContainer!({ containerId, timeoutSecs });
+        else await client.controller.Stop!({ sandboxId, timeoutSecs });
+        out(`${containerId ?? sandboxId}\n`);
+      });
+    });
 
   cli.command('rm')
-    .description('remove a pod: stop it if needed, delete its containers, processes, mounts and files')
-    .argument('<pod>', 'pod id, name or namespace/name')
+    .description('remove a pod (stop it if needed, delete its containers, processes, mounts and files) or one stopped container')
+    .argument('<pod|container>', 'pod id (or unique prefix), name or namespace/name; or a container id (or unique prefix)')
+    .option('-f, --force', 'a running container: stop it first (SIGKILL)')
     .addOption(socketOption())
-    .action(async (ref: string, options: { socket?: string }) => withClient(options, async (client) => {
-      const sandboxId = await resolvePod(client, ref);
-      await client.controller.Shutdown!({ sandboxId });
-      out(`${sandboxId}\n`);
+    .addHelpText('after', '\nExamples:\n  kts rm busybox-pod\n  kts rm -f busybox-8b2a')
+    .action(async (ref: string, options: { force?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const { sandboxId, containerId } = await resolve(client, ref);
+      if (containerId !== undefined) await client.admin.RemoveContainer!({ containerId, force: Boolean(options.force) });
+      else await client.controller.Shutdown!({ sandboxId });
+      out(`${containerId ?? sandboxId}\n`);
     }));
 
   cli.command('history')
@@ -270,10 +336,132 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
       await withClient(options, (client) => client.adminStream('WatchEvents', { afterSequence }, (event) => out(JSON.stringify(event) + '\n')));
     });
 
+  statsCommands(cli);
+  infoCommands(cli);
+
   const audit = cli.command('audit').description('check the event log');
   verifyCommand(audit.command('verify'), 'verify the event log\'s hash chain end to end and name the first bad row; exits 0 if intact, 3 if broken, 1 if it could not check');
   verifyCommand(cli.command('verify'), 'same as "kts audit verify"');
   return cli;
+}
+
+function statsCommands(cli: Command): void {
+  cli.command('stats')
+    .description('CPU and memory of running containers (CPU %: of one CPU, over --seconds)')
+    .argument('[container]', 'only this container (id or unique prefix)')
+    .option('--pod <pod>', 'only the containers of this pod')
+    .option('--seconds <n>', 'sample CPU use over this many seconds', '1')
+    .option('--json', 'print an array of {id, podId, name, cpuPercent, cpuUsageNanos, memoryUsageBytes, memoryLimitBytes, pids, time}')
+    .addOption(socketOption())
+    .addHelpText('after', '\nExamples:\n  kts stats\n  kts stats --pod busybox-pod --json')
+    .action(async (ref: string | undefined, options: { pod?: string; seconds: string; json?: boolean; socket?: string }) => {
+      const seconds = wholeNumber('--seconds', options.seconds, 1);
+      await withClient(options, async (client) => {
+        const request = { sandboxId: options.pod === undefined ? '' : await resolvePod(client, options.pod), containerId: ref === undefined ? '' : await resolveContainer(client, ref) };
+        const rows = await sampleStats(() => client.admin.ContainerStats!(request), seconds);
+        printListing(rows, options, ['CONTAINER', 'NAME', 'POD ID', 'CPU %', 'MEM', 'MEM LIMIT', 'PIDS'],
+          (r) => [r.id, r.name, r.podId.slice(0, 13), r.cpuPercent === null ? '-' : r.cpuPercent.toFixed(2), formatBytes(r.memoryUsageBytes), r.memoryLimitBytes ? formatBytes(r.memoryLimitBytes) : '-', String(r.pids)]);
+      });
+    });
+
+  cli.command('statsp')
+    .description('CPU and memory of ready pods: their running containers summed')
+    .argument('[pod]', 'only this pod (id, unique id prefix, name or namespace/name)')
+    .option('--seconds <n>', 'sample CPU use over this many seconds', '1')
+    .option('--json', 'print an array of {id, podId, name, cpuPercent, cpuUsageNanos, memoryUsageBytes, memoryLimitBytes, pids, time}')
+    .addOption(socketOption())
+    .addHelpText('after', '\nExamples:\n  kts statsp\n  kts statsp busybox-pod --json')
+    .action(async (ref: string | undefined, options: { seconds: string; json?: boolean; socket?: string }) => {
+      const seconds = wholeNumber('--seconds', options.seconds, 1);
+      await withClient(options, async (client) => {
+        const request = { sandboxId: ref === undefined ? '' : await resolvePod(client, ref) };
+        const rows = await sampleStats(() => client.admin.PodStats!(request), seconds);
+        printListing(rows, options, ['POD ID', 'NAME', 'CPU %', 'MEM', 'PIDS'],
+          (r) => [r.id.slice(0, 13), r.name, r.cpuPercent === null ? '-' : r.cpuPercent.toFixed(2), formatBytes(r.memoryUsageBytes), String(r.pids)]);
+      });
+    });
+}
+
+interface StatsRow extends StatsSample { podId: string; name: string; cpuPercent: number | null; memoryUsageBytes: number; memoryLimitBytes: number; pids: number }
+
+/** Two readings `seconds` apart: CPU % from their difference, the rest from the second. */
+async function sampleStats(read: () => Promise<Record<string, unknown>>, seconds: number): Promise<StatsRow[]> {
+  const rows = async () => ((await read()).stats as Array<Record<string, unknown>>).map((s): StatsRow => ({
+    id: String(s.id), podId: String(s.sandboxId), name: String(s.name), cpuPercent: null, cpuUsageNanos: Number(s.cpuUsageNanos),
+    memoryUsageBytes: Number(s.memoryUsageBytes), memoryLimitBytes: Number(s.memoryLimitBytes), pids: Number(s.pidsCurrent), time: String(s.time),
+  }));
+  const first = new Map((await rows()).map((row) => [row.id, row]));
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  return (await rows()).map((row) => ({ ...row, cpuPercent: cpuPercent(first.get(row.id), row) }));
+}
+
+function infoCommands(cli: Command): void {
+  cli.command('version')
+    .description('the versions of this client and of the daemon it reaches')
+    .option('--json', 'print {"client": {"version"}, "daemon": {"version"}}')
+    .addOption(socketOption())
+    .action(async (options: { json?: boolean; socket?: string }) => {
+      if (!options.json) out(`Client version: ${KTS_VERSION}\n`);
+      await withClient(options, async (client) => {
+        const daemonVersion = String((await client.admin.Info!({})).version);
+        out(options.json ? JSON.stringify({ client: { version: KTS_VERSION }, daemon: { version: daemonVersion } }) + '\n' : `Daemon version: ${daemonVersion}\n`);
+      });
+    });
+
+  cli.command('info')
+    .description('the daemon: version, pid, sandbox kinds, the configuration in effect, the event log\'s head')
+    .option('--json', 'print {version, pid, startedAt, kinds, defaultKind, eventLog: {headSequence, headHash, headTime}, config}')
+    .addOption(socketOption())
+    .action(async (options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const info = await client.admin.Info!({});
+      const result = {
+        version: String(info.version), pid: Number(info.pid), startedAt: String(info.startedAt), kinds: (info.kinds as string[]).map(String), defaultKind: String(info.defaultKind),
+        eventLog: { headSequence: Number(info.headSequence), headHash: String(info.headHash), headTime: String(info.headTime) },
+        config: JSON.parse(String(info.configJson || '{}')) as unknown,
+      };
+      if (options.json) return void out(JSON.stringify(result, null, 2) + '\n');
+      out([
+        `Version:        ${result.version}`, `Pid:            ${result.pid} (serving since ${result.startedAt})`,
+        `Sandbox kinds:  ${result.kinds.join(', ')} (default ${result.defaultKind})`,
+        `Event log head: sequence ${result.eventLog.headSequence}${result.eventLog.headHash ? `, hash ${result.eventLog.headHash.slice(0, 16)}…, ${result.eventLog.headTime}` : ''}`,
+        `Config:         ${JSON.stringify(result.config, null, 2).replace(/\n/g, '\n                ')}`,
+      ].join('\n') + '\n');
+    }));
+
+  cli.command('images')
+    .description('the images the daemon\'s image store holds (OCI layouts under [images] dir)')
+    .option('-q, --quiet', 'only their manifest digests')
+    .option('--json', 'print an array of {name, tag, manifestDigest}')
+    .addOption(socketOption())
+    .action(async (options: { quiet?: boolean; json?: boolean; socket?: string }) => withClient(options, async (client) => {
+      const images = ((await client.admin.ListImages!({})).images as Array<Record<string, unknown>>)
+        .map((i) => ({ name: String(i.name), tag: String(i.tag), manifestDigest: String(i.manifestDigest) }));
+      if (options.json) return void out(JSON.stringify(images, null, 2) + '\n');
+      printListing(images.map((i) => ({ ...i, id: i.manifestDigest })), options, ['IMAGE', 'TAG', 'DIGEST'], (i) => [i.name, i.tag, i.manifestDigest.slice(0, 19)]);
+    }));
+}
+
+/** What `kts exec` passes as stdin: a pipe or a file (`echo hi | kts exec …`, `< file`), not a terminal or a socket someone left open. */
+function stdinIsData(): boolean {
+  try {
+    const stats = fstatSync(0);
+    return stats.isFIFO() || stats.isFile();
+  } catch {
+    return false;
+  }
+}
+
+const MAX_EXEC_STDIN_BYTES = 4 * 1024 * 1024;
+
+async function readStdin(maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) throw new UsageError(`stdin holds more than ${maxBytes / 1024 / 1024} MiB; kts exec passes at most that`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
 }
 
 function verifyCommand(command: Command, description: string): void {
