@@ -17,6 +17,8 @@ export type ContainerEvent =
       image?: string;
       args: string[];
       logPath?: string;
+      /** CRI's container labels (kts run's container YAML); absent in events recorded before they were. */
+      labels?: Record<string, string>;
       stdio: StdioPaths;
       /** ISO-8601 UTC. */
       createdAt: string;
@@ -106,6 +108,7 @@ export interface ContainerContext {
   image: string | null;
   args: string[];
   logPath: string | null;
+  labels: Record<string, string>;
   stdio: StdioPaths;
   createdAt: string;
   /** The container's init process; kept after it exits. */
@@ -127,6 +130,7 @@ const initialContainerContext: ContainerContext = {
   image: null,
   args: [],
   logPath: null,
+  labels: {},
   stdio: {},
   createdAt: '',
   pid: null,
@@ -189,6 +193,7 @@ export const containerMachine = setup({
         image: event.image ?? null,
         args: event.args,
         logPath: event.logPath ?? null,
+        labels: event.labels ?? {},
         stdio: event.stdio,
         createdAt: event.createdAt,
       };

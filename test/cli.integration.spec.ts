@@ -133,8 +133,8 @@ function podYaml(dir: string, name: string, namespace: string, labels: Record<st
   ].join('\n'));
 }
 
-function containerYaml(dir: string, name: string, script: string): string {
-  return writeYaml(dir, `${name}.yaml`, [`metadata: { name: ${name} }`, 'image: { image: busybox:latest }', 'command: [sh, -c]', `args: [${JSON.stringify(script)}]`].join('\n'));
+function containerYaml(dir: string, name: string, script: string, labels: Record<string, string> = {}): string {
+  return writeYaml(dir, `${name}.yaml`, [`metadata: { name: ${name} }`, 'image: { image: busybox:latest }', 'command: [sh, -c]', `args: [${JSON.stringify(script)}]`, `labels: ${JSON.stringify(labels)}`].join('\n'));
 }
 
 describe.skipIf(skip)(`the kts CLI with crictl's habits${skip ? ` (skipped: ${skip})` : ''}`, () => {
@@ -147,8 +147,8 @@ describe.skipIf(skip)(`the kts CLI with crictl's habits${skip ? ` (skipped: ${sk
   beforeAll(async () => {
     await daemon.start();
     const run = (pod: string, container: string) => JSON.parse(daemon.ktsOk('run', '--json', pod, container)) as typeof web;
-    web = run(podYaml(dir, 'web', 'shop', { tier: 'front' }), containerYaml(dir, 'job-web', 'for i in 1 2 3 4 5; do echo line $i; done; exec sleep 600'));
-    batch = run(podYaml(dir, 'batch', 'default', { tier: 'back' }), containerYaml(dir, 'job-batch', 'echo done; exit 3'));
+    web = run(podYaml(dir, 'web', 'shop', { tier: 'front' }), containerYaml(dir, 'job-web', 'for i in 1 2 3 4 5; do echo line $i; done; exec sleep 600', { app: 'shop', role: 'web' }));
+    batch = run(podYaml(dir, 'batch', 'default', { tier: 'back' }), containerYaml(dir, 'job-batch', 'echo done; exit 3', { app: 'shop', role: 'batch' }));
     await until('the batch container to exit', () => ps('-a').find((c) => c.id === batch.containerId && c.state === 'stopped'));
   }, 120_000);
   afterAll(() => daemon.cleanup(), 60_000);
@@ -163,6 +163,13 @@ describe.skipIf(skip)(`the kts CLI with crictl's habits${skip ? ` (skipped: ${sk
     expect(daemon.ktsOk('ps', '-aq', '--pod', 'shop/web')).toBe(`${web.containerId}\n`);
   });
 
+  it('ps --label keeps containers with every label given (their container YAML\'s labels); --json shows them', () => {
+    expect(daemon.ktsOk('ps', '-aq', '--label', 'role=batch')).toBe(`${batch.containerId}\n`);
+    expect(daemon.ktsOk('ps', '-aq', '--label', 'app=shop').split('\n').filter(Boolean).sort()).toEqual([web.containerId, batch.containerId].sort());
+    expect(daemon.ktsOk('ps', '-aq', '--label', 'app=shop', '--label', 'role=none')).toBe('');
+    expect(ps().find((c) => c.id === web.containerId)).toMatchObject({ labels: { app: 'shop', role: 'web' } });
+  });
+
   it('pods -q prints full ids, filtered by --namespace, --label and --state', () => {
     expect(daemon.ktsOk('pods', '-q', '--namespace', 'shop')).toBe(`${web.podId}\n`);
     expect(daemon.ktsOk('pods', '-q', '--label', 'tier=back')).toBe(`${batch.podId}\n`);
@@ -174,6 +181,7 @@ describe.skipIf(skip)(`the kts CLI with crictl's habits${skip ? ` (skipped: ${sk
     [['pods', '--state', 'sleeping'], '--state'],
     [['pods', '--label', 'tier'], '--label'],
     [['ps', '--name', '('], '--name'],
+    [['ps', '--label', 'role'], '--label'],
     [['logs', '--tail', 'abc', 'job-web'], '--tail'],
     [['stats', '--seconds', '0'], '--seconds'],
   ])('refuses a bad filter or number: kts %j exits 2 with one line', (args, flag) => {

@@ -271,7 +271,7 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
   await writeBundleFiles(bundleDir, spec, logPath);
   const created = await engine.createContainer(
     {
-      sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath,
+      sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath, labels: request.labels,
       rootfsMounts: [overlayRootfsMount(image.rootfsDir, path.join(dir, 'upper'), path.join(dir, 'work'))],
       stdio: { stdout: logPath, stderr: logPath }, args: spec.process.args,
     },

@@ -10,6 +10,7 @@ export interface PodRow {
 
 export interface ContainerRow {
   id: string; name: string; podId: string; state: string; pid: number; exitCode: number | null; image: string; createdAt: string;
+  labels: Record<string, string>;
 }
 
 /** A container state as kts records it, or as crictl names it (created, running, exited). */
@@ -56,14 +57,16 @@ export function podFilter(filter: PodFilter): (pod: PodRow) => boolean {
     && (states === undefined || states.includes(pod.state)) && labels.every(([key, value]) => pod.labels[key] === value);
 }
 
-export interface ContainerFilter { all?: boolean; name?: string; state?: string }
+export interface ContainerFilter { all?: boolean; name?: string; state?: string; label?: string[] }
 
 /** Without --all or --state, what runs (crictl's default); exited ones only with --all. */
 export function containerFilter(filter: ContainerFilter): (container: ContainerRow) => boolean {
   const states = filter.state !== undefined ? statesNamed('--state', filter.state, CONTAINER_STATES, CRICTL_CONTAINER_STATES)
     : filter.all ? undefined : CONTAINER_STATES.filter((state) => !CRICTL_CONTAINER_STATES.exited!.includes(state));
   const name = nameMatcher(filter.name);
-  return (container) => name(container.name) && (states === undefined || states.includes(container.state));
+  const labels = Object.entries(parseLabels(filter.label));
+  return (container) => name(container.name) && (states === undefined || states.includes(container.state))
+    && labels.every(([key, value]) => container.labels[key] === value);
 }
 
 /** "512B", "3.4KiB", "12.0MiB", "1.5GiB". */

@@ -5,7 +5,7 @@ const pod = (fields: Partial<PodRow>): PodRow => ({
   id: 'p1', name: 'web', namespace: 'default', kind: 'runc', state: 'ready', pid: 1, createdAt: '', ips: [], netnsPath: '', labels: {}, ...fields,
 });
 const container = (fields: Partial<ContainerRow>): ContainerRow => ({
-  id: 'c1', name: 'app', podId: 'p1', state: 'running', pid: 1, exitCode: null, image: 'busybox', createdAt: '', ...fields,
+  id: 'c1', name: 'app', podId: 'p1', state: 'running', pid: 1, exitCode: null, image: 'busybox', createdAt: '', labels: {}, ...fields,
 });
 
 describe('podFilter', () => {
@@ -38,6 +38,13 @@ describe('containerFilter', () => {
 
   it('given exited and live containers, then by default only the live ones are listed, as crictl ps does', () => {
     expect(containers.filter(containerFilter({})).map((c) => c.id)).toEqual(['run', 'made']);
+  });
+
+  it('given labelled containers, when filtered by --label, then only those with every label asked for are kept', () => {
+    const labelled = [container({ id: 'web', labels: { app: 'web', tier: 'front' } }), container({ id: 'db', labels: { app: 'db' } }), container({ id: 'none' })];
+    expect(labelled.filter(containerFilter({ label: ['app=web'] })).map((c) => c.id)).toEqual(['web']);
+    expect(labelled.filter(containerFilter({ label: ['app=web', 'tier=back'] })).map((c) => c.id)).toEqual([]);
+    expect(() => containerFilter({ label: ['app'] })).toThrow('--label must be key=value');
   });
 
   it('lists exited ones too with --all, and --state exited picks stopped and failed ones', () => {

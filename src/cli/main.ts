@@ -69,6 +69,7 @@ function containerRows(containers: Array<Record<string, unknown>>): ContainerRow
   return containers.map((c) => ({
     id: String(c.id), name: String(c.name), podId: String(c.sandboxId), state: String(c.state), pid: Number(c.pid),
     exitCode: c.exited ? Number(c.exitStatus) : null, image: String(c.image), createdAt: String(c.createdAt),
+    labels: (JSON.parse(String(c.metadataJson || '{}')) as { labels?: Record<string, string> }).labels ?? {},
   }));
 }
 
@@ -222,10 +223,11 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
     .option('--pod <pod>', 'only the containers of this pod (id, unique id prefix, name or namespace/name)')
     .option('--name <regexp>', 'only containers whose name matches')
     .option('--state <state>', 'only containers in this state: created, running, exited, or a kts state (stopped, failed…)')
-    .option('--json', 'print an array of containers: id, name, podId, state, pid, exitCode, image, createdAt')
+    .option('--label <key=value>', 'only containers with this label (repeat: all must match)', collect)
+    .option('--json', 'print an array of containers: id, name, podId, state, pid, exitCode, image, createdAt, labels')
     .addOption(socketOption())
-    .addHelpText('after', '\nExamples:\n  kts ps -a --pod busybox-pod\n  kts ps -q --state exited | xargs -n1 kts rm')
-    .action(async (options: { all?: boolean; quiet?: boolean; pod?: string; name?: string; state?: string; json?: boolean; socket?: string }) => {
+    .addHelpText('after', '\nExamples:\n  kts ps -a --pod busybox-pod\n  kts ps --label app=web\n  kts ps -q --state exited | xargs -n1 kts rm')
+    .action(async (options: { all?: boolean; quiet?: boolean; pod?: string; name?: string; state?: string; label?: string[]; json?: boolean; socket?: string }) => {
       const wanted = containerFilter(options);
       await withClient(options, async (client) => {
         const sandboxId = options.pod === undefined ? '' : await resolvePod(client, options.pod);

@@ -64,6 +64,7 @@ export interface CreateContainerInput {
   args: string[];
   image?: string;
   logPath?: string;
+  labels?: Record<string, string>;
 }
 
 /** An intent is the write-ahead half of an effect: the event that says it was decided. */
