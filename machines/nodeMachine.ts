@@ -5,7 +5,8 @@
 import { setup } from 'xstate';
 
 export type NodeEvent = {
-  type: 'OrphanRemoved';
+  /** Removed, or (CleanupFailed) found and not removable yet: the daemon keeps serving and tries again at its next sweep. */
+  type: 'OrphanRemoved' | 'CleanupFailed';
   /** Sandbox kind whose scan found it, e.g. `runc`. */
   kind: string;
   /** What it was, e.g. `sandbox directory /var/lib/kts/sandboxes/x with its init`. */
@@ -24,7 +25,7 @@ export const nodeMachine = setup({
   states: {
     // The daemon serves this node; every resource it found without a record is gone, as its events say.
     watching: {
-      on: { OrphanRemoved: { target: 'watching' } },
+      on: { OrphanRemoved: { target: 'watching' }, CleanupFailed: { target: 'watching' } },
     },
   },
 });

@@ -24,6 +24,8 @@ export interface DaemonConfig {
   images: { dir: string; maxLayerBytes: number; maxLayerEntries: number };
   /** Seconds Stop waits for processes to exit after SIGTERM before SIGKILL. */
   stopTimeoutSeconds: number;
+  /** Seconds between orphan sweeps after recovery's (processes still starting then, resources that could not be removed). */
+  sweepIntervalSeconds: number;
   hypervisor: HypervisorConfig;
   metrics: MetricsConfig;
   network: NetworkConfig;
@@ -148,6 +150,7 @@ export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
     runc: { binary: 'runc', root: path.join(root, 'runc'), maxConcurrentStarts: 2 * availableParallelism() },
     images: { dir: path.join(root, 'images'), maxLayerBytes: 8 * 1024 ** 3, maxLayerEntries: 1_000_000 },
     stopTimeoutSeconds: 10,
+    sweepIntervalSeconds: 60,
     hypervisor: defaultHypervisorConfig(path.join(root, 'guest')),
     // Off unless asked for: an unauthenticated HTTP port is the operator's choice, and two daemons on one host must not race for it.
     metrics: { listen: null },
@@ -238,7 +241,7 @@ function parseTomlText(file: string, text: string): Record<string, unknown> {
 
 const RUNC_KEYS = ['binary', 'root', 'max_concurrent_starts'];
 const IMAGES_KEYS = ['dir', 'max_layer_bytes', 'max_layer_entries'];
-const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics', 'network', 'socket_group', 'task_relay', 'logs', 'audit'];
+const TOP_KEYS = ['listen', 'root', 'db', 'default_sandbox_kind', 'log_level', 'stop_timeout_seconds', 'sweep_interval_seconds', 'runc', 'images', 'sandboxers', 'hypervisor', 'metrics', 'network', 'socket_group', 'task_relay', 'logs', 'audit'];
 
 function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   for (const key of Object.keys(toml)) if (!TOP_KEYS.includes(key)) throw invalidArgument(`config: unknown key "${key}" (known: ${TOP_KEYS.join(', ')})`);
@@ -254,6 +257,11 @@ function applyToml(config: DaemonConfig, toml: Record<string, unknown>): void {
   if (stopTimeout !== undefined) {
     if (typeof stopTimeout !== 'number' || stopTimeout <= 0) throw invalidArgument('config: stop_timeout_seconds must be a positive number');
     config.stopTimeoutSeconds = stopTimeout;
+  }
+  const sweepInterval = toml.sweep_interval_seconds;
+  if (sweepInterval !== undefined) {
+    if (typeof sweepInterval !== 'number' || sweepInterval <= 0) throw invalidArgument('config: sweep_interval_seconds must be a positive number');
+    config.sweepIntervalSeconds = sweepInterval;
   }
   const runc = optionalTable(toml, 'runc');
   config.runc.binary = optionalString(runc, 'binary', 'runc.') ?? config.runc.binary;

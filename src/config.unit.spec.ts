@@ -45,6 +45,12 @@ describe('daemon config', () => {
     expect(loadConfig(configFile(`[metrics]\nlisten = "${listen}"\n`)).metrics.listen).toEqual(address);
   });
 
+  it('takes sweep_interval_seconds (default 60) and refuses one that is not a positive number', () => {
+    expect(loadConfig(configFile('')).sweepIntervalSeconds).toBe(60);
+    expect(loadConfig(configFile('sweep_interval_seconds = 5\n')).sweepIntervalSeconds).toBe(5);
+    expect(() => loadConfig(configFile('sweep_interval_seconds = 0\n'))).toThrow(/sweep_interval_seconds must be a positive number/);
+  });
+
   it.each([
     ['[metrics]\nlisten = "9464"', 'metrics.listen "9464" must be'],
     ['[metrics]\nlisten = ":9464"', 'metrics.listen ":9464" must be'],

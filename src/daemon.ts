@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { adminService, rotatableContainerLogs } from './api/adminService.js';
+import { adminService, rotatableContainerLogs, sweepBundles } from './api/adminService.js';
 import { loadGrpcDefinitions } from './api/protos.js';
 import { sandboxControllerService } from './api/sandboxController.js';
 import { taskService } from './api/taskService.js';
@@ -68,6 +68,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     networks: crashTesting ? withNetworkCrashPoints(podNetworks) : podNetworks, runCni: config.network.cni,
     execSpecDir: path.join(config.root, 'exec-specs'), outputHolds: new FifoReaderHolds(),
   });
+  engine.addSweep('bundle', (known) => sweepBundles(store, config.root, known));
   const recoveryStarted = performance.now();
   const recovery = await engine.recover();
   metrics?.recordRecovery((performance.now() - recoveryStarted) / 1000, recovery);
@@ -103,6 +104,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   });
   logger.info({ socket: config.listen, root: config.root, kinds: Object.keys(sandboxers) }, 'kts daemon serving');
   const healthTimer = setInterval(() => void engine.checkHealth(), config.hypervisor.healthIntervalSeconds * 1000);
+  const stopSweeping = engine.sweepEvery(config.sweepIntervalSeconds * 1000);
+  // The last guard of "never die of the host's state": a rejection nothing handled is a bug to log, not a node to take down.
+  const keepServing = (reason: unknown) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it); the daemon keeps serving');
+  process.on('unhandledRejection', keepServing);
   const chainCheck = checkChainInSlices(store, logger);
 
   return {
@@ -110,6 +115,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     recovery,
     async close() {
       clearInterval(healthTimer);
+      process.off('unhandledRejection', keepServing);
+      await stopSweeping();
       logRotation.stop();
       chainCheck.stop();
       await metricsServer?.close();

@@ -118,7 +118,8 @@ function chaosSuite(kind: Kind): void {
 
   async function crashCycle(cycle: number): Promise<void> {
     const point = CRASH_POINTS[cycle % CRASH_POINTS.length]!;
-    const occurrence = kind.name === 'vmm' ? 1 + (cycle % 2) : 1 + ((cycle * 7) % 5);
+    // A cycle spawns one pod process per pod: process.spawned is reached at most podsPerCycle times.
+    const occurrence = point === 'process.spawned' ? 1 + (cycle % kind.podsPerCycle) : kind.name === 'vmm' ? 1 + (cycle % 2) : 1 + ((cycle * 7) % 5);
     try {
       await daemon.start({ KTS_CRASH_AT: `${point}:${occurrence}` });
     } catch {

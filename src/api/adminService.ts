@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { chmod, mkdir, open, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -8,6 +8,7 @@ import { failedPrecondition, invalidArgument, notFound } from '../core/errors.js
 import { validateId } from '../core/ids.js';
 import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
 import { rotatedPath } from '../backends/host/logRotation.js';
+import { removeTree } from '../backends/host/mounts.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { Entity } from '../engine/entity.js';
 import { isStringArray } from '../oci/json.js';
@@ -16,7 +17,8 @@ import { containerStream, sandboxStream } from '../engine/engine.js';
 import type { ImageStore } from '../images/imageStore.js';
 import { buildContainerSpec, overlayRootfsMount, validateOciSpec } from '../oci/containerSpec.js';
 import type { ContainerMount, ContainerResources } from '../oci/podConfig.js';
-import type { ContainerStats, MountSpec } from '../core/sandboxer.js';
+import type { ContainerStats, KnownResources, MountSpec } from '../core/sandboxer.js';
+import { Sweep } from '../core/sweep.js';
 import { parseLinuxResources } from './linuxResources.js';
 import { serverStream, unary } from './rpc.js';
 import { requireString, validateStringMap } from './validate.js';
@@ -41,20 +43,42 @@ export function imageContainerDir(rootDir: string, sandboxId: string, containerI
 }
 
 /**
- * Removes a kts-made container's files once its ContainerDeleted event is committed, and on start
- * sweeps any whose deletion was missed (the append hook is lost if the daemon dies right then).
+ * Removes a kts-made container's files once its ContainerDeleted event is committed. What cannot be
+ * removed then (a busy mount), or was missed (the daemon died right then), is left to sweepBundles.
  */
-export function removeBundlesOfDeletedContainers(engine: Engine, rootDir: string): void {
-  const remove = (containerId: string) => {
-    const row = engine.store.getContainer(containerId);
-    if (!row || row.state !== 'deleted') return;
-    void rm(imageContainerDir(rootDir, row.sandboxId, containerId), { recursive: true, force: true })
-      .then(() => rmdirIfEmpty(path.join(rootDir, 'bundles', row.sandboxId)));
-  };
+export function removeBundlesOfDeletedContainers(engine: Engine, rootDir: string, logger: Logger): void {
   engine.store.onAppended((events) => {
-    for (const event of events) if (event.type === 'ContainerDeleted') remove(event.streamId.slice('container-'.length));
+    for (const event of events) {
+      if (event.type !== 'ContainerDeleted') continue;
+      const row = engine.store.getContainer(event.streamId.slice('container-'.length));
+      if (row?.state !== 'deleted') continue;
+      const dir = imageContainerDir(rootDir, row.sandboxId, row.id);
+      removeTree(dir).then(() => rmdirIfEmpty(path.dirname(dir))).catch((error: unknown) =>
+        logger.warn({ dir, err: error }, 'removing a deleted container\'s bundle failed; the next sweep tries again'));
+    }
   });
-  for (const row of engine.store.listContainers()) if (row.state === 'deleted') remove(row.id);
+}
+
+/**
+ * The daemon's sweep of `<root>/bundles`: a pod's directory once no live pod has its id, a container's
+ * once its record says deleted (one being prepared has no record yet and stays). What it removed.
+ */
+export async function sweepBundles(store: EventStore, rootDir: string, known: KnownResources): Promise<string[]> {
+  const bundles = path.join(rootDir, 'bundles');
+  const sweep = new Sweep();
+  for (const sandboxId of await readdir(bundles).catch(() => [] as string[])) {
+    const podDir = path.join(bundles, sandboxId);
+    if (!known.sandboxIds.has(sandboxId)) {
+      await sweep.attempt(`bundles of pod ${sandboxId} (${podDir})`, () => removeTree(podDir));
+      continue;
+    }
+    for (const containerId of await readdir(podDir).catch(() => [] as string[])) {
+      if (store.getContainer(containerId)?.state !== 'deleted') continue;
+      const dir = path.join(podDir, containerId);
+      await sweep.attempt(`bundle of deleted container ${containerId} (${dir})`, () => removeTree(dir));
+    }
+  }
+  return sweep.finish();
 }
 
 async function rmdirIfEmpty(dir: string): Promise<void> {
@@ -152,7 +176,7 @@ function resolveByIdOrName(engine: Engine, ref: string): SandboxRow | undefined 
 
 export function adminService(options: AdminOptions): UntypedServiceImplementation {
   const { engine, logger } = options;
-  removeBundlesOfDeletedContainers(engine, options.rootDir);
+  removeBundlesOfDeletedContainers(engine, options.rootDir, options.logger);
   const rpc = <Req, Res>(method: string, handler: Parameters<typeof unary<Req, Res>>[2]) => unary<Req, Res>(`${SERVICE}/${method}`, logger, handler);
   const stream = <Req, Res>(method: string, handler: Parameters<typeof serverStream<Req, Res>>[2]) => serverStream<Req, Res>(`${SERVICE}/${method}`, logger, handler);
   return {

@@ -1,5 +1,6 @@
 /** What the engine needs from whoever gives pods their network (CNI in src/network/). */
 import type { PodNetworkStatus } from '../../machines/sandboxMachine.js';
+import type { KnownIds } from './sweep.js';
 
 export type { PodNetworkStatus };
 
@@ -27,5 +28,5 @@ export interface PodNetworks {
   /** Detaches (CNI DEL) and removes the netns; idempotent, also for a set-up that never finished. */
   tearDown(sandboxId: string): Promise<void>;
   /** Tears down what belongs to no known sandbox; one line per thing removed, for the record. */
-  sweepOrphans(knownSandboxIds: ReadonlySet<string>): Promise<string[]>;
+  sweepOrphans(knownSandboxIds: KnownIds): Promise<string[]>;
 }

@@ -1,5 +1,6 @@
 /** What the engine needs from a sandbox kind. Implementations live in src/backends/<kind>/. */
 import type { PodLinuxOptions } from '../../machines/sandboxMachine.js';
+import type { KnownIds } from './sweep.js';
 
 export type { PodLinuxOptions };
 
@@ -85,8 +86,8 @@ export interface StartedSandbox {
 
 /** Sandboxes and containers the store says exist (not removed / deleted). */
 export interface KnownResources {
-  sandboxIds: ReadonlySet<string>;
-  containerIds: ReadonlySet<string>;
+  sandboxIds: KnownIds;
+  containerIds: KnownIds;
 }
 
 export interface Sandboxer {

@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { OciProcess } from '../core/sandboxer.js';
+import { Sweep, type KnownIds } from '../core/sweep.js';
 
 /**
  * Exec process specs between Task Exec and Task Start. Kept in a file (mode 0600) so a daemon restart
@@ -36,15 +37,15 @@ export class ExecSpecs {
   }
 
   /** Removes the specs of containers no record owns; what it removed, for the orphan report. */
-  async sweepOrphans(knownContainerIds: Set<string>): Promise<string[]> {
+  async sweepOrphans(knownContainerIds: KnownIds): Promise<string[]> {
     if (!this.dir) return [];
-    const removed: string[] = [];
+    const sweep = new Sweep();
     for (const containerId of await readdir(this.dir).catch(() => [] as string[])) {
       if (knownContainerIds.has(containerId)) continue;
-      await rm(path.join(this.dir, containerId), { recursive: true, force: true });
-      removed.push(`exec specs of container ${containerId} in ${path.join(this.dir, containerId)}`);
+      const dir = path.join(this.dir, containerId);
+      await sweep.attempt(`exec specs of container ${containerId} in ${dir}`, () => rm(dir, { recursive: true, force: true }));
     }
-    return removed;
+    return sweep.finish();
   }
 
   private file(containerId: string, execId: string): string {

@@ -2,6 +2,8 @@ import { containerMachine, type ContainerContext, type ContainerEvent } from '..
 import { nodeMachine, type NodeEvent } from '../../machines/nodeMachine.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { errorMessage } from '../core/errors.js';
+import type { KnownResources } from '../core/sandboxer.js';
+import { SweepIncomplete, type SweepFailure } from '../core/sweep.js';
 import { Engine, exitFields, type CommandMeta, type ContainerEntity, type SandboxEntity } from './engine.js';
 import { Entity } from './entity.js';
 import { containerProjection, sandboxProjection } from './projections.js';
@@ -37,27 +39,70 @@ export class DaemonEngine extends Engine {
         this.logger.error({ sandbox_id: sandboxId, err: error }, 'recovery could not reconcile sandbox');
       });
     }
-    await this.sweepOrphans().catch((error) => {
-      failures.push(`orphan scan: ${errorMessage(error)}`);
-      this.logger.error({ err: error }, 'recovery could not sweep orphans');
-    });
+    failures.push(...(await this.sweepOrphans()));
     return { sandboxes: this.sandboxes.size, containers: this.containers.size, eventsRecorded: this.store.headSequence() - before, failures };
   }
 
-  /** Host resources of no live sandbox or container are removed, each recorded on the node stream. */
-  private async sweepOrphans(): Promise<void> {
-    const known = { sandboxIds: new Set(this.sandboxes.keys()), containerIds: new Set(this.containers.keys()) };
+  /** A sweep of resources the engine's own sandboxers and networks do not know (e.g. `kts run`'s bundles); runs with theirs. */
+  addSweep(kind: string, sweep: (known: KnownResources) => Promise<string[]>): void {
+    this.extraSweeps.push({ kind, sweep });
+  }
+
+  /**
+   * Sweeps again every `intervalMs` after recovery's: a process that was still starting when recovery
+   * looked, or a resource that could not be removed then, is found later. Returns a stop function.
+   */
+  sweepEvery(intervalMs: number): () => Promise<void> {
+    let running: Promise<unknown> = Promise.resolve();
+    const timer = setInterval(() => {
+      running = running.then(() => this.sweepOrphans());
+    }, intervalMs);
+    timer.unref();
+    return async () => {
+      clearInterval(timer);
+      await running;
+    };
+  }
+
+  private readonly extraSweeps: Array<{ kind: string; sweep: (known: KnownResources) => Promise<string[]> }> = [];
+  /** What is recorded as not removable, and why: recorded again only when the reason changes, so a retry does not grow the log. */
+  private readonly cleanupFailures = new Map<string, string>();
+
+  /**
+   * Host resources of no live sandbox or container are removed, each recorded on the node stream;
+   * what cannot be removed is recorded (CleanupFailed) and left for the next sweep. Never throws:
+   * the host's state must not stop the daemon. Returns the failures, one line each.
+   */
+  async sweepOrphans(): Promise<string[]> {
+    // Asked at each decision (see KnownIds): a pod made while this sweep runs is never taken for an orphan.
+    const known: KnownResources = { sandboxIds: { has: (id) => this.sandboxes.has(id) }, containerIds: { has: (id) => this.containers.has(id) } };
     const sweeps = Object.values(this.options.sandboxers).map((sandboxer) => ({ kind: sandboxer.kind, sweep: () => sandboxer.sweepOrphans(known) }));
     // Pod networks go after the backends: a VM's taps live in the netns until its QEMU and directory are gone.
     const networks = this.options.networks;
     if (networks) sweeps.push({ kind: 'network', sweep: () => networks.sweepOrphans(known.sandboxIds) });
     sweeps.push({ kind: 'exec-spec', sweep: () => this.execSpecs.sweepOrphans(known.containerIds) });
+    sweeps.push(...this.extraSweeps.map(({ kind, sweep }) => ({ kind, sweep: () => sweep(known) })));
+    const failures: string[] = [];
     for (const { kind, sweep } of sweeps) {
-      for (const resource of await sweep()) {
+      const outcome = await sweep().then(
+        (removed) => ({ removed, failed: [] as SweepFailure[] }),
+        (error: unknown) => error instanceof SweepIncomplete ? { removed: error.removed, failed: error.failures }
+          : { removed: [], failed: [{ resource: `the ${kind} sweep`, reason: errorMessage(error) }] },
+      );
+      for (const resource of outcome.removed) {
+        this.cleanupFailures.delete(resource);
         this.logger.warn({ kind, resource }, 'removed a resource no sandbox owns');
         this.node().record({ type: 'OrphanRemoved', kind, resource, reason: 'no live sandbox or container in the event log owns it' }, RECOVERY);
       }
+      for (const { resource, reason } of outcome.failed) {
+        failures.push(`${kind}: ${resource}: ${reason}`);
+        this.logger.error({ kind, resource, reason }, 'could not remove a resource no sandbox owns; the next sweep tries again');
+        if (this.cleanupFailures.get(resource) === reason) continue;
+        this.cleanupFailures.set(resource, reason);
+        this.node().record({ type: 'CleanupFailed', kind, resource, reason }, RECOVERY);
+      }
     }
+    return failures;
   }
 
   private nodeEntity: Entity<Record<string, never>, NodeEvent> | undefined;

@@ -8,6 +8,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { validateId } from '../core/ids.js';
 import type { PodNetworkPlan, PodNetworks, PodNetworkStatus } from '../core/podNetwork.js';
+import { Sweep, type KnownIds } from '../core/sweep.js';
 import { writeFileAtomic } from '../backends/host/files.js';
 import { isObject } from '../oci/json.js';
 import { withSpan } from '../telemetry/tracing.js';
@@ -68,14 +69,13 @@ export class CniPodNetworks implements PodNetworks {
     });
   }
 
-  async sweepOrphans(knownSandboxIds: ReadonlySet<string>): Promise<string[]> {
-    const removed: string[] = [];
+  async sweepOrphans(knownSandboxIds: KnownIds): Promise<string[]> {
+    const sweep = new Sweep();
     for (const sandboxId of await readdir(this.options.stateDir).catch(() => [] as string[])) {
       if (knownSandboxIds.has(sandboxId)) continue;
-      await this.tearDown(sandboxId);
-      removed.push(`pod network of ${sandboxId} (netns ${this.netnsFile(sandboxId)}, CNI DEL)`);
+      await sweep.attempt(`pod network of ${sandboxId} (netns ${this.netnsFile(sandboxId)}, CNI DEL)`, () => this.tearDown(sandboxId));
     }
-    return removed;
+    return sweep.finish();
   }
 
   private attachment(sandboxId: string, record: AttachmentRecord) {

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
 import { internal, invalidArgument } from '../../core/errors.js';
 import type { MountSpec } from '../../core/sandboxer.js';
@@ -89,4 +89,13 @@ export async function bindMount(source: string, target: string, readonly = false
   if (!readonly) return;
   const remount = await runCommand(MOUNT, ['-o', 'remount,bind,ro', '--', target]);
   if (remount.code !== 0) throw internal(`remount ${target} read-only: ${remount.stderr.trim()}`);
+}
+
+/**
+ * Removes dir and everything in it once nothing is mounted beneath it (busy mounts are detached
+ * lazily): a recursive removal that crossed into a mount would delete what that mount shows.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  await unmountUnder(dir);
+  await rm(dir, { recursive: true, force: true });
 }

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { alreadyExists, errorMessage, failedPrecondition, internal, invalidArgument, isKtsError, notFound } from '../../core/errors.js';
 import { validateId } from '../../core/ids.js';
+import { Sweep } from '../../core/sweep.js';
 import type {
   ContainerSpec,
   ContainerStats,
@@ -21,9 +22,9 @@ import { resolvConf } from '../../oci/podLinux.js';
 import { withSpan } from '../../telemetry/tracing.js';
 import { memoryCgroupOomKills, removeCgroupDir } from './cgroups.js';
 import { readExitFile, readInitIdentity, SandboxWatch } from './exitWatcher.js';
-import { mountRootfs, unmountUnder } from '../host/mounts.js';
+import { mountRootfs, removeTree, unmountUnder } from '../host/mounts.js';
 import { containerPaths, sandboxPaths, type ContainerPaths, type SandboxPaths } from './paths.js';
-import { isProcessAlive, readPidFile } from '../host/procfs.js';
+import { findProcesses, isProcessAlive, readPidFile, type ProcessIdentity } from '../host/procfs.js';
 import { RuncCli, runcLogErrors } from './runcCli.js';
 import { runInSandbox, spawnSandboxInit, waitForHolder, writeFileAtomic, type SandboxCommandResult } from './sandboxInit.js';
 import { defaultConsoleBinary, resizeConsole, startConsole } from './console.js';
@@ -127,6 +128,8 @@ export class RuncSandboxer implements Sandboxer {
     const init = await readInitIdentity(paths);
     // SIGKILL the init: its holder follows through PR_SET_PDEATHSIG.
     if (init && (await isProcessAlive(init))) process.kill(init.pid, 'SIGKILL');
+    // An init whose identity file was never written (the daemon died right after spawning it) is found by its command line.
+    await this.killInits(sandboxId, await this.initProcesses());
     this.dropWatch(sandboxId);
     await rm(paths.dir, { recursive: true, force: true });
   }
@@ -177,10 +180,12 @@ export class RuncSandboxer implements Sandboxer {
   async removeSandbox(sandboxId: string): Promise<void> {
     const paths = this.paths(sandboxId);
     if (!existsSync(paths.dir)) {
+      await this.killInits(sandboxId, await this.initProcesses());
       this.dropWatch(sandboxId);
       return;
     }
     await this.stopSandbox(sandboxId, { timeoutMs: this.removeStopTimeoutMs });
+    await this.killInits(sandboxId, await this.initProcesses());
     for (const containerId of await this.containerIds(paths)) {
       await this.removeContainerState(containerId, containerPaths(paths, containerId));
     }
@@ -189,24 +194,53 @@ export class RuncSandboxer implements Sandboxer {
     const watch = this.watches.get(sandboxId);
     await watch?.settle();
     this.dropWatch(sandboxId);
-    await rm(paths.dir, { recursive: true, force: true });
+    await removeTree(paths.dir);
     this.logger.info({ sandboxId }, 'runc sandbox removed');
   }
 
   async sweepOrphans(known: KnownResources): Promise<string[]> {
-    const removed: string[] = [];
+    const sweep = new Sweep();
     for (const sandboxId of await readdir(join(this.options.rootDir, 'sandboxes')).catch(() => [] as string[])) {
       if (known.sandboxIds.has(sandboxId)) continue;
-      await this.removeSandbox(sandboxId);
-      removed.push(`runc sandbox directory ${this.paths(sandboxId).dir} and its processes`);
+      await sweep.attempt(`runc sandbox directory ${join(this.options.rootDir, 'sandboxes', sandboxId)} and its processes`, () => this.removeSandbox(sandboxId));
     }
     for (const container of await this.runc.list()) {
       if (known.containerIds.has(container.id)) continue;
-      await this.runc.forceDelete(container.id);
-      if (container.bundle) await unmountUnder(join(container.bundle, 'rootfs'));
-      removed.push(`runc container ${container.id} (bundle ${container.bundle})`);
+      await sweep.attempt(`runc container ${container.id} (bundle ${container.bundle})`, async () => {
+        await this.runc.forceDelete(container.id);
+        if (container.bundle) await unmountUnder(join(container.bundle, 'rootfs'));
+      });
     }
-    return removed;
+    // Inits whose directory is already gone, or that were still starting when the directories were listed.
+    for (const [sandboxId, inits] of await this.initProcesses()) {
+      if (known.sandboxIds.has(sandboxId)) continue;
+      const pids = inits.map((init) => init.pid).join(', ');
+      await sweep.attempt(`kts-sandbox-init process ${pids} of sandbox ${sandboxId}, which no record owns`,
+        async () => (await this.killInits(sandboxId, new Map([[sandboxId, inits]]))).length > 0);
+    }
+    return sweep.finish();
+  }
+
+  /** Every kts-sandbox-init of this daemon (and the holder it forked), by the `--dir <root>/sandboxes/<id>` it was started with. */
+  private async initProcesses(): Promise<Map<string, ProcessIdentity[]>> {
+    const sandboxesDir = join(this.options.rootDir, 'sandboxes');
+    const dirOf = (argv: string[]) => argv[argv.indexOf('--dir') + 1] ?? '';
+    const found = await findProcesses((argv) => argv[0] === this.initBinary && argv.includes('--dir') && dirname(dirOf(argv)) === sandboxesDir);
+    const bySandbox = new Map<string, ProcessIdentity[]>();
+    for (const { identity, argv } of found) {
+      const sandboxId = dirOf(argv).slice(sandboxesDir.length + 1);
+      bySandbox.set(sandboxId, [...(bySandbox.get(sandboxId) ?? []), identity]);
+    }
+    return bySandbox;
+  }
+
+  /** SIGKILLs the inits of `sandboxId` found in `inits` and waits until they are gone; the pids it killed. */
+  private async killInits(sandboxId: string, inits: Map<string, ProcessIdentity[]>): Promise<number[]> {
+    const strays = inits.get(sandboxId) ?? [];
+    for (const stray of strays) if (await isProcessAlive(stray)) process.kill(stray.pid, 'SIGKILL');
+    for (const stray of strays) while (await isProcessAlive(stray)) await sleep(20);
+    if (strays.length > 0) this.logger.warn({ sandboxId, pids: strays.map((p) => p.pid) }, 'killed a kts-sandbox-init no record named');
+    return strays.map((p) => p.pid);
   }
 
   // ------------------------------------------------------------------ containers

@@ -4,6 +4,7 @@ import { constants } from 'node:fs';
 import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { crashPoint } from '../../core/crashPoints.js';
 import { deadlineExceeded, internal, invalidArgument, unavailable } from '../../core/errors.js';
 import type { PodLinuxOptions, StdioPaths } from '../../core/sandboxer.js';
 import { sandboxInitArgs } from '../../oci/podLinux.js';
@@ -55,6 +56,7 @@ export async function spawnSandboxInit(launch: InitLaunch): Promise<LaunchedInit
     await log.close();
   }
   child.unref();
+  crashPoint('process.spawned', 'kts-sandbox-init runs; init.pid is not written');
   const identity = child.pid === undefined ? undefined : await readProcessIdentity(child.pid);
   if (identity === undefined) throw internal(`kts-sandbox-init exited at once: ${await initLogTail(launch.paths)}`);
   await writeFileAtomic(launch.paths.initPid, formatIdentity(identity));

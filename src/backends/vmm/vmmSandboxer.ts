@@ -2,13 +2,16 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { crashPoint } from '../../core/crashPoints.js';
 import type { HypervisorConfig } from '../../config.js';
 import { KtsError, alreadyExists, errorMessage, failedPrecondition, internal, isKtsError, notFound } from '../../core/errors.js';
 import { validateId } from '../../core/ids.js';
+import { Sweep } from '../../core/sweep.js';
 import type {
   ContainerSpec, ContainerStats, ContainerStatus, KnownResources, OciProcess, ProcessExit, SandboxSpec, Sandboxer, StartedSandbox, StdioPaths,
 } from '../../core/sandboxer.js';
 import { rotateIfOver } from '../host/logRotation.js';
+import { removeTree } from '../host/mounts.js';
 import { isProcessAlive, parseIdentity, type ProcessIdentity } from '../host/procfs.js';
 import { AgentClient } from './agentClient.js';
 import type { Accelerator, Hypervisor } from './hypervisor.js';
@@ -154,6 +157,7 @@ export class VmmSandboxer implements Sandboxer {
 
   private async launch(sandboxId: string, paths: VmPaths, accelerator: Accelerator, deadlineSeconds: number, network?: VmNetworkPlan): Promise<Vm> {
     const identity = await this.options.hypervisor.launch(paths, accelerator, `kts-${sandboxId}`, network && vmNetworkOf(network));
+    crashPoint('process.spawned', 'QEMU runs; the daemon has not tracked it');
     const vm = this.track(sandboxId, paths, identity);
     const died = vm.exited.then(async () => {
       throw internal(`the VM exited while booting; console:\n${await consoleTail(paths)}`);
@@ -280,7 +284,7 @@ export class VmmSandboxer implements Sandboxer {
     if (network) await disconnectTaps(network);
     await new VmShare(paths, this.shareOptions).removeAll();
     await this.forget(sandboxId);
-    await rm(paths.dir, { recursive: true, force: true });
+    await removeTree(paths.dir);
   }
 
   private async forget(sandboxId: string): Promise<void> {
@@ -310,20 +314,19 @@ export class VmmSandboxer implements Sandboxer {
   }
 
   async sweepOrphans(known: KnownResources): Promise<string[]> {
-    const removed: string[] = [];
+    const sweep = new Sweep();
     for (const sandboxId of await readdir(this.vmsDir).catch(() => [] as string[])) {
       if (known.sandboxIds.has(sandboxId)) continue;
-      await this.removeSandbox(sandboxId);
-      removed.push(`VM directory ${vmPaths(this.options.rootDir, sandboxId).dir} and its QEMU`);
+      await sweep.attempt(`VM directory ${join(this.vmsDir, sandboxId)} and its QEMU`, () => this.removeSandbox(sandboxId));
     }
     // QEMUs whose directory is already gone (a crash between removing the directory and the process).
     const running = await this.options.hypervisor.processesUnder(this.vmsDir);
-    for (const sandboxId of running.keys()) {
+    for (const [sandboxId, strays] of running) {
       if (known.sandboxIds.has(sandboxId)) continue;
-      const pids = await this.killUnrecorded(sandboxId, running);
-      if (pids.length > 0) removed.push(`QEMU process ${pids.join(', ')} of VM ${sandboxId}, whose directory was gone`);
+      await sweep.attempt(`QEMU process ${strays.map((p) => p.pid).join(', ')} of VM ${sandboxId}, whose directory was gone`,
+        async () => (await this.killUnrecorded(sandboxId, running)).length > 0);
     }
-    return removed;
+    return sweep.finish();
   }
 
   /** Not serving is not healthy: QEMU must run the guest and the agent must answer. */

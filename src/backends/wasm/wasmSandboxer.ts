@@ -3,6 +3,7 @@ import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { alreadyExists, errorMessage, failedPrecondition, notFound } from '../../core/errors.js';
 import { validateId } from '../../core/ids.js';
+import { Sweep } from '../../core/sweep.js';
 import type {
   ContainerSpec,
   ContainerStats,
@@ -17,7 +18,7 @@ import type {
 } from '../../core/sandboxer.js';
 import { validateOciSpec } from '../../oci/containerSpec.js';
 import { writeFileAtomic } from '../host/files.js';
-import { bindMount, mountRootfs, unmountUnder } from '../host/mounts.js';
+import { bindMount, mountRootfs, removeTree, unmountUnder } from '../host/mounts.js';
 import { WASM_PAGE_BYTES } from './moduleMemory.js';
 import { defaultRunnerBinary, ModuleRunner, type RunnerPreopen } from './moduleRunner.js';
 import { appendNotice, openModuleStdio } from './moduleStdio.js';
@@ -154,7 +155,7 @@ export class WasmSandboxer implements Sandboxer {
       for (const containerId of await readdir(paths.containersDir).catch(() => [])) {
         await this.removeContainerFiles(wasmContainerPaths(paths, containerId));
       }
-      await rm(paths.dir, { recursive: true, force: true });
+      await removeTree(paths.dir);
       this.logger.info({ sandboxId }, 'wasm sandbox removed');
     }
     this.sandboxes.delete(sandboxId);
@@ -162,21 +163,19 @@ export class WasmSandboxer implements Sandboxer {
 
   /** Sandbox directories, and container directories in them, that the event log knows nothing of. */
   async sweepOrphans(known: KnownResources): Promise<string[]> {
-    const removed: string[] = [];
+    const sweep = new Sweep();
     for (const sandboxId of await readdir(join(wasmRootDir(this.options.rootDir), 'sandboxes')).catch(() => [] as string[])) {
       const paths = this.paths(sandboxId);
       if (!known.sandboxIds.has(sandboxId)) {
-        await this.removeSandbox(sandboxId);
-        removed.push(`wasm sandbox directory ${paths.dir} and its container mounts`);
+        await sweep.attempt(`wasm sandbox directory ${paths.dir} and its container mounts`, () => this.removeSandbox(sandboxId));
         continue;
       }
       for (const containerId of await readdir(paths.containersDir).catch(() => [] as string[])) {
         if (known.containerIds.has(containerId)) continue;
-        await this.deleteContainer(sandboxId, containerId);
-        removed.push(`wasm container directory ${wasmContainerPaths(paths, containerId).dir} and its mounts`);
+        await sweep.attempt(`wasm container directory ${wasmContainerPaths(paths, containerId).dir} and its mounts`, () => this.deleteContainer(sandboxId, containerId));
       }
     }
-    return removed;
+    return sweep.finish();
   }
 
   // ------------------------------------------------------------------ containers
