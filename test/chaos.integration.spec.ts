@@ -29,13 +29,17 @@ function clients(socket: string): Clients {
   return { ...c, close: () => Object.values(c).forEach((client) => client.close()) };
 }
 
-/** Host processes matching `pattern` whose parent does not match too (a forked holder is not counted twice). */
-function topProcesses(pattern: (args: string) => boolean): number {
+/** Command lines of the host processes matching `pattern` whose parent does not match too (a forked holder is not counted twice). */
+function topProcessArgs(pattern: (args: string) => boolean): string[] {
   const processes = execFileSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' }).split('\n')
     .map((line) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line))
     .filter((m): m is RegExpExecArray => m !== null && pattern(m[3]!));
   const pids = new Set(processes.map((m) => m[1]));
-  return processes.filter((m) => !pids.has(m[2])).length;
+  return processes.filter((m) => !pids.has(m[2])).map((m) => m[3]!);
+}
+
+function topProcesses(pattern: (args: string) => boolean): number {
+  return topProcessArgs(pattern).length;
 }
 
 /** What differs between sandbox kinds in this test. */
@@ -46,21 +50,29 @@ interface Kind {
   extraToml: string;
   /** The pod's host processes: its kts-sandbox-init, or its QEMU; '' = any pod of this daemon. */
   hostProcesses(root: string, sandboxId: string): number;
+  /** The pod each of this daemon's pod processes belongs to, by what its command line names. */
+  processOwners(root: string): string[];
+  /** Some cycles SIGKILL the daemon from outside at a random instant while pods start, stop and go, all at once. */
+  randomKills: boolean;
   /** Pods get CNI networks on this bridge, with host-local's allocations in ipamDir (the test's own subnet). */
   network?: { bridge: string; subnetPrefix: string; ipamDir: string };
 }
 
 const runcKind: Kind = {
-  name: 'runc', cycles: CYCLES, podsPerCycle: 2, extraToml: '',
+  name: 'runc', cycles: CYCLES, podsPerCycle: 2, extraToml: '', randomKills: true,
   hostProcesses: (root, sandboxId) => {
     const dir = path.join(root, 'sandboxes', sandboxId);
     return topProcesses((args) => args.includes('kts-sandbox-init --dir ') && args.includes(sandboxId ? `--dir ${dir} ` : `--dir ${dir}`));
   },
+  processOwners: (root) => topProcessArgs((args) => args.includes(`kts-sandbox-init --dir ${path.join(root, 'sandboxes')}/`))
+    .map((args) => /--dir \S+\/sandboxes\/(\S+)/.exec(args)![1]!),
 };
 
 const vmmKind: Kind = {
-  name: 'vmm', cycles: CRASH_POINTS.length, podsPerCycle: 1, extraToml: `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "tcg"\n`,
+  name: 'vmm', cycles: CRASH_POINTS.length, podsPerCycle: 1, extraToml: `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "tcg"\n`, randomKills: false,
   hostProcesses: (root, sandboxId) => topProcesses((args) => args.startsWith('qemu-system') && args.includes(path.join(root, 'vms', sandboxId))),
+  processOwners: (root) => topProcessArgs((args) => args.startsWith('qemu-system') && args.includes(`-pidfile ${path.join(root, 'vms')}/`))
+    .map((args) => /-pidfile \S+\/vms\/([^/\s]+)\//.exec(args)![1]!),
 };
 
 // Its own bridge and subnet, made by the bridge plugin and removed after: pods only ever reach each other there.
@@ -95,14 +107,16 @@ function chaosSuite(kind: Kind): void {
     rmSync(kind.network.ipamDir, { recursive: true, force: true });
   });
 
-  /** One pod's life, as far as the daemon lets it get before it dies. */
-  async function workload(api: Clients, cycle: number): Promise<void> {
+  /** One pod's life, as far as the daemon lets it get before it dies; `together`: the removal and both starts at once. */
+  async function workload(api: Clients, cycle: number, together = false): Promise<void> {
     const pods = [`c${cycle}-a`, `c${cycle}-b`].slice(0, kind.podsPerCycle);
     const last = pods[pods.length - 1]!;
     podIds.push(...pods);
     // The previous cycle's crash may have come before its second pod existed.
-    if (cycle > 0) await api.controller.Shutdown!({ sandbox_id: `c${cycle - 1}-${last.slice(-1)}` }).catch((error: { code?: number }) => { if (error.code !== status.NOT_FOUND) throw error; });
-    for (const sandboxId of pods) {
+    const removePrevious = async () => {
+      if (cycle > 0) await api.controller.Shutdown!({ sandbox_id: `c${cycle - 1}-${last.slice(-1)}` }).catch((error: { code?: number }) => { if (error.code !== status.NOT_FOUND) throw error; });
+    };
+    const run = async (sandboxId: string) => {
       await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: kind.name });
       const started = await api.controller.Start!({ sandbox_id: sandboxId });
       await api.admin.Prepare!({
@@ -110,28 +124,68 @@ function chaosSuite(kind: Kind): void {
         rootfs_json: [JSON.stringify({ type: 'bind', source: lower, options: ['rbind', 'ro'] })],
       });
       await api.task.Start!({ id: `${sandboxId}-ctr` });
+    };
+    if (together) {
+      await Promise.all([removePrevious(), ...pods.map(run)]);
+    } else {
+      await removePrevious();
+      for (const sandboxId of pods) await run(sandboxId);
     }
     if (pods.length < 2) return;
     await api.controller.Stop!({ sandbox_id: pods[0], timeout_secs: 1 });
     await api.controller.Shutdown!({ sandbox_id: pods[0] });
   }
 
+  /**
+   * Two-sided, after every restart: each pod process, pod directory, runc container and mount of this
+   * daemon belongs to a live record, and each ready pod has its process. The records are read from the
+   * store file, read-only: a call to the daemon would count towards its armed crash point.
+   */
+  function expectHostMatchesRecords(): void {
+    const db = new Database(daemon.db, { readonly: true });
+    let sandboxes: Array<{ id: string; state: string }>;
+    let containers: Array<{ id: string; state: string }>;
+    try {
+      sandboxes = db.prepare(`SELECT id, state FROM sandboxes WHERE state NOT IN ('removed', 'absent')`).all() as typeof sandboxes;
+      containers = db.prepare(`SELECT id, state FROM containers WHERE state NOT IN ('deleted', 'absent')`).all() as typeof containers;
+    } finally {
+      db.close();
+    }
+    const live = new Set(sandboxes.map((s) => s.id));
+    const holding = new Set(sandboxes.filter((s) => s.state === 'ready' || s.state === 'unhealthy').map((s) => s.id));
+    const liveContainers = new Set(containers.map((c) => c.id));
+    const owners = kind.processOwners(daemon.root);
+    for (const owner of owners) expect(holding, `a pod process of ${owner}, whose record is ${sandboxes.find((s) => s.id === owner)?.state ?? 'gone'}`).toContain(owner);
+    for (const sandbox of sandboxes.filter((s) => s.state === 'ready')) expect(owners.filter((owner) => owner === sandbox.id), `processes of ready pod ${sandbox.id}`).toHaveLength(1);
+    for (const dir of ['sandboxes', 'vms', 'bundles']) {
+      const full = path.join(daemon.root, dir);
+      for (const entry of existsSync(full) ? readdirSync(full) : []) expect(live, `${full}/${entry}`).toContain(entry);
+    }
+    const runcIds = execFileSync('runc', ['--root', daemon.runcRoot, 'list', '-q'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    for (const id of runcIds) expect(liveContainers, `runc container ${id}`).toContain(id);
+    const ids = [...live, ...liveContainers];
+    for (const mount of mountsUnder(daemon.root)) expect(ids.some((id) => mount.split('/').includes(id)), `mount ${mount}`).toBe(true);
+  }
+
   async function crashCycle(cycle: number): Promise<void> {
+    // Every fifth cycle of a kind that has them (5 and 8 points share no factor: every point still comes up),
+    // no crash point but a SIGKILL from outside at a random instant.
+    const randomKill = kind.randomKills && cycle % 5 === 4;
     const point = CRASH_POINTS[cycle % CRASH_POINTS.length]!;
     // A cycle spawns one pod process per pod: process.spawned is reached at most podsPerCycle times.
     const occurrence = point === 'process.spawned' ? 1 + (cycle % kind.podsPerCycle) : kind.name === 'vmm' ? 1 + (cycle % 2) : 1 + ((cycle * 7) % 5);
-    try {
-      await daemon.start({ KTS_CRASH_AT: `${point}:${occurrence}` });
-    } catch {
-      // It crashed while recovering: that is a cycle too.
-    }
+    const started = await daemon.start(randomKill ? {} : { KTS_CRASH_AT: `${point}:${occurrence}` }).then(() => true, () => false);
     const api = clients(daemon.socket);
-    await workload(api, cycle).catch((error: { code?: number }) => {
+    // Recovery has finished (or it crashed while recovering: that is a cycle too): the host must match the records.
+    if (started) expectHostMatchesRecords();
+    const killer = randomKill ? setTimeout(() => void daemon.kill(), Math.floor(Math.random() * 1500)) : undefined;
+    await workload(api, cycle, randomKill).catch((error: { code?: number }) => {
       if (error.code !== status.UNAVAILABLE && error.code !== status.CANCELLED && error.code !== status.INTERNAL) throw error;
     });
+    clearTimeout(killer);
     api.close();
     await daemon.kill();
-    const line = /crash point (\S+) reached/.exec(daemon.logs)?.[1];
+    const line = randomKill ? 'random SIGKILL' : /crash point (\S+) reached/.exec(daemon.logs)?.[1];
     if (line) fired.set(line, (fired.get(line) ?? 0) + 1);
   }
 
