@@ -17,6 +17,8 @@ export type ContainerEvent =
       image?: string;
       args: string[];
       logPath?: string;
+      /** 'cri': logPath holds CRI log records (a time a line); absent in events recorded before, whose logs are raw bytes. */
+      logFormat?: 'cri';
       /** CRI's container labels (kts run's container YAML); absent in events recorded before they were. */
       labels?: Record<string, string>;
       stdio: StdioPaths;
@@ -108,6 +110,8 @@ export interface ContainerContext {
   image: string | null;
   args: string[];
   logPath: string | null;
+  /** How logPath is written: 'cri' records, or (null) the raw bytes of containers made before kts kept times. */
+  logFormat: 'cri' | null;
   labels: Record<string, string>;
   stdio: StdioPaths;
   createdAt: string;
@@ -130,6 +134,7 @@ const initialContainerContext: ContainerContext = {
   image: null,
   args: [],
   logPath: null,
+  logFormat: null,
   labels: {},
   stdio: {},
   createdAt: '',
@@ -193,6 +198,7 @@ export const containerMachine = setup({
         image: event.image ?? null,
         args: event.args,
         logPath: event.logPath ?? null,
+        logFormat: event.logFormat ?? null,
         labels: event.labels ?? {},
         stdio: event.stdio,
         createdAt: event.createdAt,

@@ -1,13 +1,12 @@
 // The kts CLI as an operator meets it (issue 14): each bug seen gets its regression test here, run
 // against a real daemon on a real socket.
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, canRunContainers, until, writeYaml } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, ktsInShell, until, writeYaml } from './helpers/daemon.js';
 import { PROTO, controllerClient } from './helpers/protoClient.js';
 
 const KTS = path.join(REPO, 'bin/kts.js');
@@ -16,19 +15,6 @@ const skip = canRunContainers();
 /** Runs `kts` with `args`, its stdout piped into `head -<lines>`, as a shell would. */
 function ktsIntoHead(socket: string, args: string[], lines: number): Promise<{ stdout: string; stderr: string; code: number | null }> {
   return ktsInShell(socket, `"${process.execPath}" "${KTS}" ${args.join(' ')} | head -${lines}`);
-}
-
-/** Runs a shell command line in which "$KTS" is the kts command, as an operator's shell would. */
-function ktsInShell(socket: string, line: string): Promise<{ stdout: string; stderr: string; code: number | null }> {
-  return new Promise((resolve) => {
-    const shell = spawn('sh', ['-c', line.replaceAll('"$KTS"', `"${process.execPath}" "${KTS}"`)], { env: { ...process.env, KTS_SOCKET: socket }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    shell.stdout.on('data', (chunk) => (stdout += chunk));
-    shell.stderr.on('data', (chunk) => (stderr += chunk));
-    const timer = setTimeout(() => shell.kill('SIGKILL'), 20_000);
-    shell.on('close', (code) => { clearTimeout(timer); resolve({ stdout, stderr, code }); });
-  });
 }
 
 describe.skipIf(skip)(`the kts CLI${skip ? ` (skipped: ${skip})` : ''}`, () => {

@@ -2,12 +2,12 @@
 // as containerd drives it: a tty exec that reads its input and sees its size, a hostile flood on the
 // terminal, a failed tty exec that leaves no console behind, and a container over its memory limit.
 import { execFileSync } from 'node:child_process';
-import { constants, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { constants, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestDaemon, canRunContainers, until } from './helpers/daemon.js';
+import { TestDaemon, canRunContainers, consolesUnder, until } from './helpers/daemon.js';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
 import { controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
@@ -23,18 +23,6 @@ const DEVPTS = { destination: '/dev/pts', type: 'devpts', source: 'devpts', opti
 function fifo(file: string, direction: 'read' | 'write' = 'read'): Socket {
   execFileSync('mkfifo', [file]);
   return new Socket({ fd: openSync(file, constants.O_RDWR | constants.O_NONBLOCK), readable: direction === 'read' });
-}
-
-/** kts-console processes serving terminals under `root` (their socket lives there). */
-function consolesUnder(root: string): number[] {
-  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).map(Number).filter((pid) => {
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      return path.basename(argv[0] ?? '') === 'kts-console' && argv.some((arg) => arg.startsWith(root));
-    } catch {
-      return false;
-    }
-  });
 }
 
 describe.skipIf(skip)(`Task exec with a terminal and OOM kills over gRPC${skip ? ` (skipped: ${skip})` : ''}`, () => {

@@ -7,7 +7,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, freshPodYaml, mountsUnder, until, writeYaml } from './helpers/daemon.js';
+import { REPO, TestDaemon, freshPodYaml, logText, mountsUnder, until, writeYaml } from './helpers/daemon.js';
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const FIRST_WASM_PID = 1 << 22;
@@ -176,7 +176,7 @@ describe.skipIf(skip)(`WebAssembly sandboxes${skip ? ` (skipped: ${skip})` : ''}
     await startPod('wasm-sleep');
     const short = await runImage('wasm-sleep', 'nap', 'wasm-sleep:latest', ['1']);
     expect((await task.Wait!({ id: short.containerId })).exit_status).toBe(0);
-    expect(readFileSync(short.logPath, 'utf8')).toBe('sleeping\nwoke\n');
+    expect(logText(short.logPath)).toBe('sleeping\nwoke\n');
     const long = await runImage('wasm-sleep', 'hibernate', 'wasm-sleep:latest');
     await until('the module to sleep', () => readFileSync(long.logPath, 'utf8').includes('sleeping'));
     const killedAt = performance.now();

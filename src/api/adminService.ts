@@ -4,10 +4,12 @@ import { chmod, mkdir, open, readdir, rm, rmdir, stat, writeFile } from 'node:fs
 import path from 'node:path';
 import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
 import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
 import { rotatedPath } from '../backends/host/logRotation.js';
+import { parseRfc3339Nanos } from '../backends/host/criLog.js';
+import { CriLogView, RawLogView, type LogView } from './logView.js';
 import { removeTree } from '../backends/host/mounts.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { Entity } from '../engine/entity.js';
@@ -21,7 +23,7 @@ import type { ContainerStats, KnownResources, MountSpec } from '../core/sandboxe
 import { Sweep } from '../core/sweep.js';
 import { parseLinuxResources } from './linuxResources.js';
 import { serverStream, unary } from './rpc.js';
-import { requireString, validateStringMap } from './validate.js';
+import { requireString, validateMountSpec, validateStringMap } from './validate.js';
 
 const SERVICE = 'kts.admin.v1.Admin';
 const LOG_POLL_MS = 200;
@@ -278,29 +280,32 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
   const dir = imageContainerDir(options.rootDir, request.sandboxId, containerId);
   const bundleDir = path.join(dir, 'bundle');
   const logPath = path.join(dir, 'container.log');
-  await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
-  await mkdir(path.join(dir, 'upper'), { recursive: true });
-  // The upper dir's mode is the container's `/`; only the daemon's state around it is private.
-  await chmod(path.join(dir, 'upper'), 0o755);
-  await mkdir(path.join(dir, 'work'), { recursive: true });
-  const spec = buildContainerSpec({
-    containerId, sandboxId: request.sandboxId, holderPid: sandbox.context.pid, hostname: sandbox.context.hostname,
-    cgroupsPath: `/kts/${request.sandboxId}/${containerId}`, image: image.config,
-    container: {
-      metadata: { name: request.name }, command: request.command, args: request.args,
-      envs: Object.entries(request.env).map(([key, value]) => ({ key, value })), workingDir: request.workingDir || undefined,
-      annotations: request.annotations, mounts, linux: { resources },
-    },
+  const holderPid = sandbox.context.pid;
+  const created = await withContainerDir(engine, dir, containerId, async () => {
+    await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
+    await mkdir(path.join(dir, 'upper'), { recursive: true });
+    // The upper dir's mode is the container's `/`; only the daemon's state around it is private.
+    await chmod(path.join(dir, 'upper'), 0o755);
+    await mkdir(path.join(dir, 'work'), { recursive: true });
+    const spec = buildContainerSpec({
+      containerId, sandboxId: request.sandboxId, holderPid, hostname: sandbox.context.hostname,
+      cgroupsPath: `/kts/${request.sandboxId}/${containerId}`, image: image.config,
+      container: {
+        metadata: { name: request.name }, command: request.command, args: request.args,
+        envs: Object.entries(request.env).map(([key, value]) => ({ key, value })), workingDir: request.workingDir || undefined,
+        annotations: request.annotations, mounts, linux: { resources },
+      },
+    });
+    await writeBundleFiles(bundleDir, spec, logPath);
+    return engine.createContainer(
+      {
+        sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath, labels: request.labels,
+        rootfsMounts: [overlayRootfsMount(image.rootfsDir, path.join(dir, 'upper'), path.join(dir, 'work'))],
+        stdio: {}, args: spec.process.args,
+      },
+      meta,
+    );
   });
-  await writeBundleFiles(bundleDir, spec, logPath);
-  const created = await engine.createContainer(
-    {
-      sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath, labels: request.labels,
-      rootfsMounts: [overlayRootfsMount(image.rootfsDir, path.join(dir, 'upper'), path.join(dir, 'work'))],
-      stdio: { stdout: logPath, stderr: logPath }, args: spec.process.args,
-    },
-    meta,
-  );
   const started = request.start ? await engine.startContainer(containerId, meta) : created;
   return { containerId, pid: started.pid, logPath };
 }
@@ -312,14 +317,14 @@ async function writeBundleFiles(bundleDir: string, spec: object, logPath: string
 }
 
 /**
- * The log files kts keeps for live runc and wasm containers it made (under `<root>/bundles`), which
- * their processes hold open O_APPEND, so copy-truncate rotation can bound them.
+ * The log files kts keeps for live containers it made (under `<root>/bundles`), which their writers
+ * (kts-log-pump, the vmm pumps; before, the containers themselves) hold open O_APPEND, so copy-truncate rotation can bound them.
  */
 export function rotatableContainerLogs(store: EventStore, rootDir: string): string[] {
   const kinds = new Map(store.listSandboxes().map((row) => [row.id, row.kind]));
   const bundles = path.join(rootDir, 'bundles') + path.sep;
   return store.listContainers()
-    .filter((row) => LIVE_CONTAINER_STATES.includes(row.state) && ['runc', 'wasm'].includes(kinds.get(row.sandboxId) ?? ''))
+    .filter((row) => LIVE_CONTAINER_STATES.includes(row.state) && ['runc', 'wasm', 'vmm'].includes(kinds.get(row.sandboxId) ?? ''))
     .map((row) => row.metadata.logPath)
     .filter((logPath): logPath is string => typeof logPath === 'string' && logPath.startsWith(bundles));
 }
@@ -341,10 +346,10 @@ function parseRootfsMount(text: string, index: number): MountSpec {
   if (typeof mount !== 'object' || mount === null) throw invalidArgument(`rootfs_json[${index}] must be a JSON object (a containerd Mount)`);
   const options = mount.options ?? [];
   if (!Array.isArray(options) || !options.every((o) => typeof o === 'string')) throw invalidArgument(`rootfs_json[${index}].options must be an array of strings`);
-  return {
+  return validateMountSpec(`rootfs_json[${index}]`, {
     type: requireString(`rootfs_json[${index}].type`, mount.type), source: requireString(`rootfs_json[${index}].source`, mount.source),
     target: typeof mount.target === 'string' && mount.target ? mount.target : undefined, options,
-  };
+  });
 }
 
 /** Kuasar's Prepare: the container's bundle and rootfs are prepared in the sandbox (created, not started), as Task Create does. */
@@ -356,13 +361,43 @@ async function prepareContainer(options: AdminOptions, request: PrepareRequest, 
   const dir = imageContainerDir(options.rootDir, request.sandboxId, containerId);
   const bundleDir = path.join(dir, 'bundle');
   const logPath = path.join(dir, 'container.log');
-  await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
-  await writeBundleFiles(bundleDir, spec, logPath);
-  await options.engine.createContainer(
-    { sandboxId: request.sandboxId, containerId, name: containerId, bundleDir, logPath, rootfsMounts, stdio: { stdout: logPath, stderr: logPath }, args: spec.process.args },
-    meta,
-  );
+  await withContainerDir(options.engine, dir, containerId, async () => {
+    await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
+    await writeBundleFiles(bundleDir, spec, logPath);
+    await options.engine.createContainer(
+      { sandboxId: request.sandboxId, containerId, name: containerId, bundleDir, logPath, rootfsMounts, stdio: {}, args: spec.process.args },
+      meta,
+    );
+  });
   return { bundle: bundleDir };
+}
+
+/** Container directories a Prepare or RunContainer of this process is filling in (no record names them yet). */
+const containerDirsInUse = new Set<string>();
+
+/**
+ * Runs `create` in a container directory under `<root>/bundles` made for it alone: one that a live
+ * record or a request in flight holds is refused (a live container's bundle and log are never
+ * overwritten); any other is a leftover (a deleted container's, or one a crash cut short) and is made
+ * afresh. A create that fails removes it unless a live record points into it (a failed container keeps
+ * its bundle until it is deleted); a record made by another (a Task Create of the same id) does not.
+ */
+async function withContainerDir<T>(engine: Engine, dir: string, containerId: string, create: () => Promise<T>): Promise<T> {
+  const live = (row = engine.store.getContainer(containerId)) => row !== undefined && row.state !== 'deleted' && row.state !== 'absent';
+  if (containerDirsInUse.has(dir) || live()) throw alreadyExists(`container ${containerId} already exists`);
+  containerDirsInUse.add(dir);
+  try {
+    await removeTree(dir);
+    await mkdir(dir, { recursive: true });
+    return await create();
+  } catch (error) {
+    const row = engine.store.getContainer(containerId);
+    const kept = live(row) && String(row!.metadata.bundleDir ?? '').startsWith(dir + path.sep);
+    if (!kept) await removeTree(dir).then(() => rmdirIfEmpty(path.dirname(dir))).catch(() => undefined);
+    throw error;
+  } finally {
+    containerDirsInUse.delete(dir);
+  }
 }
 
 interface ExecRequest { containerId: string; args: string[]; env: Record<string, string>; stdin: Buffer }
@@ -436,7 +471,7 @@ async function watchEvents(engine: Engine, call: ServerWritableStream<{ afterSeq
   }
 }
 
-interface LogsRequest { containerId: string; follow: boolean; tail: boolean; tailLines: number }
+interface LogsRequest { containerId: string; follow: boolean; tail: boolean; tailLines: number; timestamps: boolean; since: string }
 
 async function streamLogs(engine: Engine, call: ServerWritableStream<LogsRequest, object>, closing?: AbortSignal): Promise<void> {
   const row = engine.store.getContainer(validateId('container id', call.request.containerId));
@@ -444,21 +479,47 @@ async function streamLogs(engine: Engine, call: ServerWritableStream<LogsRequest
   const logPath = row.metadata.logPath;
   if (typeof logPath !== 'string' || !logPath) throw failedPrecondition(`container ${row.id} writes to its creator's FIFOs, not a log file kts keeps`);
   const { request } = call;
+  const view = logView(row, request);
   let ended = false;
   if (request.follow) void streamEnded(call, closing).then(() => { ended = true; });
   // What rotation kept of older output comes first; container.log then starts where it ends.
+  // (A CRI log has one record a line, so --tail counts records: a line longer than a record counts as several.)
   const tail = request.tail ? await tailStart(logPath, request.tailLines) : { offset: 0, missing: undefined };
-  if (tail.missing !== 0) await sendRange(call, rotatedPath(logPath), tail.missing === undefined ? 0 : (await tailStart(rotatedPath(logPath), tail.missing)).offset);
+  if (tail.missing !== 0) {
+    await sendRange(call, view, rotatedPath(logPath), tail.missing === undefined ? 0 : (await tailStart(rotatedPath(logPath), tail.missing)).offset);
+    sendShown(call, view.end());
+  }
   let offset = tail.offset;
   for (;;) {
     const size = (await stat(logPath).catch(() => ({ size: offset }))).size;
     // Smaller than what was sent: rotated (copied to .1 and truncated) meanwhile; the new content starts at 0.
-    if (size < offset) offset = 0;
-    if (size > offset) offset = await sendRange(call, logPath, offset, size);
+    if (size < offset) {
+      offset = 0;
+      sendShown(call, view.end());
+    }
+    if (size > offset) offset = await sendRange(call, view, logPath, offset, size);
     const live = engine.store.getContainer(row.id);
-    if (!request.follow || ended || !live || !LIVE_CONTAINER_STATES.includes(live.state)) return;
+    if (!request.follow || ended || !live || !LIVE_CONTAINER_STATES.includes(live.state)) return sendShown(call, view.end());
     await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
   }
+}
+
+/**
+ * How a container's log is shown: a CRI log (containers made since kts keeps times) as its lines,
+ * optionally timed and only the recent ones; an older log's raw bytes as they are, which have no times.
+ */
+function logView(row: ContainerRow, request: LogsRequest): LogView {
+  const sinceUnixNanos = request.since ? parseRfc3339Nanos(request.since) : undefined;
+  if (request.since && sinceUnixNanos === undefined) throw invalidArgument(`since ${JSON.stringify(request.since)} is not an RFC3339 time`);
+  if (row.metadata.logFormat === 'cri') return new CriLogView({ timestamps: request.timestamps, ...(sinceUnixNanos !== undefined && { sinceUnixNanos }) });
+  if (request.timestamps || sinceUnixNanos !== undefined) {
+    throw failedPrecondition(`container ${row.id} was made before kts kept times in its log (raw bytes): --timestamps and --since need a newer container`);
+  }
+  return new RawLogView();
+}
+
+function sendShown(call: ServerWritableStream<LogsRequest, object>, shown: Buffer): void {
+  if (shown.length > 0) call.write({ data: shown });
 }
 
 const TAIL_BLOCK_BYTES = 64 * 1024;
@@ -491,8 +552,8 @@ export async function tailStart(file: string, lines: number): Promise<{ offset: 
   }
 }
 
-/** Sends `file` from `start` to `end` (its current end if not given); returns where it stopped. */
-async function sendRange(call: ServerWritableStream<LogsRequest, object>, file: string, start: number, end?: number): Promise<number> {
+/** Sends what `view` shows of `file` from `start` to `end` (its current end if not given); returns where it stopped. */
+async function sendRange(call: ServerWritableStream<LogsRequest, object>, view: LogView, file: string, start: number, end?: number): Promise<number> {
   const last = end ?? (await stat(file).catch(() => ({ size: 0 }))).size;
   if (last <= start) return start;
   const handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK).catch(() => undefined);
@@ -500,7 +561,7 @@ async function sendRange(call: ServerWritableStream<LogsRequest, object>, file: 
   let position = start;
   // The stream owns the handle and closes it when it ends.
   for await (const chunk of handle.createReadStream({ start, end: last - 1 })) {
-    call.write({ data: chunk });
+    sendShown(call, view.push(chunk as Buffer));
     position += (chunk as Buffer).length;
   }
   return position;

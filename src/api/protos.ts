@@ -6,6 +6,12 @@ import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import type { ContainerStats, PodLinuxOptions } from '../core/sandboxer.js';
 import { errorMessage, internal, invalidArgument } from '../core/errors.js';
+import {
+  decodeMessage, packAny, POD_SANDBOX_CONFIG_TYPE, POD_SANDBOX_CONFIG_TYPE_URL,
+  type CompiledMethod, type CompiledProtos, type PodSandboxConfigInput,
+} from './protoCodec.js';
+
+export { POD_SANDBOX_CONFIG_TYPE, POD_SANDBOX_CONFIG_TYPE_URL, type PodSandboxConfigInput } from './protoCodec.js';
 
 /** The repo's proto/ dir: the nearest ancestor holding package.json and proto/ (works from src/ and dist/src/). */
 export const PROTO_DIR = findProtoDir(path.dirname(fileURLToPath(import.meta.url)));
@@ -27,9 +33,6 @@ const TYPE_PROTO_FILES = [
 const TASK_V3_PREFIX = '/containerd.task.v3.Task/';
 const TASK_V2_PREFIX = '/containerd.task.v2.Task/';
 
-/** containerd's CRI marshals PodSandboxConfig with typeurl (gogo MessageName: no URL prefix); we accept both forms. */
-export const POD_SANDBOX_CONFIG_TYPE = 'runtime.v1.PodSandboxConfig';
-export const POD_SANDBOX_CONFIG_TYPE_URL = `type.googleapis.com/${POD_SANDBOX_CONFIG_TYPE}`;
 /** containerd's typeurl.TypeURL of an unregistered proto message is its bare full name. */
 export const CGROUP_V1_METRICS_TYPE_URL = 'io.containerd.cgroups.v1.Metrics';
 
@@ -59,16 +62,6 @@ export interface PodSandboxConfig {
   podLinux: PodLinuxOptions;
 }
 
-export interface PodSandboxConfigInput {
-  metadata?: Partial<PodSandboxMetadata>;
-  hostname?: string;
-  logDirectory?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  linux?: { cgroupParent?: string; sysctls?: Record<string, string>; securityContext?: { namespaceOptions?: { network?: string; pid?: string; ipc?: string } } };
-  dnsConfig?: { servers?: string[]; searches?: string[]; options?: string[] };
-}
-
 export interface GrpcDefinitions {
   sandboxController: ServiceDefinition;
   taskV3: ServiceDefinition;
@@ -84,8 +77,6 @@ const LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
   includeDirs: [PROTO_DIR],
 };
-
-const TO_OBJECT_OPTIONS: protobuf.IConversionOptions = { longs: Number, enums: String, defaults: true, oneofs: true };
 
 let grpcDefinitions: GrpcDefinitions | undefined;
 let typesRoot: protobuf.Root | undefined;
@@ -128,13 +119,82 @@ function renameTaskPaths(taskV3: ServiceDefinition): ServiceDefinition {
 
 /** One protobufjs Root over every proto we ship (same include path as the gRPC loader). */
 export function protoTypes(): protobuf.Root {
-  if (typesRoot) return typesRoot;
+  typesRoot ??= parseProtoFiles(TYPE_PROTO_FILES);
+  return typesRoot;
+}
+
+/** `files` parsed as proto-loader parses them (camelCase field names, imports from PROTO_DIR), resolved. */
+function parseProtoFiles(files: string[]): protobuf.Root {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(PROTO_DIR, target));
-  root.loadSync(TYPE_PROTO_FILES, { keepCase: false });
+  root.loadSync(files, { keepCase: LOADER_OPTIONS.keepCase });
   root.resolveAll();
-  typesRoot = root;
   return root;
+}
+
+/** The services the CLI calls, by the name its KtsClient gives each. */
+const CLIENT_SERVICES = { controller: 'containerd.services.sandbox.v1.Controller', task: 'containerd.task.v3.Task', admin: 'kts.admin.v1.Admin' } as const;
+/** The messages the CLI packs in an Any itself. */
+const CLIENT_MESSAGES = [POD_SANDBOX_CONFIG_TYPE];
+
+/**
+ * What the CLI needs of proto/, for scripts/build-cli.mjs to write: every method of its services and
+ * the code of the message types they and the CLI's own Any payloads use, generated now as protobufjs's
+ * Type.setup() generates it at run time, so that `kts` parses no .proto file and builds no reflection.
+ */
+export function compileClientProtos(): CompiledProtos {
+  const grpcRoot = parseProtoFiles(GRPC_PROTO_FILES);
+  const typeSets: CompiledProtos['typeSets'] = {};
+  const use = (type: protobuf.Type) => {
+    const name = type.fullName.slice(1);
+    typeSets[name] ??= Object.fromEntries([...typesUsedBy(type)].map((used) => [used.fullName.slice(1), typeDefinition(used)]));
+    return name;
+  };
+  const serviceMethods = (service: string): Record<string, CompiledMethod> =>
+    Object.fromEntries(grpcRoot.lookupService(service).methodsArray.map((method) => [method.name, {
+      path: `/${service}/${method.name}`, requestType: use(method.resolvedRequestType!), responseType: use(method.resolvedResponseType!),
+      responseStream: Boolean(method.responseStream),
+    }]));
+  const services: CompiledProtos['services'] = {
+    controller: serviceMethods(CLIENT_SERVICES.controller), task: serviceMethods(CLIENT_SERVICES.task), admin: serviceMethods(CLIENT_SERVICES.admin),
+  };
+  CLIENT_MESSAGES.forEach((name) => use(messageType(name)));
+  return { services, typeSets };
+}
+
+/** `type` and every type its fields use, and theirs. */
+function typesUsedBy(type: protobuf.Type, used = new Set<protobuf.Type | protobuf.Enum>()): Set<protobuf.Type | protobuf.Enum> {
+  used.add(type);
+  for (const field of type.fieldsArray) {
+    const fieldType = field.resolve().resolvedType;
+    if (fieldType instanceof protobuf.Enum) used.add(fieldType);
+    else if (fieldType && !used.has(fieldType)) typesUsedBy(fieldType, used);
+  }
+  return used;
+}
+
+/**
+ * A TypeDefinition (protoCodec.ts): a function that gives `self` what protobufjs's Type.setup() gives a
+ * type, ctor, encode, decode, fromObject and toObject as protobufjs generates them, `type(name)` finding
+ * the types its fields use. Left out: setup's wrapper of google.protobuf.Any, which acts only on "@type"
+ * objects and `json: true`, neither of which kts uses. An enum gets its values as protobufjs's Enum holds them.
+ */
+function typeDefinition(type: protobuf.Type | protobuf.Enum): string {
+  if (type instanceof protobuf.Enum) {
+    // Names to numbers, and numbers to names through the prototype.
+    return `function (self) {\nself.values = Object.assign(Object.create(${JSON.stringify(type.valuesById)}), ${JSON.stringify(type.values)});\n}`;
+  }
+  const fieldTypes = type.fieldsArray.map((field) => (field.resolvedType ? `type(${JSON.stringify(field.resolvedType.fullName.slice(1))})` : 'null'));
+  return [
+    'function (self, type, Writer, Reader, util) {',
+    `var types = [${fieldTypes.join(', ')}];`,
+    `self.ctor = ${protobuf.Type.generateConstructor(type).toString()};`,
+    `self.encode = ${protobuf.encoder(type).toString()};`,
+    `self.decode = ${protobuf.decoder(type).toString()};`,
+    `self.fromObject = ${protobuf.converter.fromObject(type).toString()};`,
+    `self.toObject = ${protobuf.converter.toObject(type).toString()};`,
+    '}',
+  ].join('\n');
 }
 
 function messageType(name: string): protobuf.Type {
@@ -151,15 +211,14 @@ function decodeAny(any: AnyMessage | null | undefined, typeName: string, what: s
   if (!namesType(any.type_url, typeName)) throw invalidArgument(`${what}: type_url ${JSON.stringify(any.type_url)} is not ${typeName}`);
   const type = messageType(typeName);
   try {
-    return type.toObject(type.decode(any.value ?? Buffer.alloc(0)), TO_OBJECT_OPTIONS);
+    return decodeMessage(type, any.value ?? Buffer.alloc(0));
   } catch (error) {
     throw invalidArgument(`${what}: cannot decode ${typeName}: ${errorMessage(error)}`);
   }
 }
 
 function encodeAny(typeUrl: string, typeName: string, value: Record<string, unknown>): AnyMessage {
-  const type = messageType(typeName);
-  return { type_url: typeUrl, value: Buffer.from(type.encode(type.fromObject(value)).finish()) };
+  return packAny(messageType(typeName), typeUrl, value);
 }
 
 type Fields = Record<string, unknown>;

@@ -1,5 +1,11 @@
 /** Small conversions between our values and proto-loader's JS shapes (camelCase, longs as numbers). */
 
+/**
+ * Trailer naming the domain kind of an error the daemon itself sent: it tells a client that an
+ * UNAVAILABLE came from the daemon (e.g. its disk is full), not from failing to reach it.
+ */
+export const ERROR_KIND_TRAILER = 'kts-error-kind';
+
 export interface Timestamp {
   seconds: number;
   nanos: number;

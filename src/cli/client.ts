@@ -1,15 +1,21 @@
-import { credentials, Metadata, makeClientConstructor, status, type Client, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
-import { ERROR_KIND_TRAILER } from '../api/grpcErrors.js';
-import { loadGrpcDefinitions } from '../api/protos.js';
+import { createRequire } from 'node:module';
+import {
+  compiledTypes, decodeMessage, encodeMessage, packAny, POD_SANDBOX_CONFIG_TYPE, POD_SANDBOX_CONFIG_TYPE_URL,
+  type CompiledMethod, type CompiledProtos, type MessageType, type PodSandboxConfigInput, type TypeDefinition,
+} from '../api/protoCodec.js';
+import { ERROR_KIND_TRAILER, type AnyMessage } from '../api/wire.js';
 import { DEFAULT_SOCKET } from '../config.js';
-import { injectContext } from '../telemetry/propagation.js';
+import { errorMessage } from '../core/errors.js';
+import { tracingExports } from '../telemetry/traceparent.js';
+import { GrpcCallError, GrpcConnection, GrpcStatus } from './grpcConnection.js';
 
 /** The daemon socket a client command talks to: --socket, else KTS_SOCKET, else the default. */
 export function socketPath(flag: string | undefined): string {
   return flag ?? process.env.KTS_SOCKET ?? DEFAULT_SOCKET;
 }
 
-type Unary = (request: object) => Promise<Record<string, unknown>>;
+/** `deadlineMs`: how long the call may take (default 120 s; Infinity for one that lasts as long as a session, like Wait on a shell). */
+type Unary = (request: object, options?: { deadlineMs?: number }) => Promise<Record<string, unknown>>;
 
 export interface KtsClient {
   controller: Record<string, Unary>;
@@ -22,56 +28,103 @@ export interface KtsClient {
 /** A failed call as one readable line; an unreachable daemon says how to point at one. */
 export class ClientError extends Error {}
 
-function friendly(error: ServiceError, socket: string): ClientError {
-  const fromDaemon = (error.metadata?.get(ERROR_KIND_TRAILER) ?? []).length > 0;
-  if (error.code === status.UNAVAILABLE && !fromDaemon) {
-    // grpc-js says "No connection established. Last error: Error: connect ENOENT <path>. Resolution note: …": keep the cause.
-    const cause = /Last error: (?:Error: )?(.*?)\.?(?: Resolution note:.*)?$/s.exec(error.details)?.[1] ?? error.details;
-    return new ClientError(`cannot reach the kts daemon at ${socket} (${cause}); is "kts daemon" running? Use --socket or KTS_SOCKET to point elsewhere`);
+const DEFAULT_DEADLINE_MS = 120_000;
+
+/**
+ * scripts/build-cli.mjs writes it beside this module (dist/src/cli/) from proto/: services.json, and a
+ * module per type set (CompiledProtos), loaded when a call first sends or receives its type. kts parses
+ * no .proto file.
+ */
+const COMPILED_PROTOS_DIR = './client-protos/';
+let compiledProtos: { services: CompiledProtos['services']; typeNamed: (typeName: string) => MessageType } | undefined;
+
+function compiled(): NonNullable<typeof compiledProtos> {
+  if (compiledProtos) return compiledProtos;
+  const require = createRequire(import.meta.url);
+  const load = (file: string): unknown => {
+    try {
+      return require(COMPILED_PROTOS_DIR + file);
+    } catch (error) {
+      throw new ClientError(`cannot load the client's protocol code (${errorMessage(error)}); "npm run build" writes it`);
+    }
+  };
+  const definitions = new Map<string, TypeDefinition>();
+  const definitionOf = (typeName: string): TypeDefinition => {
+    // A type not seen yet is one a call sends or receives: its set holds it and every type it uses.
+    if (!definitions.has(typeName)) {
+      const typeSet = load(`${typeName}.cjs`) as Record<string, TypeDefinition>;
+      for (const [name, definition] of Object.entries(typeSet)) if (!definitions.has(name)) definitions.set(name, definition);
+    }
+    return definitions.get(typeName)!;
+  };
+  compiledProtos = { services: load('services.json') as CompiledProtos['services'], typeNamed: compiledTypes(definitionOf) };
+  return compiledProtos;
+}
+
+/**
+ * The active trace context as headers. Only a process that exports spans has a propagator to ask
+ * (kts run registers one through telemetry/tracing.ts), so only then does the OpenTelemetry API load.
+ */
+async function traceHeaders(): Promise<Record<string, string>> {
+  if (!tracingExports(process.env)) return {};
+  return (await import('../telemetry/propagation.js')).injectContext();
+}
+
+/** CRI's PodSandboxConfig as the Any that Controller.Create takes for its options. */
+export function encodePodSandboxConfig(config: PodSandboxConfigInput): AnyMessage {
+  return packAny(compiled().typeNamed(POD_SANDBOX_CONFIG_TYPE), POD_SANDBOX_CONFIG_TYPE_URL, { ...config });
+}
+
+function friendly(error: unknown, socket: string): unknown {
+  if (!(error instanceof GrpcCallError)) return error;
+  const fromDaemon = error.trailers[ERROR_KIND_TRAILER] !== undefined;
+  if (error.code === GrpcStatus.UNAVAILABLE && !fromDaemon) {
+    return new ClientError(`cannot reach the kts daemon at ${socket} (${error.details}); is "kts daemon" running? Use --socket or KTS_SOCKET to point elsewhere`);
   }
   return new ClientError(error.details || error.message);
 }
 
-function promisify(client: Client, definition: ServiceDefinition, socket: string, fixed: Record<string, string>): Record<string, Unary> {
-  const methods: Record<string, Unary> = {};
-  for (const name of Object.keys(definition)) {
-    const method = (client as unknown as Record<string, Function>)[name]!.bind(client);
-    methods[name] = (request) =>
-      new Promise((resolve, reject) => {
-        const metadata = new Metadata();
-        for (const [key, value] of Object.entries({ ...fixed, ...injectContext() })) metadata.set(key, value);
-        method(request, metadata, { deadline: Date.now() + 120_000 }, (error: ServiceError | null, response: Record<string, unknown>) =>
-          error ? reject(friendly(error, socket)) : resolve(response),
-        );
-      });
-  }
-  return methods;
-}
-
 /** `metadata` goes with every unary call (e.g. a traceparent), under the active trace context's own headers. */
 export function connectClient(socket: string, metadata: Record<string, string> = {}): KtsClient {
-  const definitions = loadGrpcDefinitions();
-  const address = `unix://${socket}`;
-  const make = (definition: ServiceDefinition, name: string) => new (makeClientConstructor(definition, name))(address, credentials.createInsecure());
-  const controller = make(definitions.sandboxController, 'Controller');
-  const task = make(definitions.taskV3, 'Task');
-  const admin = make(definitions.admin, 'Admin');
-  return {
-    controller: promisify(controller, definitions.sandboxController, socket, metadata),
-    task: promisify(task, definitions.taskV3, socket, metadata),
-    admin: promisify(admin, definitions.admin, socket, metadata),
-    adminStream(method, request, onMessage) {
-      return new Promise((resolve, reject) => {
-        const call = (admin as unknown as Record<string, Function>)[method]!.call(admin, request);
-        call.on('data', onMessage);
-        call.on('end', resolve);
-        call.on('error', (error: ServiceError) => (error.code === status.CANCELLED ? resolve() : reject(friendly(error, socket))));
+  const connection = new GrpcConnection(socket);
+  const { services, typeNamed } = compiled();
+  const typesOf = (method: CompiledMethod) => ({ request: typeNamed(method.requestType), response: typeNamed(method.responseType) });
+
+  const unary = async (method: CompiledMethod, request: object, deadlineMs: number): Promise<Record<string, unknown>> => {
+    const { request: requestType, response: responseType } = typesOf(method);
+    let response: Record<string, unknown> | undefined;
+    try {
+      await connection.call(method.path, encodeMessage(requestType, request), {
+        metadata: { ...metadata, ...(await traceHeaders()) }, deadlineMs, onMessage: (bytes) => (response = decodeMessage(responseType, bytes)),
       });
+    } catch (error) {
+      throw friendly(error, socket);
+    }
+    if (!response) throw new ClientError(`${method.path}: the daemon sent no reply`);
+    return response;
+  };
+  const unaryMethods = (methods: Record<string, CompiledMethod>): Record<string, Unary> =>
+    Object.fromEntries(Object.entries(methods).map(([name, method]) => [name, (request: object, options?: { deadlineMs?: number }) => unary(method, request, options?.deadlineMs ?? DEFAULT_DEADLINE_MS)]));
+
+  return {
+    controller: unaryMethods(services.controller),
+    task: unaryMethods(services.task),
+    admin: unaryMethods(services.admin),
+    async adminStream(name, request, onMessage) {
+      const method = services.admin[name];
+      if (!method?.responseStream) throw new ClientError(`kts.admin.v1.Admin has no streaming method ${name}`);
+      const { request: requestType, response: responseType } = typesOf(method);
+      try {
+        await connection.call(method.path, encodeMessage(requestType, request), {
+          metadata: {}, deadlineMs: Infinity, onMessage: (bytes) => onMessage(decodeMessage(responseType, bytes)),
+        });
+      } catch (error) {
+        // A cancelled stream has ended; it has not failed.
+        if (!(error instanceof GrpcCallError && error.code === GrpcStatus.CANCELLED)) throw friendly(error, socket);
+      }
     },
     close() {
-      controller.close();
-      task.close();
-      admin.close();
+      connection.close();
     },
   };
 }

@@ -5,11 +5,12 @@ import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
 import { NETWORK_ANNOTATION, NETWORK_CHOICES } from '../core/podNetwork.js';
 import { chainFromVerifyResponse, describeChain } from './chainReport.js';
-import { ClientError, connectClient, socketPath, type KtsClient } from './client.js';
+import { ClientError, connectClient, encodePodSandboxConfig, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
 import { containerFilter, cpuPercent, formatBytes, podFilter, UsageError, type ContainerRow, type PodRow, type StatsSample } from './listings.js';
 import { KTS_VERSION } from '../version.js';
-import { newTraceparent, tracingExports } from '../telemetry/propagation.js';
+import { sinceTime } from './since.js';
+import { newTraceparent, tracingExports } from '../telemetry/traceparent.js';
 import { buildTimeline, renderTimeline } from './timeline.js';
 
 const out = (text: string) => process.stdout.write(text);
@@ -96,6 +97,7 @@ Examples:
   kts inspect <pod|container>                         its record: network setup, backend details, containers
   kts logs --tail 20 <container>; kts exec <container> -- ls /   look inside
   echo hi | kts exec <container> cat                  stdin from a pipe or file (or -i)
+  kts exec -it <container> -- sh                      a shell on a terminal, as crictl exec -it
   kts stats; kts statsp                               CPU and memory of containers, of pods
   kts history <pod>                                   every transition, with trace ids
   kts stop <pod|container>; kts rm <pod|container>    stop, then remove
@@ -154,7 +156,6 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
       const { readContainerConfigFile, readPodSandboxConfigFile } = await import('../oci/podConfig.js');
       const pod = await readPodSandboxConfigFile(podFile);
       const container = await readContainerConfigFile(containerFile);
-      const { encodePodSandboxConfig } = await import('../api/protos.js');
       const startPod = async (client: KtsClient) => {
         const sandboxId = randomBytes(16).toString('hex');
         const annotations = options.network ? { [NETWORK_ANNOTATION]: options.network } : {};
@@ -242,26 +243,35 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
     .argument('<container>', 'container id or a unique prefix of it')
     .option('-f, --follow', 'keep printing until the container exits')
     .option('--tail <lines>', 'only the last N lines (then, with -f, what follows)')
+    .option('-t, --timestamps', 'begin each line with the time it was written (RFC3339Nano)')
+    .option('--since <time>', 'only lines written since an RFC3339 time or for a duration back (10s, 5m, 1h)')
     .addOption(socketOption())
-    .addHelpText('after', '\nExamples:\n  kts logs --tail 20 busybox-8b2a\n  kts logs -f --tail 0 busybox-8b2a     only what comes from now on')
-    .action(async (ref: string, options: { follow?: boolean; tail?: string; socket?: string }) => {
+    .addHelpText('after', '\nExamples:\n  kts logs --tail 20 busybox-8b2a\n  kts logs -f --tail 0 busybox-8b2a     only what comes from now on\n  kts logs --timestamps --since 5m busybox-8b2a'
+      + '\n\nTimes are kept for containers made by this version on (a log in CRI\'s format); an older container\'s log has none.')
+    .action(async (ref: string, options: { follow?: boolean; tail?: string; timestamps?: boolean; since?: string; socket?: string }) => {
       const tailLines = options.tail === undefined ? undefined : wholeNumber('--tail', options.tail);
+      const since = options.since === undefined ? '' : sinceTime(options.since);
       await withClient(options, async (client) => {
         const containerId = await resolveContainer(client, ref);
-        const request = { containerId, follow: Boolean(options.follow), tail: tailLines !== undefined, tailLines: tailLines ?? 0 };
+        const request = { containerId, follow: Boolean(options.follow), tail: tailLines !== undefined, tailLines: tailLines ?? 0, timestamps: Boolean(options.timestamps), since };
         await client.adminStream('Logs', request, (chunk) => process.stdout.write(chunk.data as Buffer));
       });
     });
 
   cli.command('exec')
-    .description('run a command in a running container and print its output; exits with its exit code. Its stdin is what is piped or redirected into kts (or, with -i, what is typed up to ^D), read whole first, at most 4 MiB')
+    .description('run a command in a running container and print its output; exits with its exit code. Its stdin is what is piped or redirected into kts (or, with -i, what is typed up to ^D), read whole first, at most 4 MiB. With -t it runs on a terminal instead, as with "crictl exec -it": input and output flow as it runs (runc pods only)')
     .argument('<container>', 'container id or a unique prefix of it')
     .argument('<command...>', 'the command and its arguments (put them after --)')
-    .option('-i, --stdin', 'pass stdin also when it is a terminal (read to its end before the command runs)')
+    .option('-i, --stdin', 'pass stdin also when it is a terminal (read to its end before the command runs; with -t, as it is typed)')
+    .option('-t, --tty', 'run it on a terminal the size of the local one, resized with it (with -i, stdin is raw while it runs); without a local terminal it gets one all the same, as with crictl')
     .addOption(socketOption())
-    .addHelpText('after', '\nExamples:\n  kts exec busybox-8b2a -- ls /\n  echo hi | kts exec busybox-8b2a cat\n  kts exec -i busybox-8b2a -- sh < script.sh')
-    .action(async (ref: string, command: string[], options: { stdin?: boolean; socket?: string }) => withClient(options, async (client) => {
+    .addHelpText('after', '\nExamples:\n  kts exec busybox-8b2a -- ls /\n  echo hi | kts exec busybox-8b2a cat\n  kts exec -i busybox-8b2a -- sh < script.sh\n  kts exec -it busybox-8b2a -- sh          a shell; exit (or ^D) ends it, with its exit code')
+    .action(async (ref: string, command: string[], options: { stdin?: boolean; tty?: boolean; socket?: string }) => withClient(options, async (client) => {
       const containerId = await resolveContainer(client, ref);
+      if (options.tty) {
+        const { execInTerminal } = await import('./terminal.js');
+        return void (process.exitCode = await execInTerminal(client, { containerId, args: command, stdin: Boolean(options.stdin) }));
+      }
       const stdin = options.stdin || stdinIsData() ? await readStdin(MAX_EXEC_STDIN_BYTES) : Buffer.alloc(0);
       const result = await client.admin.Exec!({ containerId, args: command, stdin });
       process.stdout.write(result.stdout as Buffer);

@@ -397,11 +397,13 @@ export class Engine {
       }
       const container: ContainerEntity = new Entity(streamId, containerMachine, this.store, containerProjection);
       const { rootfsMounts: _mounts, ...recorded } = input;
-      this.recordContainer(container, { type: 'ContainerCreateRequested', ...recorded, createdAt: new Date().toISOString() }, meta);
+      // A log kts keeps is written in CRI's format from now on; containers made before say nothing (raw bytes).
+      const logFormat = input.logPath ? { logFormat: 'cri' as const } : {};
+      this.recordContainer(container, { type: 'ContainerCreateRequested', ...recorded, ...logFormat, createdAt: new Date().toISOString() }, meta);
       this.containers.set(input.containerId, container);
       try {
         const { pid } = await withSpan('sandboxer.create_container', { attributes: { 'sandbox.id': input.sandboxId, 'container.id': input.containerId } }, () =>
-          this.sandboxerFor(sandbox).createContainer({ sandboxId: input.sandboxId, containerId: input.containerId, bundleDir: input.bundleDir, rootfsMounts: input.rootfsMounts, stdio: input.stdio }),
+          this.sandboxerFor(sandbox).createContainer({ sandboxId: input.sandboxId, containerId: input.containerId, bundleDir: input.bundleDir, rootfsMounts: input.rootfsMounts, stdio: input.stdio, ...(input.logPath && { logPath: input.logPath }) }),
         );
         this.recordContainer(container, { type: 'ContainerCreated', pid }, meta);
         this.watchContainer(sandbox, container, pid);

@@ -54,7 +54,7 @@ export function containerProjection(snapshot: ContainerSnapshot, version: number
       createdAt: c.createdAt,
       updatedAt: new Date().toISOString(),
       version,
-      metadata: { image: c.image ?? null, args: c.args, logPath: c.logPath ?? null, bundleDir: c.bundleDir, lastError: c.lastError, labels: c.labels },
+      metadata: { image: c.image ?? null, args: c.args, logPath: c.logPath ?? null, logFormat: c.logFormat ?? null, bundleDir: c.bundleDir, lastError: c.lastError, labels: c.labels },
     },
   };
 }

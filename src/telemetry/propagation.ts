@@ -1,7 +1,8 @@
 // W3C trace context in and out of string-keyed carriers (gRPC metadata flattened to a record). Only
-// @opentelemetry/api: the CLI's light commands import this without loading the tracing SDK.
-import { randomBytes } from 'node:crypto';
+// @opentelemetry/api: the CLI imports this, when it exports spans, without the tracing SDK.
 import { context, propagation, type Context, type TextMapGetter } from '@opentelemetry/api';
+
+export { newTraceparent, tracingExports } from './traceparent.js';
 
 const recordGetter: TextMapGetter<Record<string, string | undefined>> = {
   keys: (carrier) => Object.keys(carrier),
@@ -18,14 +19,4 @@ export function injectContext(): Record<string, string> {
   const carrier: Record<string, string> = {};
   propagation.inject(context.active(), carrier);
   return carrier;
-}
-
-/** Whether the standard OTEL_* variables ask for spans to be exported (and tracing is not switched off). */
-export function tracingExports(env: NodeJS.ProcessEnv): boolean {
-  return env.OTEL_SDK_DISABLED !== 'true' && Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
-}
-
-/** A W3C traceparent for a new sampled trace, for a caller that has no span of its own to send. */
-export function newTraceparent(): string {
-  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
 }

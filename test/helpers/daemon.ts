@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -203,4 +203,35 @@ export function freshPodYaml(): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'kts-pod-'));
   const text = readFileSync(path.join(REPO, 'examples/pod.yaml'), 'utf8').replace(/^(\s*uid:\s*).*$/m, `$1busybox-pod-uid-${randomBytes(4).toString('hex')}`);
   return writeYaml(dir, 'pod.yaml', text);
+}
+
+/** What a container wrote, from the CRI-format log kts keeps (each record's text; a newline after F records). */
+export function logText(file: string): string {
+  return readFileSync(file, 'latin1').split('\n').filter((line) => line !== '')
+    .map((line) => line.replace(/^\S+ (?:stdout|stderr) ([FP])(?: |$)(.*)$/s, (_, tag: string, text: string) => (tag === 'F' ? `${text}\n` : text))).join('');
+}
+
+/** Runs a shell command line in which "$KTS" is the kts command, as an operator's shell would; `env` is added to its environment. */
+export function ktsInShell(socket: string, line: string, env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number | null }> {
+  return new Promise((resolve) => {
+    const shell = spawn('sh', ['-c', line.replaceAll('"$KTS"', `"${process.execPath}" "${KTS}"`)], { env: { ...process.env, KTS_SOCKET: socket, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    shell.stdout!.on('data', (chunk) => (stdout += chunk));
+    shell.stderr!.on('data', (chunk) => (stderr += chunk));
+    const timer = setTimeout(() => shell.kill('SIGKILL'), 20_000);
+    shell.on('close', (code) => { clearTimeout(timer); resolve({ stdout, stderr, code }); });
+  });
+}
+
+/** kts-console processes serving terminals of the daemon under `root` (their console socket and resize FIFO live there). */
+export function consolesUnder(root: string): number[] {
+  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).map(Number).filter((pid) => {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return path.basename(argv[0] ?? '') === 'kts-console' && argv.some((arg) => arg.startsWith(root));
+    } catch {
+      return false;
+    }
+  });
 }

@@ -47,7 +47,7 @@ async function copyTail(source: FileHandle, size: number, maxBytes: number, targ
   await rm(tmp, { force: true });
   const out = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
-    await copyRange(source, out, Buffer.alloc(CHUNK_BYTES), Math.max(0, size - maxBytes), size);
+    await copyRange(source, out, Buffer.alloc(CHUNK_BYTES), await lineStartFrom(source, size - maxBytes, size), size);
     await out.close();
   } catch (error) {
     await out.close().catch(() => undefined);
@@ -55,6 +55,18 @@ async function copyTail(source: FileHandle, size: number, maxBytes: number, targ
     throw error;
   }
   await rename(tmp, target);
+}
+
+/**
+ * The first line start at or after `from` (0 when `from` <= 0), so the copy never begins with half a
+ * line (a CRI log's reader would find half a record); `from` itself when no newline follows within a chunk.
+ */
+async function lineStartFrom(source: FileHandle, from: number, size: number): Promise<number> {
+  if (from <= 0) return 0;
+  const buffer = Buffer.alloc(Math.min(CHUNK_BYTES, size - from + 1));
+  const { bytesRead } = await source.read(buffer, 0, buffer.length, from - 1);
+  const newline = buffer.subarray(0, bytesRead).indexOf(0x0a);
+  return newline < 0 ? from : from - 1 + newline + 1;
 }
 
 async function copyRange(source: FileHandle, out: FileHandle, buffer: Buffer, from: number, to: number): Promise<number> {

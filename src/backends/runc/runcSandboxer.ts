@@ -28,6 +28,7 @@ import { findProcesses, isProcessAlive, readPidFile, type ProcessIdentity } from
 import { RuncCli, runcLogErrors } from './runcCli.js';
 import { runInSandbox, spawnSandboxInit, waitForHolder, writeFileAtomic, type SandboxCommandResult } from './sandboxInit.js';
 import { defaultConsoleBinary, resizeConsole, startConsole } from './console.js';
+import { defaultLogPumpBinary, startLogPump, waitForLogPump, type RunningLogPump } from '../host/logPump.js';
 
 export interface RuncLogger {
   info(fields: object, message: string): void;
@@ -80,6 +81,7 @@ export class RuncSandboxer implements Sandboxer {
   private readonly runc: RuncCli;
   private readonly initBinary: string;
   private readonly consoleBinary: string;
+  private readonly logPumpBinary: string;
   private readonly readyDeadlineMs: number;
   private readonly removeStopTimeoutMs: number;
   private readonly logger: RuncLogger;
@@ -89,6 +91,7 @@ export class RuncSandboxer implements Sandboxer {
     this.runc = new RuncCli(options.runcBinary ?? 'runc', options.runcRoot ?? join(options.rootDir, 'runc'));
     this.initBinary = options.initBinary ?? defaultInitBinary();
     this.consoleBinary = defaultConsoleBinary(this.initBinary);
+    this.logPumpBinary = defaultLogPumpBinary(this.initBinary);
     this.readyDeadlineMs = options.sandboxReadyDeadlineMs ?? 10_000;
     this.removeStopTimeoutMs = options.removeStopTimeoutMs ?? 10_000;
     this.logger = options.logger ?? silentLogger;
@@ -252,16 +255,21 @@ export class RuncSandboxer implements Sandboxer {
       throw error.code === 'EEXIST' ? alreadyExists(`container ${spec.containerId} already exists`) : error;
     });
     const rootfs = join(spec.bundleDir, 'rootfs');
+    let logPump: RunningLogPump | undefined;
     try {
       await writeFileAtomic(container.bundleRecord, spec.bundleDir);
       await mkdir(rootfs, { recursive: true });
       await mountRootfs(spec.rootfsMounts, rootfs);
       await this.recordCgroupParent(paths, spec.bundleDir);
       const bundle = await this.bundleWithPodMounts(paths, container, spec.bundleDir);
+      // A log kts keeps goes through a pump of the container's own, which outlives the daemon as the container does.
+      if (spec.logPath) logPump = await startLogPump(this.logPumpBinary, { logPath: spec.logPath, dir: container.dir });
+      const stdio = logPump ? { ...spec.stdio, ...logPump.stdio } : spec.stdio;
       const result = await withSpan('runc.create', { attributes: { 'container.id': spec.containerId } }, () => this.runInSandbox(spec.sandboxId, (log) =>
-        this.runc.createArgv(spec.containerId, bundle, container.initPid, log), spec.stdio));
+        this.runc.createArgv(spec.containerId, bundle, container.initPid, log), stdio));
       return { pid: await this.commandPid(result, `runc create ${spec.containerId}`, container.initPid) };
     } catch (error) {
+      logPump?.stop(); // it ends by itself once its writers are gone; one whose FIFOs runc never opened must be told
       await this.undoCreate(spec.containerId, container, rootfs, error);
       throw error;
     }
@@ -306,8 +314,10 @@ export class RuncSandboxer implements Sandboxer {
     const config = await readJsonObject(join(bundleDir, 'config.json'));
     const namespaces = (config?.linux as { namespaces?: Array<{ type?: unknown; path?: unknown }> } | undefined)?.namespaces ?? [];
     const pidNamespace = namespaces.find((namespace) => namespace.type === 'pid');
-    if (pidNamespace && !pidNamespace.path) return; // its own: the kernel killed the rest with its init
-    await this.runc.kill(containerId, 9, true).catch(() => undefined);
+    // Without a pid namespace of its own its children outlive its init (with its own, the kernel killed them).
+    if (!pidNamespace || pidNamespace.path) await this.runc.kill(containerId, 9, true).catch(() => undefined);
+    // Its exit is recorded once its log pump wrote the last lines (a container without one returns at once).
+    await waitForLogPump(container.dir);
   }
 
   async deleteContainer(sandboxId: string, containerId: string): Promise<void> {

@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { regularFileBeneath } from '../host/beneath.js';
+import { CriLineSplitter, type LogStream } from '../host/criLog.js';
 
 const POLL_MS = 100;
 const CHUNK_BYTES = 64 * 1024;
@@ -18,8 +19,11 @@ interface PumpState {
   direction: 'out' | 'in';
   /** Host pumps: relative to the share, opened beneath it (never followed out of it, even after a restart). */
   source: string;
+  /** With `log`: the CRI log file (kts's own, a regular file) the pump appends records to. */
   fifo: string;
   offset: number;
+  /** `out` only: the output is this stream's CRI records in the log file `fifo`, not bytes into a FIFO. */
+  log?: LogStream;
   /** `in` only: created in the share when the FIFO's writer is gone, so the guest ends the stream. */
   endMarker?: string;
 }
@@ -51,6 +55,12 @@ export interface FileToFifoOptions {
   endMarker?: string;
   /** How long stop() may take to forward the rest (default STOP_DRAIN_MS). */
   stopDrainMs?: number;
+  /**
+   * The target is a CRI log file (a regular file of kts's own), not a FIFO: each line becomes a record
+   * of this stream, timed when the host read it (a line written while no daemon ran is timed when the
+   * next one forwards it). A line still unfinished when the file has nothing more is written as a P record.
+   */
+  log?: LogStream;
 }
 
 /**
@@ -64,15 +74,32 @@ export class FileToFifoPump {
   private stopped = false;
   private stopDeadline = Infinity;
   private offset: number;
+  private readonly splitter?: CriLineSplitter;
   readonly done: Promise<void>;
 
   constructor(readonly source: string, private readonly fifo: string, private readonly options: FileToFifoOptions = {}) {
     this.offset = options.offset ?? 0;
+    if (options.log) this.splitter = new CriLineSplitter(options.log);
     this.done = this.run();
   }
 
   private async saveState(): Promise<void> {
-    if (this.options.stateFile) await saveState(this.options.stateFile, { direction: 'out', source: this.source, fifo: this.fifo, offset: this.offset });
+    // Bytes held for an unfinished line are not forwarded yet: a restarted daemon reads them again.
+    const offset = this.offset - (this.splitter?.heldBytes ?? 0);
+    if (this.options.stateFile) await saveState(this.options.stateFile, { direction: 'out', source: this.source, fifo: this.fifo, offset, ...(this.options.log && { log: this.options.log }) });
+  }
+
+  /** The bytes to write for what was read: themselves, or the CRI records they complete. */
+  private output(chunk: Buffer): Buffer {
+    return this.splitter ? Buffer.concat(this.splitter.push(chunk)) : chunk;
+  }
+
+  /** An unfinished line, once the file has no more for now, as a P record. */
+  private async flushLine(output: FileHandle, expired: () => boolean): Promise<void> {
+    const records = this.splitter?.flush() ?? [];
+    if (records.length === 0) return;
+    await writeAll(output, Buffer.concat(records), expired);
+    await this.saveState();
   }
 
   /**
@@ -102,15 +129,16 @@ export class FileToFifoPump {
       for (;;) {
         const stopping = this.stopped;
         if (stopping && limit === Infinity) limit = (await input.stat()).size;
-        if (this.offset >= limit || expired()) return;
+        if (this.offset >= limit || expired()) return await this.flushLine(output, expired);
         const { bytesRead } = await input.read(buffer, 0, Math.min(CHUNK_BYTES, limit - this.offset), this.offset);
         if (bytesRead > 0) {
-          await writeAll(output, buffer.subarray(0, bytesRead), expired);
+          await writeAll(output, this.output(buffer.subarray(0, bytesRead)), expired);
           this.offset += bytesRead;
           await this.saveState();
           await this.releaseForwarded();
           continue;
         }
+        await this.flushLine(output, expired);
         // The marker is written after the last byte: one more empty read after seeing it, and all is forwarded.
         if (stopping || ending) return;
         if (this.options.endMarker && (await lstat(this.options.endMarker).catch(() => undefined))) {
@@ -130,13 +158,17 @@ export class FileToFifoPump {
 
   private async releaseForwarded(): Promise<void> {
     const { release, releaseEveryBytes } = this.options;
-    if (!release || !releaseEveryBytes || this.offset - this.released < releaseEveryBytes) return;
-    await release(this.offset);
-    this.released = this.offset;
+    // Bytes held for an unfinished line are not forwarded: they stay until a record has them.
+    const forwarded = this.offset - (this.splitter?.heldBytes ?? 0);
+    if (!release || !releaseEveryBytes || forwarded - this.released < releaseEveryBytes) return;
+    await release(forwarded);
+    this.released = forwarded;
   }
 
   /** Non-blocking, so a FIFO without a reader never ties up a libuv thread; retried until a reader comes. */
   private async openFifo(): Promise<FileHandle | undefined> {
+    // A log of kts's own: appended to, never followed if a link.
+    if (this.options.log) return open(this.fifo, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     while (!this.stopped) {
       try {
         return await open(this.fifo, constants.O_WRONLY | constants.O_NONBLOCK);
@@ -155,7 +187,8 @@ function parseState(text: string): PumpState | undefined {
   try {
     const state = JSON.parse(text) as Partial<PumpState>;
     const valid = (state.direction === 'out' || state.direction === 'in') && typeof state.source === 'string' && typeof state.fifo === 'string'
-      && Number.isSafeInteger(state.offset) && state.offset! >= 0 && (state.endMarker === undefined || typeof state.endMarker === 'string');
+      && Number.isSafeInteger(state.offset) && state.offset! >= 0 && (state.endMarker === undefined || typeof state.endMarker === 'string')
+      && (state.log === undefined || state.log === 'stdout' || state.log === 'stderr');
     return valid ? (state as PumpState) : undefined;
   } catch {
     return undefined;
@@ -261,10 +294,14 @@ export class FifoPumps {
 
   constructor(private readonly stateDir: string, private readonly share: ShareAccess) {}
 
-  /** `source` is relative to the share, e.g. `c/<container>/stdout`, and names the pump too. */
-  start(source: string, fifo: string, offset = 0): void {
+  /**
+   * `source` is relative to the share, e.g. `c/<container>/stdout`, and names the pump too. With `log`,
+   * `fifo` is a CRI log file of kts's own that gets this stream's records.
+   */
+  start(source: string, fifo: string, offset = 0, log?: LogStream): void {
     const { open: openSource, release, releaseEveryBytes } = this.share;
-    this.track(new FileToFifoPump(source, fifo, { stateFile: this.stateFile(source), offset, openSource, releaseEveryBytes, release: (at) => release(source, at) }));
+    const options = { stateFile: this.stateFile(source), offset, openSource, releaseEveryBytes, release: (at: number) => release(source, at), ...(log && { log }) };
+    this.track(new FileToFifoPump(source, fifo, options));
   }
 
   /** Host FIFO `fifo` (stdin) into `source` in the share; `endMarker` (in the share too) says the guest that the stream ended. */
@@ -299,8 +336,9 @@ export class FifoPumps {
       const state = parseState(await readFile(path.join(this.stateDir, file), 'utf8').catch(() => ''));
       const source = file.slice(0, -'.json'.length);
       if (!state || [...this.pumps].some((pump) => pump.source === source)) continue;
-      if (!(await lstat(state.fifo).catch(() => undefined))?.isFIFO()) continue;
-      if (state.direction === 'out') this.start(source, state.fifo, state.offset);
+      const target = await lstat(state.fifo).catch(() => undefined);
+      if (!(state.log ? target?.isFile() : target?.isFIFO())) continue;
+      if (state.direction === 'out') this.start(source, state.fifo, state.offset, state.log);
       else if (state.endMarker && !(await regularFileBeneath(this.share.shareDir, state.endMarker))) this.startInput(state.fifo, source, state.endMarker);
       else continue;
       resumed += 1;

@@ -1,7 +1,7 @@
 // The host pumps against a share a hostile guest writes: they read only beneath the share, resume from
 // the daemon's own records after a restart, and keep the share file's disk use bounded.
 import { spawn } from 'node:child_process';
-import { closeSync, constants, existsSync, mkdirSync, openSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdirSync, openSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,6 +9,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BeneathBatch, beneathBinary, openBeneath } from '../host/beneath.js';
 import { FifoPumps, FileToFifoPump, type ShareAccess } from './fifoPump.js';
 import { fifoReader } from './fifoReader.testkit.js';
+import { parseCriRecord } from '../host/criLog.js';
+
+/** The CRI records in a log file. */
+const logRecords = (file: string) => readFileSync(file).toString('latin1').split('\n').filter((line) => line !== '').map((line) => parseCriRecord(Buffer.from(line, 'latin1'))!);
 
 const skip = !existsSync(beneathBinary()) ? `needs ${beneathBinary()} (bash scripts/build-native.sh)` : undefined;
 
@@ -70,6 +74,25 @@ describe.skipIf(skip)(`host pumps over a hostile share${skip ? ` (skipped: ${ski
     appendFileSync(path.join(share, source), 'second\n');
     expect(await newPumps().resume()).toBe(1);
     await until('the second line', () => reader.got.text === 'first\nsecond\n');
+  });
+
+  it('into a CRI log: each line a timed record, an unfinished one a P record when the file pauses, resumed after a restart without loss', async () => {
+    const source = 'c/one/stdout';
+    mkdirSync(path.join(share, 'c', 'one'), { recursive: true });
+    writeFileSync(path.join(share, source), 'first\nhalf');
+    const log = path.join(dir, 'container.log');
+    writeFileSync(log, '');
+    const text = () => logRecords(log).map((record) => `${record.stream} ${record.partial ? 'P' : 'F'} ${record.text.toString()}`);
+    const before = newPumps();
+    before.start(source, log, 0, 'stdout');
+    await until('the first line and the unfinished one', () => text().length === 2);
+    expect(text()).toEqual(['stdout F first', 'stdout P half']);
+    await before.stopAll();
+    appendFileSync(path.join(share, source), ' done\n');
+    expect(await newPumps().resume()).toBe(1);
+    await until('the rest of the line', () => text().length === 3);
+    expect(text()).toEqual(['stdout F first', 'stdout P half', 'stdout F  done']);
+    for (const record of logRecords(log)) expect(Math.abs(Number(record.unixNanos / 1_000_000n) - Date.now())).toBeLessThan(10_000);
   });
 
   it('after a restart, a pump whose directory the guest swapped for a link to another share reads nothing from it', async () => {

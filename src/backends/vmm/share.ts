@@ -29,7 +29,7 @@ type PumpStart = () => void;
  * Makes host paths visible to the guest through the sandbox's 9p share: a container's rootfs and
  * bind-mount sources are bind-mounted into `share/c/<id>/`, its config.json is written there, and its
  * stdout/stderr become files in the share (a host log file is bound onto them; a host FIFO is fed by a
- * pump, since a FIFO cannot cross into a VM). The guest can write every byte of the share, so every
+ * pump, since a FIFO cannot cross into a VM; the CRI log kts keeps is written by a pump too). The guest can write every byte of the share, so every
  * operation in it runs beneath it with no symlink followed (kts-beneath, openBeneath), and what the
  * daemon decided lives in `containersDir`. Owner of the pumps it starts.
  */
@@ -68,6 +68,7 @@ export class VmShare {
     batch.write(path.join(relative, 'config.json'), JSON.stringify(await this.guestConfig(config, batch, relative)));
     const pumps: PumpStart[] = [];
     const stdio = await this.shareStdio(spec.stdio, batch, relative, pumps);
+    if (spec.logPath) this.shareLog(spec.logPath, batch, relative, pumps, stdio);
     await batch.run();
     for (const start of pumps) start();
     return { bundle: path.posix.join(GUEST_SHARE_DIR, relative), stdio };
@@ -207,6 +208,19 @@ export class VmShare {
       guest[stream] = path.posix.join(GUEST_SHARE_DIR, shareFile);
     }
     return guest;
+  }
+
+  /**
+   * A log kts keeps: stdout and stderr are files in the share, each read by a host pump that appends
+   * its lines to the log as CRI records (the guest never writes the log itself, nor its times).
+   */
+  private shareLog(logPath: string, batch: BeneathBatch, relative: string, pumps: PumpStart[], guest: StdioPaths): void {
+    for (const stream of STREAMS) {
+      const shareFile = path.join(relative, stream);
+      batch.file(shareFile);
+      pumps.push(() => this.pumps.start(shareFile, logPath, 0, stream));
+      guest[stream] = path.posix.join(GUEST_SHARE_DIR, shareFile);
+    }
   }
 
   /**

@@ -22,6 +22,7 @@ import { bindMount, mountRootfs, removeTree, unmountUnder } from '../host/mounts
 import { WASM_PAGE_BYTES } from './moduleMemory.js';
 import { defaultRunnerBinary, ModuleRunner, type RunnerPreopen } from './moduleRunner.js';
 import { appendNotice, openModuleStdio } from './moduleStdio.js';
+import { appendLogNotice, defaultLogPumpBinary, startLogPump, waitForLogPump } from '../host/logPump.js';
 import { LOST_EXIT_STATUS, moduleExit, signalEndsModule } from './wasmExit.js';
 import { pidReservationFile, wasmContainerPaths, wasmRootDir, wasmSandboxPaths, type WasmContainerPaths, type WasmSandboxPaths } from './wasmPaths.js';
 import { WasmPidAllocator } from './wasmPids.js';
@@ -102,6 +103,7 @@ export class WasmSandboxer implements Sandboxer {
   private readonly pidAllocator: WasmPidAllocator;
   private readonly logger: WasmLogger;
   private readonly runnerBinary: string;
+  private readonly logPumpBinary = defaultLogPumpBinary(defaultRunnerBinary());
 
   constructor(private readonly options: WasmSandboxerOptions) {
     this.pidAllocator = new WasmPidAllocator(pidReservationFile(options.rootDir));
@@ -197,7 +199,7 @@ export class WasmSandboxer implements Sandboxer {
       await mountRootfs(spec.rootfsMounts, plan.rootfs);
       const preopens = await this.mountDirectories(plan, paths);
       const container: LiveContainer = { containerId: spec.containerId, paths, plan, preopens, init: undefined!, execs: new Map() };
-      container.init = await this.launch(sandbox, container, pid, config.process, spec.stdio);
+      container.init = await this.launchInit(sandbox, container, pid, config.process, spec);
       sandbox.containers.set(spec.containerId, container);
       return { pid };
     } catch (error) {
@@ -323,8 +325,19 @@ export class WasmSandboxer implements Sandboxer {
 
   // ------------------------------------------------------------------ processes
 
+  /** The container's own module; a log kts keeps is written by a kts-log-pump, as a runc container's is. */
+  private async launchInit(sandbox: LiveSandbox, container: LiveContainer, pid: number, process: OciProcess, spec: ContainerSpec): Promise<ModuleProcess> {
+    if (!spec.logPath) return this.launch(sandbox, container, pid, process, spec.stdio);
+    const logPump = await startLogPump(this.logPumpBinary, { logPath: spec.logPath, dir: container.paths.dir });
+    const log = { path: spec.logPath, pumpDir: container.paths.dir };
+    return this.launch(sandbox, container, pid, process, { ...spec.stdio, ...logPump.stdio }, log).catch((error: unknown) => {
+      logPump.stop();
+      throw error;
+    });
+  }
+
   /** Starts the runner of the module a process names, which loads it and waits; the caller starts it. */
-  private async launch(sandbox: LiveSandbox, container: LiveContainer, pid: number, process: OciProcess, stdio: StdioPaths): Promise<ModuleProcess> {
+  private async launch(sandbox: LiveSandbox, container: LiveContainer, pid: number, process: OciProcess, stdio: StdioPaths, log?: { path: string; pumpDir: string }): Promise<ModuleProcess> {
     const plan = processPlan(process);
     const moduleStdio = await openModuleStdio(stdio, this.options.fifoReaderDeadlineMs ?? 10_000);
     // The runner holds its own copies of the stdio fds once spawned; the daemon's are closed either way.
@@ -344,7 +357,10 @@ export class WasmSandboxer implements Sandboxer {
     const exit = runner.outcome.then(async (outcome) => {
       const { exitStatus, reason } = moduleExit(outcome, container.plan.memoryLimitPages);
       const processExit: ProcessExit = { exitStatus, exitedAt: new Date(), ...(reason !== undefined && { reason }) };
-      if (reason !== undefined) await appendNotice(stdio.stderr, `kts: wasm module ${plan.modulePath} (pid ${pid}) ended: ${reason}\n`);
+      // After the module's last lines, which its log pump may still be writing.
+      if (log) await waitForLogPump(log.pumpDir);
+      const notice = `kts: wasm module ${plan.modulePath} (pid ${pid}) ended: ${reason}\n`;
+      if (reason !== undefined) await (log ? appendLogNotice(log.path, notice) : appendNotice(stdio.stderr, notice));
       await this.recordExit(sandbox, pid, processExit);
       this.logger.info({ sandboxId: sandbox.sandboxId, containerId: container.containerId, pid, runnerPid: runner.hostPid, exitStatus, reason }, 'wasm module ended');
       return processExit;
