@@ -16,28 +16,22 @@
 //        [--daemon-node-args="--max-semi-space-size=2"]   (extra node flags for the daemon: experiments only)
 //        (root; after npm run build; containerd and runc installed)
 // Prints a table, writes bench/results/management-memory.json and bench/results/management-memory.svg.
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startContainerd } from './lib/containerd.mjs';
 import { apiPodStart, buildTestImages, IMAGES_DIR, isMain, REPO, RESULTS_DIR, SLEEPER, startDaemon, writeResult } from './lib/daemon.mjs';
+import { GC_HOOK, usageAfterFullGc } from './lib/gcMarker.mjs';
 import { memoryKb, pidsOf, pssByMapping, totalMemoryKb, waitForQuietMachine } from './lib/procfs.mjs';
 import { formatTable, median, sleep } from './lib/stats.mjs';
 import { linePanel, svgDocument } from './lib/svg.mjs';
 
 const SANDBOX_INIT = path.join(REPO, 'dist/native/kts-sandbox-init');
-const GC_HOOK = path.join(REPO, 'bench/lib/gcOnSignal.mjs');
 
 /** Asks the daemon for a full GC (SIGUSR2 → gcOnSignal.mjs); resolves with its memoryUsage() after it, in kB. */
 async function jsMemoryAfterGc(pid, marker) {
-  const before = readFileSync(marker, 'utf8');
-  process.kill(pid, 'SIGUSR2');
-  for (let i = 0; readFileSync(marker, 'utf8') === before; i++) {
-    if (i > 250) throw new Error(`the daemon did not answer SIGUSR2 (${GC_HOOK}) within 5 s`);
-    await sleep(20);
-  }
-  const usage = JSON.parse(readFileSync(marker, 'utf8'));
+  const usage = await usageAfterFullGc(pid, marker);
   const kb = (bytes) => Math.round(bytes / 1024);
   return {
     heap_used: kb(usage.heapUsed), heap_total: kb(usage.heapTotal), external: kb(usage.external), array_buffers: kb(usage.arrayBuffers),

@@ -17,7 +17,7 @@ const { sandboxMachine } = await dist('machines/sandboxMachine.js');
 const { sandboxProjection } = await dist('src/engine/projections.js');
 
 /** Writes the fixture store: `sandboxes` stopped sandboxes with about `events` events in all. */
-function buildFixture(db, sandboxes, events) {
+export function buildFixture(db, sandboxes, events) {
   const updatesEach = Math.max(0, Math.round(events / sandboxes) - 5);
   const store = openSqliteStore(db, { synchronous: 'OFF' });
   const meta = { caller: 'bench fixture' };

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { adminService, rotatableContainerLogs, sweepBundles } from './api/adminService.js';
 import { loadGrpcDefinitions } from './api/protos.js';
+import { RecoveryGate } from './api/recoveryGate.js';
 import { sandboxControllerService } from './api/sandboxController.js';
 import { taskService } from './api/taskService.js';
 import { ensureTaskRelay } from './api/taskRelay.js';
@@ -69,8 +70,22 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     execSpecDir: path.join(config.root, 'exec-specs'), outputHolds: new FifoReaderHolds(),
   });
   engine.addSweep('bundle', (known) => sweepBundles(store, config.root, known));
+  // Served while it recovers: each call is refused with UNAVAILABLE and a retry hint until recovery is done.
+  const definitions = loadGrpcDefinitions();
+  const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  const gate = new RecoveryGate(RECOVERY_RETRY_AFTER_MS);
+  for (const definition of [definitions.sandboxController, definitions.taskV3, definitions.taskV2, definitions.admin]) server.addService(definition, gate.handlersFor(definition));
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
+  );
+  // Bound under umask 077, so it was never open to others; this sets the final mode (and group).
+  await restrictSocket(config.listen, config.socketGroup, { socketDirIsOurs: privateDirs.socketDirIsOurs });
   const recoveryStarted = performance.now();
-  const recovery = await engine.recover();
+  const recovery = await engine.recover().catch(async (error: unknown) => {
+    server.forceShutdown();
+    await rm(config.listen, { force: true });
+    throw error;
+  });
   metrics?.recordRecovery((performance.now() - recoveryStarted) / 1000, recovery);
   logger.info({ ...recovery, db: config.db }, 'recovered state from the event log');
 
@@ -78,24 +93,17 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     imagesDir: config.images.dir, cacheDir: path.join(config.root, 'image-cache'),
     maxLayerBytes: config.images.maxLayerBytes, maxLayerEntries: config.images.maxLayerEntries,
   });
-  const definitions = loadGrpcDefinitions();
-  const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
-  server.addService(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
+  gate.open(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
   const taskServices = [
     { definition: definitions.taskV3, implementation: taskService(engine, logger, 'containerd.task.v3.Task') },
     { definition: definitions.taskV2, implementation: taskService(engine, logger, 'containerd.task.v2.Task') },
   ];
-  for (const task of taskServices) server.addService(task.definition, task.implementation);
+  for (const task of taskServices) gate.open(task.definition, task.implementation);
   const closing = new AbortController();
-  server.addService(definitions.admin, adminService({
+  gate.open(definitions.admin, adminService({
     engine, logger, images, rootDir: config.root, closing: closing.signal,
     daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
   }));
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
-  );
-  // Bound under umask 077, so it was never open to others; this sets the final mode (and group).
-  await restrictSocket(config.listen, config.socketGroup, { socketDirIsOurs: privateDirs.socketDirIsOurs });
   const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs);
   const logRotation = startLogRotation({
     intervalMs: config.logs.rotateIntervalSeconds * 1000, maxBytes: config.logs.maxBytes,
@@ -133,6 +141,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     },
   };
 }
+
+/** The retry hint (grpc-retry-pushback-ms) of a call refused while the daemon recovers. */
+export const RECOVERY_RETRY_AFTER_MS = 250;
 
 /** How long a stopping daemon lets requests in flight finish before it cuts them (README: Stopping the daemon). */
 export const SHUTDOWN_GRACE_MS = 5000;

@@ -1,5 +1,6 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { KtsError, type ErrorKind } from '../core/errors.js';
+import { ERROR_KIND_TRAILER } from './wire.js';
 
 const CODES: Record<ErrorKind, status> = {
   invalid_argument: status.INVALID_ARGUMENT,
@@ -14,15 +15,20 @@ const CODES: Record<ErrorKind, status> = {
 };
 
 /**
- * Trailer naming the domain kind of an error the daemon itself sent: it tells a client that an
- * UNAVAILABLE came from the daemon (e.g. its disk is full), not from failing to reach it.
+ * A status message travels in the grpc-message trailer (an HTTP/2 header): one that quotes a huge request
+ * field outgrows the peer's header limit, and the call never ends (fuzzing found a 100 KB ref doing so).
  */
-export const ERROR_KIND_TRAILER = 'kts-error-kind';
+export const MAX_STATUS_MESSAGE_CHARS = 2048;
+
+function capMessage(message: string): string {
+  if (message.length <= MAX_STATUS_MESSAGE_CHARS) return message;
+  return `${message.slice(0, MAX_STATUS_MESSAGE_CHARS)}… (${message.length - MAX_STATUS_MESSAGE_CHARS} more characters cut)`;
+}
 
 /** The one place that knows gRPC codes: a domain error kind becomes a status with its message. */
 export function toServiceError(error: unknown): ServiceError {
   const kind: ErrorKind = error instanceof KtsError ? error.kind : 'internal';
-  const message = error instanceof Error ? error.message : String(error);
+  const message = capMessage(error instanceof Error ? error.message : String(error));
   const metadata = new Metadata();
   metadata.set(ERROR_KIND_TRAILER, kind);
   return Object.assign(new Error(message), { code: CODES[kind], details: message, metadata });

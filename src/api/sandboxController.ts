@@ -5,7 +5,7 @@ import type { Engine } from '../engine/engine.js';
 import { validatePodLinux } from '../oci/podLinux.js';
 import { decodePodSandboxConfig, encodeCgroupV1Metrics } from './protos.js';
 import { unary } from './rpc.js';
-import { validateStringMap } from './validate.js';
+import { requireAbsolutePath, validateStringMap } from './validate.js';
 import { jsonAny, toTimestamp, type AnyMessage } from './wire.js';
 
 /** Annotation a Create may carry to pick the sandbox kind when containerd's `sandboxer` field is empty. */
@@ -65,7 +65,8 @@ export function sandboxControllerService(options: ControllerOptions): UntypedSer
           uid: pod?.metadata?.uid || '',
           ...(pod?.metadata?.attempt ? { attempt: pod.metadata.attempt } : {}),
           hostname: pod?.hostname || name.slice(0, 63),
-          netnsPath: request.netnsPath || undefined,
+          // An absolute path: the pod's init opens it from its own working directory (fuzzing found a relative one reaching Start).
+          netnsPath: request.netnsPath ? requireAbsolutePath('netns_path', request.netnsPath) : undefined,
           annotations: { ...(pod?.annotations ?? {}), ...annotations },
           labels,
           logDirectory: pod?.logDirectory || undefined,

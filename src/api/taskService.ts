@@ -9,7 +9,7 @@ import type { ContainerEntity, Engine } from '../engine/engine.js';
 import { validateOciSpec } from '../oci/containerSpec.js';
 import { encodeCgroupV1Metrics } from './protos.js';
 import { unary } from './rpc.js';
-import { requireAbsolutePath } from './validate.js';
+import { requireAbsolutePath, validateMountSpec } from './validate.js';
 import { toTimestamp, type AnyMessage } from './wire.js';
 
 export const SANDBOX_ID_ANNOTATIONS = ['io.kubernetes.cri.sandbox-id', 'io.kts.sandbox-id'];
@@ -68,7 +68,7 @@ export function taskService(engine: Engine, logger: Logger, service: string): Un
       const annotations = spec.annotations ?? {};
       const sandboxId = SANDBOX_ID_ANNOTATIONS.map((key) => annotations[key]).find(Boolean);
       if (!sandboxId) throw invalidArgument(`${bundle}/config.json has no ${SANDBOX_ID_ANNOTATIONS[0]} annotation naming the sandbox`);
-      const rootfsMounts: MountSpec[] = request.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target || undefined, options: m.options }));
+      const rootfsMounts: MountSpec[] = request.rootfs.map((m, i) => validateMountSpec(`rootfs[${i}]`, { type: m.type, source: m.source, target: m.target || undefined, options: m.options }));
       const { pid } = await engine.createContainer(
         {
           sandboxId, containerId: request.id, name: annotations['io.kubernetes.cri.container-name'] ?? request.id, bundleDir: bundle,

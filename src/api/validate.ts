@@ -1,4 +1,5 @@
 import { invalidArgument } from '../core/errors.js';
+import type { MountSpec } from '../core/sandboxer.js';
 
 const MAX_KEY_BYTES = 256;
 const MAX_VALUE_BYTES = 16 * 1024;
@@ -29,4 +30,11 @@ export function requireAbsolutePath(what: string, value: unknown): string {
   const path = requireString(what, value);
   if (!path.startsWith('/') || path.split('/').includes('..')) throw invalidArgument(`${what} "${path}" must be an absolute path without ".."`);
   return path;
+}
+
+/** A rootfs mount's strings become mount(8)'s arguments, and no argument can hold a NUL byte (fuzzing sent some). */
+export function validateMountSpec(what: string, mount: MountSpec): MountSpec {
+  const fields: Array<[string, string]> = [['type', mount.type], ['source', mount.source], ['target', mount.target ?? ''], ...mount.options.map((option, i): [string, string] => [`options[${i}]`, option])];
+  for (const [field, value] of fields) if (value.includes('\0')) throw invalidArgument(`${what}.${field} must not contain a NUL byte`);
+  return mount;
 }
