@@ -1,14 +1,12 @@
 // The daemon's side of kts-log-pump (log-pump.c): a container's stdout and stderr into its CRI-format log.
-import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { internal } from '../../core/errors.js';
 import type { StdioPaths } from '../../core/sandboxer.js';
 import { CriLineSplitter } from './criLog.js';
+import { startDetachedHelper } from './detachedHelper.js';
 
-const READY_TIMEOUT_MS = 5_000;
 /** How long a container's exit may wait for its pump to write the last records (it needs microseconds unless the host stalls). */
 const DRAIN_WAIT_MS = 2_000;
 
@@ -35,35 +33,11 @@ export interface RunningLogPump {
  * reading. It outlives this daemon (a runc container's output is recorded while no daemon runs)
  * and exits when every writer of its FIFOs is gone, unlinking them; this daemon reaps it while it lives.
  */
-export function startLogPump(binary: string, options: { logPath: string; dir: string }): Promise<RunningLogPump> {
+export async function startLogPump(binary: string, options: { logPath: string; dir: string }): Promise<RunningLogPump> {
   const stdio = logPumpFifos(options.dir);
   const args = ['--log', options.logPath, '--stdout', stdio.stdout, '--stderr', stdio.stderr];
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    let settled = false;
-    const timer = setTimeout(() => finish(internal(`kts-log-pump did not start within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    const finish = (error?: Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.stdout?.destroy();
-      child.stderr?.destroy();
-      child.unref();
-      if (error) {
-        child.kill('SIGKILL');
-        reject(error);
-      } else {
-        resolve({ stdio, stop: () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); } });
-      }
-    };
-    child.once('error', (error) => finish(internal(`cannot start kts-log-pump (${binary}): ${error.message} (run scripts/build-native.sh)`)));
-    child.stderr?.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString('utf8')).slice(-1000); });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      if (chunk.toString('utf8').includes('ready\n')) finish();
-    });
-    child.once('exit', (code) => finish(internal(`kts-log-pump exited (${code}) before it was ready: ${stderr.trim()}`)));
-  });
+  const helper = await startDetachedHelper(binary, args, ' (run scripts/build-native.sh)');
+  return { stdio, stop: () => helper.signal('SIGTERM') };
 }
 
 /**

@@ -1,11 +1,10 @@
 // The daemon's side of kts-console (console.c): start one per terminal, and resize it.
-import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { failedPrecondition, internal, invalidArgument } from '../../core/errors.js';
+import { failedPrecondition, invalidArgument } from '../../core/errors.js';
+import { startDetachedHelper } from '../host/detachedHelper.js';
 
-const READY_TIMEOUT_MS = 5_000;
 
 /** kts-console sits beside kts-sandbox-init in dist/native. */
 export function defaultConsoleBinary(initBinary: string): string {
@@ -31,34 +30,10 @@ export interface RunningConsole {
  * Starts kts-console in a session of its own, resolving once its socket listens. It outlives this
  * daemon (a restart must not cut a terminal) and exits when the terminal closes; this daemon reaps it.
  */
-export function startConsole(binary: string, launch: ConsoleLaunch): Promise<RunningConsole> {
+export async function startConsole(binary: string, launch: ConsoleLaunch): Promise<RunningConsole> {
   const args = ['--socket', launch.socket, '--stdout', launch.stdout, '--resize', launch.resize, ...(launch.stdin ? ['--stdin', launch.stdin] : [])];
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    let settled = false;
-    const timer = setTimeout(() => finish(internal(`kts-console did not listen within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    const finish = (error?: Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.stdout?.destroy();
-      child.stderr?.destroy();
-      child.unref();
-      if (error) {
-        child.kill('SIGKILL');
-        reject(error);
-      } else {
-        resolve({ stop: () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); } });
-      }
-    };
-    child.once('error', (error) => finish(internal(`cannot start kts-console (${binary}): ${error.message}`)));
-    child.stderr?.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString('utf8')).slice(-1000); });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      if (chunk.toString('utf8').includes('ready\n')) finish();
-    });
-    child.once('exit', (code) => finish(internal(`kts-console exited (${code}) before listening: ${stderr.trim()}`)));
-  });
+  const helper = await startDetachedHelper(binary, args);
+  return { stop: () => helper.signal('SIGKILL') };
 }
 
 /** Sets the terminal's size; failed_precondition once the terminal is gone. */

@@ -132,7 +132,7 @@ export class RuncSandboxer implements Sandboxer {
     // SIGKILL the init: its holder follows through PR_SET_PDEATHSIG.
     if (init && (await isProcessAlive(init))) process.kill(init.pid, 'SIGKILL');
     // An init whose identity file was never written (the daemon died right after spawning it) is found by its command line.
-    await this.killInits(sandboxId, await this.initProcesses());
+    if (!init) await this.killInits(sandboxId, await this.initProcesses());
     this.dropWatch(sandboxId);
     await rm(paths.dir, { recursive: true, force: true });
   }
@@ -187,8 +187,10 @@ export class RuncSandboxer implements Sandboxer {
       this.dropWatch(sandboxId);
       return;
     }
+    const recorded = await readInitIdentity(paths);
     await this.stopSandbox(sandboxId, { timeoutMs: this.removeStopTimeoutMs });
-    await this.killInits(sandboxId, await this.initProcesses());
+    // Without init.pid, stopSandbox had no init to stop: one spawned just before a crash is found by its command line.
+    if (!recorded) await this.killInits(sandboxId, await this.initProcesses());
     for (const containerId of await this.containerIds(paths)) {
       await this.removeContainerState(containerId, containerPaths(paths, containerId));
     }
