@@ -1,10 +1,12 @@
 // Crash consistency by fault injection: the daemon SIGKILLs itself at a named crash point while
 // pods are being created, started, stopped and removed; after each restart, the store and the host
 // must agree, nothing may leak, every intent must have its outcome, and retried requests must not
-// duplicate anything. runc pods: KTS_CHAOS_CYCLES crash cycles (default 200; scripts/chaos.sh is the
-// long run); VM pods: one cycle per crash point (each costs a guest boot under TCG).
+// duplicate anything. Mixed pods: KTS_CHAOS_CYCLES crash cycles (default 200; scripts/chaos.sh is the
+// long run), each a runc and a wasm pod, and every 20th a VM pod too, started, stopped and removed at
+// once in the cycles that end in a random SIGKILL; runc pods with CNI networks: 50 cycles; VM pods:
+// one cycle per crash point (each costs a guest boot under TCG).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -16,8 +18,11 @@ import { REPO, TestDaemon, canRunContainers, mountsUnder } from './helpers/daemo
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
+const WAT2WASM = path.join(REPO, 'node_modules/.bin/wat2wasm');
 const skip = canRunContainers();
 const skipVm = skip ?? (existsSync(path.join(GUEST_DIR, 'rootfs.img')) && existsSync(path.join(REPO, 'dist/agent/main.mjs')) ? undefined : `needs the guest image in ${GUEST_DIR} (scripts/setup.sh builds it)`);
+const skipWasm = skip ?? (existsSync(path.join(REPO, 'dist/native/kts-wasm-runner')) && existsSync(WAT2WASM) ? undefined : 'needs kts-wasm-runner and wat2wasm (npm ci, npm run build)');
+const skipMixed = skipWasm ?? skipVm;
 const skipCni = skip ?? (existsSync('/usr/lib/cni/bridge') ? undefined : 'needs the CNI plugins in /usr/lib/cni (scripts/setup.sh installs containernetworking-plugins)');
 const CYCLES = Number(process.env.KTS_CHAOS_CYCLES ?? 200);
 const VERIFY_EVERY = 25;
@@ -38,42 +43,46 @@ function topProcessArgs(pattern: (args: string) => boolean): string[] {
   return processes.filter((m) => !pids.has(m[2])).map((m) => m[3]!);
 }
 
-function topProcesses(pattern: (args: string) => boolean): number {
-  return topProcessArgs(pattern).length;
-}
+type PodKind = 'runc' | 'wasm' | 'vmm';
 
-/** What differs between sandbox kinds in this test. */
+/** What differs between the suites of this test. */
 interface Kind {
-  name: 'runc' | 'vmm';
+  name: string;
   cycles: number;
-  podsPerCycle: number;
+  /** The kind of each pod a cycle starts; the last one is stopped and removed by the next cycle. */
+  pods(cycle: number): PodKind[];
   extraToml: string;
-  /** The pod's host processes: its kts-sandbox-init, or its QEMU; '' = any pod of this daemon. */
-  hostProcesses(root: string, sandboxId: string): number;
-  /** The pod each of this daemon's pod processes belongs to, by what its command line names. */
-  processOwners(root: string): string[];
   /** Some cycles SIGKILL the daemon from outside at a random instant while pods start, stop and go, all at once. */
   randomKills: boolean;
   /** Pods get CNI networks on this bridge, with host-local's allocations in ipamDir (the test's own subnet). */
   network?: { bridge: string; subnetPrefix: string; ipamDir: string };
 }
 
-const runcKind: Kind = {
-  name: 'runc', cycles: CYCLES, podsPerCycle: 2, extraToml: '', randomKills: true,
-  hostProcesses: (root, sandboxId) => {
-    const dir = path.join(root, 'sandboxes', sandboxId);
-    return topProcesses((args) => args.includes('kts-sandbox-init --dir ') && args.includes(sandboxId ? `--dir ${dir} ` : `--dir ${dir}`));
-  },
-  processOwners: (root) => topProcessArgs((args) => args.includes(`kts-sandbox-init --dir ${path.join(root, 'sandboxes')}/`))
-    .map((args) => /--dir \S+\/sandboxes\/(\S+)/.exec(args)![1]!),
+/**
+ * The host processes of this daemon's pods, each with the pod it belongs to by what its command line
+ * names: runc pods' kts-sandbox-init, VM pods' QEMU, and wasm containers' kts-wasm-runner (one per module).
+ * `holds`: whether a pod of that kind holds one process for as long as it is ready.
+ */
+const POD_PROCESSES: Record<PodKind, { owner(root: string, args: string): string | undefined; holds: boolean }> = {
+  runc: { owner: (root, args) => args.includes(`kts-sandbox-init --dir ${path.join(root, 'sandboxes')}/`) ? /--dir \S+\/sandboxes\/(\S+)/.exec(args)![1] : undefined, holds: true },
+  vmm: { owner: (root, args) => args.startsWith('qemu-system') && args.includes(`-pidfile ${path.join(root, 'vms')}/`) ? /-pidfile \S+\/vms\/([^/\s]+)\//.exec(args)![1] : undefined, holds: true },
+  wasm: { owner: (root, args) => args.includes('kts-wasm-runner') && args.includes(`--scratch ${path.join(root, 'wasm', 'sandboxes')}/`) ? /--scratch \S+\/wasm\/sandboxes\/([^/\s]+)\//.exec(args)![1] : undefined, holds: false },
 };
 
-const vmmKind: Kind = {
-  name: 'vmm', cycles: CRASH_POINTS.length, podsPerCycle: 1, extraToml: `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "tcg"\n`, randomKills: false,
-  hostProcesses: (root, sandboxId) => topProcesses((args) => args.startsWith('qemu-system') && args.includes(path.join(root, 'vms', sandboxId))),
-  processOwners: (root) => topProcessArgs((args) => args.startsWith('qemu-system') && args.includes(`-pidfile ${path.join(root, 'vms')}/`))
-    .map((args) => /-pidfile \S+\/vms\/([^/\s]+)\//.exec(args)![1]!),
+/** Each pod process of this daemon (a forked holder is not counted twice), as the pod it belongs to. */
+function processOwners(root: string): string[] {
+  return topProcessArgs((args) => Object.values(POD_PROCESSES).some((p) => p.owner(root, args) !== undefined))
+    .map((args) => Object.values(POD_PROCESSES).map((p) => p.owner(root, args)).find(Boolean)!);
+}
+
+const vmmToml = `[hypervisor]\nguest_dir = "${GUEST_DIR}"\naccelerator = "tcg"\n`;
+const runcKind: Kind = { name: 'runc', cycles: CYCLES, pods: () => ['runc', 'runc'], extraToml: '', randomKills: true };
+// Which of the two is stopped and removed alternates; every 20th cycle (a random-kill one) boots a VM pod as well.
+const mixedKind: Kind = {
+  name: 'mixed', cycles: CYCLES, extraToml: vmmToml, randomKills: true,
+  pods: (cycle) => [...(cycle % 2 === 0 ? ['runc', 'wasm'] as const : ['wasm', 'runc'] as const), ...(cycle % 20 === 14 ? ['vmm'] as const : [])],
 };
+const vmmKind: Kind = { name: 'vmm', cycles: CRASH_POINTS.length, pods: () => ['vmm'], extraToml: vmmToml, randomKills: false };
 
 // Its own bridge and subnet, made by the bridge plugin and removed after: pods only ever reach each other there.
 const cniNetwork = { bridge: 'ktschaos0', subnetPrefix: '10.88.214', ipamDir: path.join(tmpdir(), `kts-chaos-ipam-${process.pid}`) };
@@ -83,7 +92,7 @@ const runcCniKind: Kind = {
     `subnet = "${cniNetwork.subnetPrefix}.0/24"`, `ipam_data_dir = "${cniNetwork.ipamDir}"`].join('\n'),
 };
 
-describe.skipIf(skip)(`runc pods: crash at any instant, restart, nothing lost or leaked${skip ? ` (skipped: ${skip})` : ''}`, () => chaosSuite(runcKind));
+describe.skipIf(skipMixed)(`runc, wasm and VM pods together: crash at any instant, restart, nothing lost or leaked${skipMixed ? ` (skipped: ${skipMixed})` : ''}`, () => chaosSuite(mixedKind));
 describe.skipIf(skipCni)(`runc pods with CNI networks: crash at any instant, restart, no netns or address leaked${skipCni ? ` (skipped: ${skipCni})` : ''}`, () => chaosSuite(runcCniKind));
 describe.skipIf(skipVm)(`VM pods: crash at every point, restart, nothing lost or leaked${skipVm ? ` (skipped: ${skipVm})` : ''}`, () => chaosSuite(vmmKind));
 
@@ -91,12 +100,20 @@ function chaosSuite(kind: Kind): void {
   const daemon = new TestDaemon(kind.extraToml);
   let lower: string;
   const podIds: string[] = [];
+  const podKinds = new Map<string, PodKind>();
+  let previousLast: string | undefined;
+  let wasmRootfs: string;
   const fired = new Map<string, number>();
+  /** Containers that came up, by pod kind: each kind the suite names must have run, not just been asked for. */
+  const ran = new Map<PodKind, number>();
 
   const ipForwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8');
 
   beforeAll(() => {
     lower = busyboxRootfs(path.join(daemon.root, 'image'));
+    wasmRootfs = path.join(daemon.root, 'wasm-image');
+    mkdirSync(wasmRootfs);
+    execFileSync(WAT2WASM, [path.join(REPO, 'src/backends/wasm/testdata/sleep.wat'), '-o', path.join(wasmRootfs, 'sleep.wasm')]);
   });
   afterAll(async () => {
     await daemon.cleanup();
@@ -107,23 +124,38 @@ function chaosSuite(kind: Kind): void {
     rmSync(kind.network.ipamDir, { recursive: true, force: true });
   });
 
-  /** One pod's life, as far as the daemon lets it get before it dies; `together`: the removal and both starts at once. */
-  async function workload(api: Clients, cycle: number, together = false): Promise<void> {
-    const pods = [`c${cycle}-a`, `c${cycle}-b`].slice(0, kind.podsPerCycle);
-    const last = pods[pods.length - 1]!;
+  /** The container each pod runs: a shell's sleep (runc, VM) or the sleep module (wasm), on a read-only bind of its rootfs. */
+  function container(sandboxId: string, podKind: PodKind, pid: number) {
+    const spec = podKind === 'wasm'
+      ? { ociVersion: '1.0.2', process: { args: ['/sleep.wasm', '600'], cwd: '/', user: { uid: 0, gid: 0 } }, root: { path: 'rootfs' }, mounts: [], annotations: { 'io.kubernetes.cri.sandbox-id': sandboxId } }
+      : ociSpec(sandboxId, pid, ['sleep', '600']);
+    const rootfs = podKind === 'wasm' ? wasmRootfs : lower;
+    return { sandbox_id: sandboxId, container_id: `${sandboxId}-ctr`, spec_json: JSON.stringify(spec), rootfs_json: [JSON.stringify({ type: 'bind', source: rootfs, options: ['rbind', 'ro'] })] };
+  }
+
+  /**
+   * One cycle's pods, as far as the daemon lets them get before it dies: the previous cycle's last pod is
+   * removed, each pod is created and started with a container, then the first is stopped and removed.
+   * `together`: the removal and all starts at once.
+   */
+  async function workload(api: Clients, cycle: number, together = false, onStarted: (podKind: PodKind) => void = () => {}): Promise<void> {
+    const kinds = kind.pods(cycle);
+    const pods = kinds.map((podKind, i) => `c${cycle}-${'abc'[i]}`);
+    pods.forEach((sandboxId, i) => podKinds.set(sandboxId, kinds[i]!));
     podIds.push(...pods);
-    // The previous cycle's crash may have come before its second pod existed.
+    // The previous cycle's crash may have come before its last pod existed.
+    const previous = previousLast;
+    previousLast = pods[pods.length - 1];
     const removePrevious = async () => {
-      if (cycle > 0) await api.controller.Shutdown!({ sandbox_id: `c${cycle - 1}-${last.slice(-1)}` }).catch((error: { code?: number }) => { if (error.code !== status.NOT_FOUND) throw error; });
+      if (previous) await api.controller.Shutdown!({ sandbox_id: previous }).catch((error: { code?: number }) => { if (error.code !== status.NOT_FOUND) throw error; });
     };
     const run = async (sandboxId: string) => {
-      await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: kind.name });
+      await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: podKinds.get(sandboxId) });
       const started = await api.controller.Start!({ sandbox_id: sandboxId });
-      await api.admin.Prepare!({
-        sandbox_id: sandboxId, container_id: `${sandboxId}-ctr`, spec_json: JSON.stringify(ociSpec(sandboxId, started.pid, ['sleep', '600'])),
-        rootfs_json: [JSON.stringify({ type: 'bind', source: lower, options: ['rbind', 'ro'] })],
-      });
+      await api.admin.Prepare!(container(sandboxId, podKinds.get(sandboxId)!, started.pid));
       await api.task.Start!({ id: `${sandboxId}-ctr` });
+      ran.set(podKinds.get(sandboxId)!, (ran.get(podKinds.get(sandboxId)!) ?? 0) + 1);
+      onStarted(podKinds.get(sandboxId)!);
     };
     if (together) {
       await Promise.all([removePrevious(), ...pods.map(run)]);
@@ -134,6 +166,11 @@ function chaosSuite(kind: Kind): void {
     if (pods.length < 2) return;
     await api.controller.Stop!({ sandbox_id: pods[0], timeout_secs: 1 });
     await api.controller.Shutdown!({ sandbox_id: pods[0] });
+  }
+
+  /** How many pod processes a pod has, of this daemon's; '' = all of them. */
+  function hostProcesses(sandboxId: string): number {
+    return processOwners(daemon.root).filter((owner) => sandboxId === '' || owner === sandboxId).length;
   }
 
   /**
@@ -154,10 +191,10 @@ function chaosSuite(kind: Kind): void {
     const live = new Set(sandboxes.map((s) => s.id));
     const holding = new Set(sandboxes.filter((s) => s.state === 'ready' || s.state === 'unhealthy').map((s) => s.id));
     const liveContainers = new Set(containers.map((c) => c.id));
-    const owners = kind.processOwners(daemon.root);
+    const owners = processOwners(daemon.root);
     for (const owner of owners) expect(holding, `a pod process of ${owner}, whose record is ${sandboxes.find((s) => s.id === owner)?.state ?? 'gone'}`).toContain(owner);
-    for (const sandbox of sandboxes.filter((s) => s.state === 'ready')) expect(owners.filter((owner) => owner === sandbox.id), `processes of ready pod ${sandbox.id}`).toHaveLength(1);
-    for (const dir of ['sandboxes', 'vms', 'bundles']) {
+    for (const sandbox of sandboxes.filter((s) => s.state === 'ready' && POD_PROCESSES[podKinds.get(s.id)!].holds)) expect(owners.filter((owner) => owner === sandbox.id), `processes of ready pod ${sandbox.id}`).toHaveLength(1);
+    for (const dir of ['sandboxes', 'vms', 'bundles', 'wasm/sandboxes']) {
       const full = path.join(daemon.root, dir);
       for (const entry of existsSync(full) ? readdirSync(full) : []) expect(live, `${full}/${entry}`).toContain(entry);
     }
@@ -172,14 +209,19 @@ function chaosSuite(kind: Kind): void {
     // no crash point but a SIGKILL from outside at a random instant.
     const randomKill = kind.randomKills && cycle % 5 === 4;
     const point = CRASH_POINTS[cycle % CRASH_POINTS.length]!;
-    // A cycle spawns one pod process per pod: process.spawned is reached at most podsPerCycle times.
-    const occurrence = point === 'process.spawned' ? 1 + (cycle % kind.podsPerCycle) : kind.name === 'vmm' ? 1 + (cycle % 2) : 1 + ((cycle * 7) % 5);
+    // A cycle spawns one pod process per runc or VM pod (a wasm pod has none of its own): process.spawned is reached that often.
+    const spawning = kind.pods(cycle).filter((podKind) => POD_PROCESSES[podKind].holds).length;
+    const occurrence = point === 'process.spawned' ? 1 + (cycle % spawning) : kind.name === 'vmm' ? 1 + (cycle % 2) : 1 + ((cycle * 7) % 5);
     const started = await daemon.start(randomKill ? {} : { KTS_CRASH_AT: `${point}:${occurrence}` }).then(() => true, () => false);
     const api = clients(daemon.socket);
     // Recovery has finished (or it crashed while recovering: that is a cycle too): the host must match the records.
     if (started) expectHostMatchesRecords();
-    const killer = randomKill ? setTimeout(() => void daemon.kill(), Math.floor(Math.random() * 1500)) : undefined;
-    await workload(api, cycle, randomKill).catch((error: { code?: number }) => {
+    // A VM pod boots for seconds under TCG: every other cycle with one is killed while it boots, the rest just after it served.
+    let killer: NodeJS.Timeout | undefined;
+    const armKiller = () => (killer = setTimeout(() => void daemon.kill(), Math.floor(Math.random() * 1500)));
+    const killAfterBoot = kind.pods(cycle).includes('vmm') && cycle % 40 >= 20;
+    if (randomKill && !killAfterBoot) armKiller();
+    await workload(api, cycle, randomKill, (podKind) => { if (randomKill && killAfterBoot && podKind === 'vmm') armKiller(); }).catch((error: { code?: number }) => {
       if (error.code !== status.UNAVAILABLE && error.code !== status.CANCELLED && error.code !== status.INTERNAL) throw error;
     });
     clearTimeout(killer);
@@ -199,7 +241,8 @@ function chaosSuite(kind: Kind): void {
       expect(sandboxes.filter((s) => TRANSITIONAL.has(s.state))).toEqual([]);
       expect(containers.filter((c) => TRANSITIONAL.has(c.state))).toEqual([]);
       for (const sandbox of sandboxes) {
-        expect(kind.hostProcesses(daemon.root, sandbox.id), `host processes of ${sandbox.id} (${sandbox.state})`).toBe(sandbox.state === 'ready' ? 1 : 0);
+        const holds = sandbox.state === 'ready' && POD_PROCESSES[podKinds.get(sandbox.id)!].holds;
+        expect(hostProcesses(sandbox.id), `host processes of ${sandbox.id} (${sandbox.state})`).toBe(holds ? 1 : 0);
       }
       for (const sandboxId of podIds) await retryLikeAClient(api, sandboxId);
       for (const sandboxId of podIds) {
@@ -218,9 +261,9 @@ function chaosSuite(kind: Kind): void {
 
   /** A client that lost its answers retries Create and Start with the same ids: no duplicate sandbox. */
   async function retryLikeAClient(api: Clients, sandboxId: string): Promise<void> {
-    await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: kind.name }).catch((error: { code?: number }) => expect(error.code).toBe(status.ALREADY_EXISTS));
+    await api.controller.Create!({ sandbox_id: sandboxId, sandboxer: podKinds.get(sandboxId) }).catch((error: { code?: number }) => expect(error.code).toBe(status.ALREADY_EXISTS));
     await api.controller.Start!({ sandbox_id: sandboxId }).catch((error: { code?: number }) => expect([status.FAILED_PRECONDITION, status.NOT_FOUND]).toContain(error.code));
-    expect(kind.hostProcesses(daemon.root, sandboxId)).toBeLessThanOrEqual(1);
+    expect(hostProcesses(sandboxId)).toBeLessThanOrEqual(1);
   }
 
   function expectNothingLeft(): void {
@@ -229,9 +272,11 @@ function chaosSuite(kind: Kind): void {
     expect(existsSync(sandboxesDir) ? readdirSync(sandboxesDir) : []).toEqual([]);
     const runcList = execFileSync('runc', ['--root', daemon.runcRoot, 'list', '-q'], { encoding: 'utf8' }).trim();
     expect(runcList).toBe('');
-    expect(kind.hostProcesses(daemon.root, '')).toBe(0);
-    const vmsDir = path.join(daemon.root, 'vms');
-    expect(existsSync(vmsDir) ? readdirSync(vmsDir) : []).toEqual([]);
+    expect(hostProcesses('')).toBe(0);
+    for (const dir of ['vms', 'wasm/sandboxes']) {
+      const full = path.join(daemon.root, dir);
+      expect(existsSync(full) ? readdirSync(full) : [], full).toEqual([]);
+    }
     if (!kind.network) return;
     const networkDir = path.join(daemon.root, 'network');
     expect(existsSync(networkDir) ? readdirSync(networkDir) : []).toEqual([]);
@@ -256,6 +301,8 @@ function chaosSuite(kind: Kind): void {
       if ((cycle + 1) % VERIFY_EVERY === 0 || cycle === kind.cycles - 1) await verify();
     }
     console.log(`crash points fired: ${JSON.stringify(Object.fromEntries(fired))}`);
+    console.log(`containers started: ${JSON.stringify(Object.fromEntries(ran))}`);
     for (const point of CRASH_POINTS) expect(fired.get(point) ?? 0, `crashes at ${point}`).toBeGreaterThan(0);
+    for (const podKind of new Set(Array.from({ length: kind.cycles }, (_, cycle) => kind.pods(cycle)).flat())) expect(ran.get(podKind) ?? 0, `${podKind} containers started`).toBeGreaterThan(0);
   }, 1_800_000);
 }

@@ -186,6 +186,17 @@ describe.skipIf(skipReason !== undefined)('runc backend with kts-sandbox-init (r
     expect((await sandboxer.containerStatus(sandboxId, 'c-broken')).state).toBe('absent');
   });
 
+  it('refuses to start a created container whose init died with FAILED_PRECONDITION naming runc\'s reason', async () => {
+    const { pid } = await sandboxer.createContainer(containerSpec('c-dead', ['true']));
+    process.kill(pid, 'SIGKILL');
+    expect(await eventually(() => !processAlive(pid))).toBe(true);
+    const start = sandboxer.startContainer(sandboxId, 'c-dead');
+    await expect(start).rejects.toSatisfy((error: unknown) => isKtsError(error, 'failed_precondition'));
+    await expect(start).rejects.toThrow(/runc start c-dead: .*stopped/);
+    await sandboxer.deleteContainer(sandboxId, 'c-dead');
+    expect((await sandboxer.containerStatus(sandboxId, 'c-dead')).state).toBe('absent');
+  });
+
   it('gives the exit of a process that ended while no daemon was watching', async () => {
     const { pid } = await sandboxer.createContainer(containerSpec('c-late', ['sh', '-c', 'sleep 0.3; exit 7']));
     await sandboxer.startContainer(sandboxId, 'c-late');

@@ -10,7 +10,8 @@ export interface RuncState {
 
 /** runc's own wording for a container id it has no state for. */
 const NOT_EXIST = /does not exist/i;
-const NOT_RUNNING = /not running|process already finished/i;
+/** runc's wording for a container in the wrong state: it is not running, or (start) its init already died or runs. */
+const NOT_RUNNING = /not running|process already finished|cannot start a container that has stopped|cannot start an already running container/i;
 
 /**
  * runc subcommands. create and exec are only built here (they run as children of the sandbox
