@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KTS, REPO, TestDaemon, canRunContainers, freshPodYaml, until } from './helpers/daemon.js';
+import { KTS, REPO, TestDaemon, canRunContainers, freshPodYaml, until, writeYaml } from './helpers/daemon.js';
 import { OtlpReceiver, type ReceivedSpan } from './helpers/otlpReceiver.js';
 import { adminClient, controllerClient } from './helpers/protoClient.js';
 
@@ -15,10 +15,10 @@ const skipVm = skip ?? (existsSync(path.join(GUEST_DIR, 'rootfs.img')) && exists
 const run = promisify(execFile);
 
 /** Every span's parent is in the trace, but for the one root. */
-function expectOneTree(spans: ReceivedSpan[]): ReceivedSpan {
+function expectOneTree(spans: ReceivedSpan[], rootName = 'kts run'): ReceivedSpan {
   const ids = new Set(spans.map((span) => span.spanId));
   const roots = spans.filter((span) => !span.parentSpanId);
-  expect(roots.map((span) => span.name)).toEqual(['kts run']);
+  expect(roots.map((span) => span.name)).toEqual([rootName]);
   expect(spans.filter((span) => span.parentSpanId && !ids.has(span.parentSpanId)).map((span) => span.name)).toEqual([]);
   return roots[0]!;
 }
@@ -39,9 +39,10 @@ describe.skipIf(skip)(`traces exported over OTLP${skip ? ` (skipped: ${skip})` :
     await receiver.stop();
   });
 
-  async function runPod(runtime: string): Promise<{ podId: string; traceId: string }> {
+  /** `cliExports`: kts exports its own span too; otherwise (the usual setup) only the daemon exports, the CLI's root included. */
+  async function runPod(runtime: string, cliExports = true): Promise<{ podId: string; traceId: string }> {
     const { stdout } = await run(process.execPath, [KTS, 'run', '--json', '--runtime', runtime, freshPodYaml(), 'examples/busybox.yaml'], {
-      env: { ...process.env, ...receiver.env, KTS_SOCKET: daemon.socket },
+      env: { ...process.env, ...(cliExports ? receiver.env : {}), KTS_SOCKET: daemon.socket },
     });
     const { podId } = JSON.parse(stdout) as { podId: string };
     const history = JSON.parse(daemon.ktsOk('history', '--json', podId)) as { events: Array<{ traceId: string; spanId: string }> };
@@ -61,6 +62,65 @@ describe.skipIf(skip)(`traces exported over OTLP${skip ? ` (skipped: ${skip})` :
     expect(start).toMatchObject({ kind: 'SPAN_KIND_SERVER', service: 'kts-daemon', attributes: { 'rpc.system': 'grpc', 'rpc.service': 'containerd.services.sandbox.v1.Controller', 'rpc.method': 'Start', 'rpc.grpc.status_code': 0 } });
     expect(parentOf(spans, byName(spans, 'sandboxer.start')[0]!)?.name).toBe('containerd.services.sandbox.v1.Controller/Start');
     expect(byName(spans, 'engine.SandboxStarted')).toHaveLength(1);
+    // The image and bundle phase of `kts timeline` has spans of its own, inside RunContainer.
+    for (const name of ['image.resolve', 'bundle.prepare']) expect(parentOf(spans, byName(spans, name)[0]!)?.name).toBe('kts.admin.v1.Admin/RunContainer');
+    const create = byName(spans, 'runc.create')[0]!;
+    expect(create.attributes['process.command_args']).toMatchObject({ values: expect.arrayContaining([expect.objectContaining({ string_value: 'create' })]) });
+    // Who made each span: the daemon's version, process and host; the scope's version.
+    const server = byName(spans, 'containerd.services.sandbox.v1.Controller/Start')[0]!;
+    expect(server.resource).toMatchObject({ 'service.name': 'kts-daemon', 'service.version': expect.stringMatching(/^\d+\.\d+\.\d+/), 'service.instance.id': expect.stringMatching(/^[0-9a-f-]{36}$/), 'host.name': expect.any(String) });
+    expect(server.scope.version).toBe(server.resource['service.version']);
+  });
+
+  it('given tracing on in the daemon only, when `kts run` and `kts rm` run, then each is one trace whose root is the CLI\'s span, exported by the daemon', async () => {
+    const { podId, traceId } = await runPod('runc', false);
+    const spans = await until('the CLI\'s root span', () => {
+      const trace = receiver.trace(traceId);
+      return trace.some((span) => span.name === 'kts run') && trace.some((span) => span.name === 'sandboxer.start_container') && trace;
+    });
+    const root = expectOneTree(spans);
+    expect(root).toMatchObject({ service: 'kts-cli', status: { code: 'STATUS_CODE_UNSET' } });
+    expect(byName(spans, 'kts.admin.v1.Admin/RecordClientSpan')).toEqual([]);
+    const containerId = String(JSON.parse(daemon.ktsOk('ps', '-a', '--pod', podId, '--json'))[0].id);
+    const before = Date.now();
+    await run(process.execPath, [KTS, 'rm', '-f', containerId], { env: { ...process.env, KTS_SOCKET: daemon.socket } });
+    const rm = await until('kts rm\'s trace', () => {
+      const rootSpan = receiver.spans.find((span) => span.name === 'kts rm' && span.startMs >= before - 50);
+      const trace = rootSpan && receiver.trace(rootSpan.traceId);
+      return trace && trace.some((span) => span.name === 'kts.admin.v1.Admin/RemoveContainer') && trace;
+    });
+    expectOneTree(rm, 'kts rm');
+  });
+
+  it('given a `kts run` of an image that does not exist, then one trace: the CLI\'s root failed with the reason, the refusing call carries NOT_FOUND and is not itself in error', async () => {
+    const container = writeYaml(daemon.root, 'missing-image.yaml', 'metadata: { name: ghost }\nimage: { image: "no-such-image:1" }\ncommand: ["true"]\n');
+    const before = Date.now();
+    const failed = await run(process.execPath, [KTS, 'run', freshPodYaml(), container], { env: { ...process.env, KTS_SOCKET: daemon.socket } }).then(() => undefined, (error: { code: number; stderr: string }) => error);
+    expect(failed?.code).toBe(1);
+    expect(failed?.stderr).toMatch(/no-such-image/);
+    const spans = await until('the failed run\'s trace', () => {
+      const root = receiver.spans.find((span) => span.name === 'kts run' && span.status.code === 'STATUS_CODE_ERROR' && span.startMs >= before - 50);
+      const trace = root && receiver.trace(root.traceId);
+      return trace && trace.some((span) => span.name === 'containerd.services.sandbox.v1.Controller/Shutdown') && trace;
+    });
+    const root = expectOneTree(spans);
+    expect(root).toMatchObject({ service: 'kts-cli', status: { code: 'STATUS_CODE_ERROR', message: expect.stringMatching(/no-such-image/) }, attributes: { 'rpc.grpc.status_code': 5 } });
+    const refused = byName(spans, 'kts.admin.v1.Admin/RunContainer')[0]!;
+    expect(refused).toMatchObject({ attributes: { 'rpc.grpc.status_code': 5 }, status: { code: 'STATUS_CODE_UNSET' } });
+  });
+
+  it('given a daemon restart, then its recovery is one trace: daemon.recover over a span per sandbox and the orphan sweep', async () => {
+    await runPod('runc', false);
+    await daemon.stop();
+    const restarted = Date.now();
+    await daemon.start(receiver.env);
+    const spans = await until('the recovery trace', () => {
+      const root = receiver.spans.find((span) => span.name === 'daemon.recover' && span.startMs >= restarted - 1000);
+      const trace = root && receiver.trace(root.traceId);
+      return trace && trace.some((span) => span.name === 'recovery.sweep_orphans') && trace;
+    });
+    expectOneTree(spans, 'daemon.recover');
+    expect(byName(spans, 'recovery.reconcile_sandbox').length).toBeGreaterThan(0);
   });
 
   it.skipIf(skipVm)(`given a VM pod, then the guest agent's spans are children of the host's, in the same trace${skipVm ? ` (skipped: ${skipVm})` : ''}`, async () => {
@@ -73,7 +133,16 @@ describe.skipIf(skip)(`traces exported over OTLP${skip ? ` (skipped: ${skip})` :
     for (const name of ['qemu.launch', 'guest.wait_ready']) expect(parentOf(spans, byName(spans, name)[0]!)?.name).toBe('sandboxer.start');
     const guestStartPod = spans.find((span) => span.service === 'kts-agent' && span.name === 'kts.agent.v1.Agent/StartPod')!;
     expect(guestStartPod.kind).toBe('SPAN_KIND_SERVER');
-    expect(parentOf(spans, guestStartPod)).toMatchObject({ name: 'kts.agent.v1.Agent/StartPod', kind: 'SPAN_KIND_CLIENT', service: 'kts-daemon' });
+    const clientStartPod = parentOf(spans, guestStartPod)!;
+    expect(clientStartPod).toMatchObject({ name: 'kts.agent.v1.Agent/StartPod', kind: 'SPAN_KIND_CLIENT', service: 'kts-daemon', attributes: { 'rpc.grpc.status_code': 0 } });
+    // The guest's clock is put onto the host's: every guest server span lies within its client span.
+    for (const served of spans.filter((span) => span.service === 'kts-agent' && span.kind === 'SPAN_KIND_SERVER')) {
+      const client = parentOf(spans, served)!;
+      expect(served.startMs, served.name).toBeGreaterThanOrEqual(client.startMs);
+      expect(served.endMs, served.name).toBeLessThanOrEqual(client.endMs);
+    }
+    // Two VMs' agents are told apart by their resource.
+    expect(guestStartPod.resource['service.instance.id']).toMatch(/\S/);
     const guestCreate = spans.find((span) => span.service === 'kts-agent' && span.name === 'kts.agent.v1.Agent/CreateContainer')!;
     expect(spans.filter((span) => span.parentSpanId === guestCreate.spanId).map((span) => span.name)).toContain('runc.create');
     const guestStart = spans.find((span) => span.service === 'kts-agent' && span.name === 'kts.agent.v1.Agent/StartContainer')!;

@@ -5,6 +5,8 @@ import path from 'node:path';
 import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../core/errors.js';
+import { clientRootSpan, type ClientSpanRecord } from '../telemetry/clientSpans.js';
+import { exportForeignSpans, withSpan } from '../telemetry/tracing.js';
 import { validateId } from '../core/ids.js';
 import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
 import { rotatedPath } from '../backends/host/logRotation.js';
@@ -211,6 +213,10 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
     ListImages: rpc('ListImages', async () => ({ images: await options.images.list() })),
     ContainerStats: rpc<{ sandboxId: string; containerId: string }, object>('ContainerStats', async (request) => ({ stats: await containerStats(engine, request) })),
     PodStats: rpc<{ sandboxId: string }, object>('PodStats', async (request) => ({ stats: await podStats(engine, request.sandboxId) })),
+    RecordClientSpan: unary<ClientSpanRecord, object>(`${SERVICE}/RecordClientSpan`, logger, async (request) => {
+      exportForeignSpans([clientRootSpan(request)]);
+      return {};
+    }, { untraced: true }),
     Verify: rpc('Verify', async () => {
       const chain = engine.store.verifyChain();
       if (chain.ok) return { ok: true, eventCount: chain.eventCount };
@@ -282,6 +288,21 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
   const logPath = path.join(dir, 'container.log');
   const holderPid = sandbox.context.pid;
   const created = await withContainerDir(engine, dir, containerId, async () => {
+    const spec = await withSpan('bundle.prepare', { attributes: { 'container.id': containerId } }, () => prepareImageBundle());
+    return engine.createContainer(
+      {
+        sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath, labels: request.labels,
+        rootfsMounts: [overlayRootfsMount(image.rootfsDir, path.join(dir, 'upper'), path.join(dir, 'work'))],
+        stdio: {}, args: spec.process.args,
+      },
+      meta,
+    );
+  });
+  const started = request.start ? await engine.startContainer(containerId, meta) : created;
+  return { containerId, pid: started.pid, logPath };
+
+  /** The container's directories, its OCI config.json and its empty log. */
+  async function prepareImageBundle() {
     await mkdir(path.join(bundleDir, 'rootfs'), { recursive: true });
     await mkdir(path.join(dir, 'upper'), { recursive: true });
     // The upper dir's mode is the container's `/`; only the daemon's state around it is private.
@@ -297,17 +318,8 @@ async function runContainer(options: AdminOptions, request: RunContainerRequest,
       },
     });
     await writeBundleFiles(bundleDir, spec, logPath);
-    return engine.createContainer(
-      {
-        sandboxId: request.sandboxId, containerId, name: request.name, bundleDir, image: request.image || 'busybox', logPath, labels: request.labels,
-        rootfsMounts: [overlayRootfsMount(image.rootfsDir, path.join(dir, 'upper'), path.join(dir, 'work'))],
-        stdio: {}, args: spec.process.args,
-      },
-      meta,
-    );
-  });
-  const started = request.start ? await engine.startContainer(containerId, meta) : created;
-  return { containerId, pid: started.pid, logPath };
+    return spec;
+  }
 }
 
 /** config.json holds the env (secrets, often) and the log holds the container's output: root only. */

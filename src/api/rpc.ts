@@ -1,5 +1,6 @@
 import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
-import { SpanKind } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
 import type { Logger } from 'pino';
 import { crashPoint } from '../engine/crashPoints.js';
 import type { CommandMeta } from '../engine/entity.js';
@@ -24,6 +25,14 @@ function callInfo(fullMethod: string, headers: Record<string, string>, peer: str
   return { namespace, meta: { caller: `grpc ${fullMethod} peer=${peer} agent=${agent.split(' ')[0]}${namespace ? ` ns=${namespace}` : ''}` } };
 }
 
+/**
+ * The status codes that mark a server span failed, by OpenTelemetry's RPC conventions: what the server
+ * got wrong (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS). A refusal
+ * the server was right to make (NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT…) leaves it unset.
+ */
+const SERVER_FAILURE_CODES = new Set([2, 4, 12, 13, 14, 15]);
+const isServerFailure = (error: unknown) => SERVER_FAILURE_CODES.has(toServiceError(error).code);
+
 /** OpenTelemetry's rpc.* attributes of a gRPC call named `package.Service/Method`. */
 export function rpcAttributes(fullMethod: string): Record<string, string> {
   const [service = '', method = ''] = fullMethod.split('/');
@@ -33,6 +42,8 @@ export function rpcAttributes(fullMethod: string): Record<string, string> {
 export interface UnaryOptions {
   /** Trailing metadata for the reply (or the error) of a call of trace `traceId`: the agent returns its spans so. */
   trailer?: (traceId: string) => Metadata | undefined;
+  /** No span of its own, nor for what it does: a call about tracing itself (Admin.RecordClientSpan). */
+  untraced?: boolean;
 }
 
 /**
@@ -44,7 +55,8 @@ export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (re
     const headers = metadataRecord(call.metadata);
     const info = callInfo(fullMethod, headers, call.getPeer());
     let traceId = '';
-    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: rpcAttributes(fullMethod) }, (span) => {
+    const parent = options.untraced ? suppressTracing(ROOT_CONTEXT) : extractContext(headers);
+    withSpan(fullMethod, { kind: SpanKind.SERVER, parent, attributes: rpcAttributes(fullMethod), isFailure: isServerFailure }, (span) => {
       traceId = span.spanContext().traceId;
       return handler(call.request, info).then(
         (response) => { span.setAttribute('rpc.grpc.status_code', 0); return response; },
@@ -72,7 +84,11 @@ export function serverStream<Req, Res>(fullMethod: string, logger: Logger, handl
   return (call: ServerWritableStream<Req, Res>) => {
     const headers = metadataRecord(call.metadata);
     const info = callInfo(fullMethod, headers, call.getPeer());
-    withSpan(fullMethod, { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: rpcAttributes(fullMethod) }, () => handler(call, info)).then(
+    const span = { kind: SpanKind.SERVER, parent: extractContext(headers), attributes: rpcAttributes(fullMethod), isFailure: isServerFailure };
+    withSpan(fullMethod, span, (active) => handler(call, info).then(
+      () => { active.setAttribute('rpc.grpc.status_code', 0); },
+      (error: unknown) => { active.setAttribute('rpc.grpc.status_code', toServiceError(error).code); throw error; },
+    )).then(
       () => call.end(),
       (error) => {
         logger.debug({ err: error, method: fullMethod }, 'stream ended with error');

@@ -6,7 +6,6 @@ import {
 import { ERROR_KIND_TRAILER, type AnyMessage } from '../api/wire.js';
 import { DEFAULT_SOCKET } from '../config.js';
 import { errorMessage } from '../core/errors.js';
-import { tracingExports } from '../telemetry/traceparent.js';
 import { GrpcCallError, GrpcConnection, GrpcStatus } from './grpcConnection.js';
 
 /** The daemon socket a client command talks to: --socket, else KTS_SOCKET, else the default. */
@@ -26,7 +25,12 @@ export interface KtsClient {
 }
 
 /** A failed call as one readable line; an unreachable daemon says how to point at one. */
-export class ClientError extends Error {}
+export class ClientError extends Error {
+  /** The gRPC status of the call that failed, when one did. */
+  constructor(message: string, readonly grpcCode?: number) {
+    super(message);
+  }
+}
 
 const DEFAULT_DEADLINE_MS = 120_000;
 
@@ -61,15 +65,6 @@ function compiled(): NonNullable<typeof compiledProtos> {
   return compiledProtos;
 }
 
-/**
- * The active trace context as headers. Only a process that exports spans has a propagator to ask
- * (kts run registers one through telemetry/tracing.ts), so only then does the OpenTelemetry API load.
- */
-async function traceHeaders(): Promise<Record<string, string>> {
-  if (!tracingExports(process.env)) return {};
-  return (await import('../telemetry/propagation.js')).injectContext();
-}
-
 /** CRI's PodSandboxConfig as the Any that Controller.Create takes for its options. */
 export function encodePodSandboxConfig(config: PodSandboxConfigInput): AnyMessage {
   return packAny(compiled().typeNamed(POD_SANDBOX_CONFIG_TYPE), POD_SANDBOX_CONFIG_TYPE_URL, { ...config });
@@ -81,10 +76,10 @@ function friendly(error: unknown, socket: string): unknown {
   if (error.code === GrpcStatus.UNAVAILABLE && !fromDaemon) {
     return new ClientError(`cannot reach the kts daemon at ${socket} (${error.details}); is "kts daemon" running? Use --socket or KTS_SOCKET to point elsewhere`);
   }
-  return new ClientError(error.details || error.message);
+  return new ClientError(error.details || error.message, error.code);
 }
 
-/** `metadata` goes with every unary call (e.g. a traceparent), under the active trace context's own headers. */
+/** `metadata` goes with every call (the command's traceparent). */
 export function connectClient(socket: string, metadata: Record<string, string> = {}): KtsClient {
   const connection = new GrpcConnection(socket);
   const { services, typeNamed } = compiled();
@@ -95,7 +90,7 @@ export function connectClient(socket: string, metadata: Record<string, string> =
     let response: Record<string, unknown> | undefined;
     try {
       await connection.call(method.path, encodeMessage(requestType, request), {
-        metadata: { ...metadata, ...(await traceHeaders()) }, deadlineMs, onMessage: (bytes) => (response = decodeMessage(responseType, bytes)),
+        metadata, deadlineMs, onMessage: (bytes) => (response = decodeMessage(responseType, bytes)),
       });
     } catch (error) {
       throw friendly(error, socket);
@@ -116,7 +111,7 @@ export function connectClient(socket: string, metadata: Record<string, string> =
       const { request: requestType, response: responseType } = typesOf(method);
       try {
         await connection.call(method.path, encodeMessage(requestType, request), {
-          metadata: {}, deadlineMs: Infinity, onMessage: (bytes) => onMessage(decodeMessage(responseType, bytes)),
+          metadata, deadlineMs: Infinity, onMessage: (bytes) => onMessage(decodeMessage(responseType, bytes)),
         });
       } catch (error) {
         // A cancelled stream has ended; it has not failed.

@@ -25,9 +25,17 @@ function wholeNumber(flag: string, text: string, min = 0): number {
 /** --socket given before the command (kts --socket P pods), as crictl takes --runtime-endpoint. */
 let globalSocket: string | undefined;
 
+/**
+ * The command's own trace: every call it makes carries this traceparent, and its root span is exported
+ * when it ends (endCommandTrace). Absent with OTEL_SDK_DISABLED=true, and for `kts daemon`.
+ */
+let commandTrace: { name: string; traceparent: string; startUnixMs: number; socket?: string } | undefined;
+
 /** Runs a client command against the daemon; errors become one line on stderr and exit code 1. */
-async function withClient<T>(options: { socket?: string; metadata?: Record<string, string> }, work: (client: KtsClient) => Promise<T>): Promise<T> {
-  const client = connectClient(socketPath(options.socket ?? globalSocket), options.metadata);
+async function withClient<T>(options: { socket?: string }, work: (client: KtsClient) => Promise<T>): Promise<T> {
+  const socket = socketPath(options.socket ?? globalSocket);
+  if (commandTrace) commandTrace.socket ??= socket;
+  const client = connectClient(socket, commandTrace ? { traceparent: commandTrace.traceparent } : {});
   try {
     return await work(client);
   } finally {
@@ -87,7 +95,14 @@ function program(): Command {
     .version(KTS_VERSION)
     .showHelpAfterError('(run "kts <command> --help" for usage)')
     .addOption(socketOption())
-    .hook('preAction', (command) => { globalSocket = (command.opts() as { socket?: string }).socket; })
+    .hook('preAction', (command, action) => {
+      globalSocket = (command.opts() as { socket?: string }).socket;
+      const names: string[] = [];
+      for (let c: Command | null = action; c; c = c.parent) names.unshift(c.name());
+      if (process.env.OTEL_SDK_DISABLED !== 'true' && action.name() !== 'daemon') {
+        commandTrace = { name: names.join(' '), traceparent: newTraceparent(), startUnixMs: performance.timeOrigin + performance.now() };
+      }
+    })
     .addHelpText('after', `
 Examples:
   kts daemon --root /var/lib/kts                      serve on ${DEFAULT_SOCKET}
@@ -170,17 +185,7 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
         }).catch(removePod);
         return { podId: sandboxId, containerId: String(run.containerId), pid: Number(run.pid) };
       };
-      let result: Awaited<ReturnType<typeof startPod>>;
-      if (tracingExports(process.env)) {
-        const { initTracing, shutdownTracing, withSpan } = await import('../telemetry/tracing.js');
-        initTracing('kts-cli');
-        result = await withClient(options, (client) => withSpan('kts run', {}, () => startPod(client)));
-        await shutdownTracing();
-      } else {
-        // One trace for the three calls without loading the tracing SDK: nothing here would export a span of ours.
-        const metadata: Record<string, string> = process.env.OTEL_SDK_DISABLED === 'true' ? {} : { traceparent: newTraceparent() };
-        result = await withClient({ ...options, metadata }, startPod);
-      }
+      const result = await withClient(options, startPod);
       out(options.json ? JSON.stringify(result) + '\n' : `${result.containerId}\n`);
     });
 
@@ -499,9 +504,34 @@ export async function main(argv: string[]): Promise<void> {
   });
   try {
     await program().parseAsync(argv);
+    await endCommandTrace(undefined);
   } catch (error) {
     const message = error instanceof ClientError ? error.message : errorMessage(error);
+    await endCommandTrace(message, error instanceof ClientError ? error.grpcCode : undefined);
     process.stderr.write(`kts: ${message}\n`);
     process.exitCode = error instanceof UsageError ? 2 : process.exitCode && process.exitCode !== 0 ? process.exitCode : 1;
   }
+}
+
+/**
+ * Exports the root span of a command that reached the daemon: itself when OTEL_EXPORTER_OTLP_* asks it to
+ * (loading the tracing SDK only then), otherwise through the daemon (Admin.RecordClientSpan), which exports
+ * it if it exports its own spans. Never fails the command: a daemon that cannot take it is not asked twice.
+ */
+async function endCommandTrace(error: string | undefined, grpcCode?: number): Promise<void> {
+  const trace = commandTrace;
+  commandTrace = undefined;
+  if (!trace?.socket) return;
+  const record = {
+    traceparent: trace.traceparent, name: trace.name, startUnixMs: trace.startUnixMs, endUnixMs: performance.timeOrigin + performance.now(),
+    error: error ?? '', grpcStatusCode: grpcCode ?? 0, clientVersion: KTS_VERSION,
+  };
+  if (tracingExports(process.env)) {
+    const [{ initTracing, exportForeignSpans, shutdownTracing }, { clientRootSpan }] = await Promise.all([import('../telemetry/tracing.js'), import('../telemetry/clientSpans.js')]);
+    initTracing('kts-cli');
+    exportForeignSpans([clientRootSpan(record)]);
+    return shutdownTracing();
+  }
+  const client = connectClient(trace.socket);
+  await client.admin.RecordClientSpan!(record, { deadlineMs: 1000 }).catch(() => undefined).finally(() => client.close());
 }

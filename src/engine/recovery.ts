@@ -7,6 +7,7 @@ import { SweepIncomplete, type SweepFailure } from '../core/sweep.js';
 import { Engine, exitFields, type CommandMeta, type ContainerEntity, type SandboxEntity } from './engine.js';
 import { Entity } from './entity.js';
 import { containerProjection, sandboxProjection } from './projections.js';
+import { withSpan } from '../telemetry/tracing.js';
 
 export interface RecoveryReport {
   sandboxes: number;
@@ -28,19 +29,25 @@ const recovered = (decision: string, why: string): CommandMeta => ({ caller: `re
  * asking its backend what really runs. Everything recovery concludes is recorded as events.
  */
 export class DaemonEngine extends Engine {
-  async recover(): Promise<RecoveryReport> {
-    const before = this.store.headSequence();
-    this.loadEntities();
-    const failures: string[] = [];
-    for (const sandbox of [...this.sandboxes.values()]) {
-      const sandboxId = sandbox.context.sandboxId;
-      await this.serial(sandboxId, () => this.reconcileSandbox(sandbox)).catch((error) => {
-        failures.push(`sandbox ${sandboxId}: ${errorMessage(error)}`);
-        this.logger.error({ sandbox_id: sandboxId, err: error }, 'recovery could not reconcile sandbox');
-      });
-    }
-    failures.push(...(await this.sweepOrphans()));
-    return { sandboxes: this.sandboxes.size, containers: this.containers.size, eventsRecorded: this.store.headSequence() - before, failures };
+  /** One trace, `daemon.recover`: a span per sandbox reconciled and one for the orphan sweep, each holding the events they record. */
+  recover(): Promise<RecoveryReport> {
+    return withSpan('daemon.recover', {}, async (span) => {
+      const before = this.store.headSequence();
+      this.loadEntities();
+      const failures: string[] = [];
+      for (const sandbox of [...this.sandboxes.values()]) {
+        const sandboxId = sandbox.context.sandboxId;
+        await withSpan('recovery.reconcile_sandbox', { attributes: { 'sandbox.id': sandboxId, 'sandbox.state': sandbox.state } }, () =>
+          this.serial(sandboxId, () => this.reconcileSandbox(sandbox))).catch((error) => {
+          failures.push(`sandbox ${sandboxId}: ${errorMessage(error)}`);
+          this.logger.error({ sandbox_id: sandboxId, err: error }, 'recovery could not reconcile sandbox');
+        });
+      }
+      failures.push(...(await withSpan('recovery.sweep_orphans', {}, () => this.sweepOrphans())));
+      const report = { sandboxes: this.sandboxes.size, containers: this.containers.size, eventsRecorded: this.store.headSequence() - before, failures };
+      span.setAttributes({ 'kts.recovery.sandboxes': report.sandboxes, 'kts.recovery.containers': report.containers, 'kts.recovery.events_recorded': report.eventsRecorded, 'kts.recovery.failures': failures.length });
+      return report;
+    });
   }
 
   /** A sweep of resources the engine's own sandboxers and networks do not know (e.g. `kts run`'s bundles); runs with theirs. */

@@ -1,6 +1,7 @@
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { failedPrecondition, notFound } from '../core/errors.js';
+import { withSpan } from '../telemetry/tracing.js';
 import { formatImageRef, parseImageRef, type ImageRef } from './imageRef.js';
 import { defaultUnpackBinary, unpackLayers, type Layer, type UnpackLimits } from './layerUnpacker.js';
 import { isObject } from '../oci/json.js';
@@ -57,7 +58,12 @@ export class ImageStore {
 
   constructor(private readonly options: ImageStoreOptions) {}
 
-  async resolve(ref: string): Promise<ResolvedImage> {
+  /** One span, `image.resolve`, with `image.unpack` inside it when the image is not unpacked yet. */
+  resolve(ref: string): Promise<ResolvedImage> {
+    return withSpan('image.resolve', { attributes: { 'container.image.name': ref.slice(0, 200) } }, () => this.resolveImage(ref));
+  }
+
+  private async resolveImage(ref: string): Promise<ResolvedImage> {
     const imageRef = parseImageRef(ref);
     const layoutDir = path.join(this.options.imagesDir, imageRef.name);
     const tagged = imageRef.name.includes('/') ? undefined : await this.findTagged(layoutDir, imageRef);
@@ -124,7 +130,9 @@ export class ImageStore {
     if (await stat(imageDir).then(() => true, () => false)) return rootfsDir;
     let pending = this.unpacking.get(hex);
     if (!pending) {
-      pending = this.unpackInto(layout, imageDir, layers).then(() => rootfsDir).finally(() => this.unpacking.delete(hex));
+      const unpack = () => this.unpackInto(layout, imageDir, layers);
+      pending = withSpan('image.unpack', { attributes: { 'image.manifest_digest': manifestDigest, 'image.layers': layers.length } }, unpack)
+        .then(() => rootfsDir).finally(() => this.unpacking.delete(hex));
       this.unpacking.set(hex, pending);
     }
     return pending;

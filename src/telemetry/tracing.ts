@@ -1,8 +1,11 @@
 import { context, trace, SpanKind, SpanStatusCode, type Context, type Span } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { hostname } from 'node:os';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, NodeTracerProvider, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { KTS_VERSION } from '../version.js';
 import { tracingExports } from './propagation.js';
 
 export const TRACER_NAME = 'kuasar-ts';
@@ -35,7 +38,10 @@ export function initTracing(serviceName = 'kts-daemon', extraProcessors: SpanPro
   if (provider || process.env.OTEL_SDK_DISABLED === 'true') return;
   exportProcessors = tracingExports(process.env) ? [new BatchSpanProcessor(otlpExporter(process.env))] : [];
   provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? serviceName }),
+    resource: resourceFromAttributes({
+      'service.name': process.env.OTEL_SERVICE_NAME ?? serviceName, 'service.version': KTS_VERSION,
+      'service.instance.id': randomUUID(), 'host.name': hostname(), 'process.pid': process.pid,
+    }),
     spanProcessors: [...exportProcessors, ...extraProcessors],
   });
   provider.register({ propagator: new W3CTraceContextPropagator() });
@@ -56,15 +62,21 @@ export async function shutdownTracing(): Promise<void> {
 }
 
 export function tracer() {
-  return trace.getTracer(TRACER_NAME);
+  return trace.getTracer(TRACER_NAME, KTS_VERSION);
 }
 
 export { extractContext, injectContext } from './propagation.js';
 
-/** Runs `work` inside a span; the span records the error and ends when the work settles. */
+export type SpanAttributes = Record<string, string | number | boolean | string[]>;
+
+/**
+ * Runs `work` inside a span; the span records the error and ends when the work settles. `isFailure`
+ * decides which errors mark the span failed (default: all); the others leave its status unset, as
+ * OpenTelemetry's RPC conventions ask of a server that refuses a request it was right to refuse.
+ */
 export async function withSpan<T>(
   name: string,
-  options: { kind?: SpanKind; attributes?: Record<string, string | number | boolean>; parent?: Context },
+  options: { kind?: SpanKind; attributes?: SpanAttributes; parent?: Context; isFailure?: (error: unknown) => boolean },
   work: (span: Span) => Promise<T>,
 ): Promise<T> {
   const parent = options.parent ?? context.active();
@@ -72,6 +84,7 @@ export async function withSpan<T>(
   try {
     return await context.with(trace.setSpan(parent, span), () => work(span));
   } catch (error) {
+    if (options.isFailure?.(error) === false) throw error;
     throw failed(span, error);
   } finally {
     span.end();
@@ -86,7 +99,7 @@ function failed(span: Span, error: unknown): unknown {
 }
 
 /** The synchronous twin of withSpan, for work that must not yield (a store commit). */
-export function withSpanSync<T>(name: string, attributes: Record<string, string | number | boolean>, work: () => T): T {
+export function withSpanSync<T>(name: string, attributes: SpanAttributes, work: () => T): T {
   const parent = context.active();
   const span = tracer().startSpan(name, { attributes }, parent);
   try {

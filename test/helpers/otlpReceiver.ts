@@ -13,6 +13,13 @@ export interface ReceivedSpan {
   kind: string;
   service: string;
   attributes: Record<string, unknown>;
+  /** The span's resource: service.name, service.version, service.instance.id, host.name… */
+  resource: Record<string, unknown>;
+  scope: { name: string; version: string };
+  /** STATUS_CODE_UNSET, STATUS_CODE_OK or STATUS_CODE_ERROR, and its message. */
+  status: { code: string; message: string };
+  startMs: number;
+  endMs: number;
 }
 
 interface KeyValue { key: string; value: Record<string, unknown> | null }
@@ -33,12 +40,16 @@ export class OtlpReceiver {
     this.server.addService(pkg.opentelemetry.proto.collector.trace.v1.TraceService.service, {
       Export: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<object>) => {
         for (const resourceSpans of call.request.resource_spans) {
-          const service = String(attributesOf(resourceSpans.resource?.attributes)['service.name'] ?? '');
+          const resource = attributesOf(resourceSpans.resource?.attributes);
+          const service = String(resource['service.name'] ?? '');
           for (const scope of resourceSpans.scope_spans) {
             for (const span of scope.spans) {
               this.spans.push({
                 traceId: hex(span.trace_id), spanId: hex(span.span_id), parentSpanId: hex(span.parent_span_id), name: span.name,
-                kind: span.kind, service, attributes: attributesOf(span.attributes),
+                kind: span.kind, service, attributes: attributesOf(span.attributes), resource,
+                scope: { name: scope.scope?.name ?? '', version: scope.scope?.version ?? '' },
+                status: { code: span.status?.code ?? 'STATUS_CODE_UNSET', message: span.status?.message ?? '' },
+                startMs: Number(span.start_time_unix_nano) / 1e6, endMs: Number(span.end_time_unix_nano) / 1e6,
               });
             }
           }

@@ -1,5 +1,6 @@
 import { failedPrecondition, internal, notFound } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats } from '../../core/sandboxer.js';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { withSpan } from '../../telemetry/tracing.js';
 import { runCommand, type CommandResult } from '../host/command.js';
 
@@ -85,9 +86,12 @@ export class RuncCli {
 
   /** One span per runc command (`runc.start`, `runc.kill`, …), on the host and inside a VM alike. */
   private run(args: string[]): Promise<CommandResult> {
-    return withSpan(`runc.${args[0]}`, { attributes: { 'process.command_args': args.join(' ').slice(0, 200) } }, async (span) => {
-      const result = await runCommand(this.binary, [...this.global(), ...args]);
+    const argv = [...this.global(), ...args];
+    return withSpan(`runc.${args[0]}`, { attributes: { 'process.command_args': [this.binary, ...argv] } }, async (span) => {
+      const result = await runCommand(this.binary, argv);
       span.setAttribute('process.exit_code', result.code);
+      // A container runc does not know (state, delete) is an answer, not a failure: the caller decides.
+      if (result.code !== 0 && !NOT_EXIST.test(result.stderr)) span.setStatus({ code: SpanStatusCode.ERROR, message: result.stderr.trim().slice(0, 500) || `exit status ${result.code}` });
       return result;
     });
   }

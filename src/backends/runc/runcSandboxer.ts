@@ -19,7 +19,7 @@ import type {
   StdioPaths,
 } from '../../core/sandboxer.js';
 import { resolvConf } from '../../oci/podLinux.js';
-import { withSpan } from '../../telemetry/tracing.js';
+import { withSpan, type SpanAttributes } from '../../telemetry/tracing.js';
 import { memoryCgroupOomKills, removeCgroupDir } from './cgroups.js';
 import { readExitFile, readInitIdentity, SandboxWatch } from './exitWatcher.js';
 import { mountRootfs, removeTree, unmountUnder } from '../host/mounts.js';
@@ -267,9 +267,9 @@ export class RuncSandboxer implements Sandboxer {
       // A log kts keeps goes through a pump of the container's own, which outlives the daemon as the container does.
       if (spec.logPath) logPump = await startLogPump(this.logPumpBinary, { logPath: spec.logPath, dir: container.dir });
       const stdio = logPump ? { ...spec.stdio, ...logPump.stdio } : spec.stdio;
-      const result = await withSpan('runc.create', { attributes: { 'container.id': spec.containerId } }, () => this.runInSandbox(spec.sandboxId, (log) =>
-        this.runc.createArgv(spec.containerId, bundle, container.initPid, log), stdio));
-      return { pid: await this.commandPid(result, `runc create ${spec.containerId}`, container.initPid) };
+      const pid = await this.runcInSandbox('runc.create', { 'container.id': spec.containerId }, spec.sandboxId,
+        (log) => this.runc.createArgv(spec.containerId, bundle, container.initPid, log), stdio, `runc create ${spec.containerId}`, container.initPid);
+      return { pid };
     } catch (error) {
       logPump?.stop(); // it ends by itself once its writers are gone; one whose FIFOs runc never opened must be told
       await this.undoCreate(spec.containerId, container, rootfs, error);
@@ -357,9 +357,9 @@ export class RuncSandboxer implements Sandboxer {
     });
     const pidFile = container.execPid(execId);
     if (process.terminal === true) return this.execWithTerminal(sandboxId, containerId, execId, container, processFile, stdio);
-    const result = await withSpan('runc.exec', { attributes: { 'container.id': containerId } }, () =>
-      this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio));
-    return { pid: await this.commandPid(result, `runc exec ${containerId} (exec ${execId})`, pidFile) };
+    const pid = await this.runcInSandbox('runc.exec', { 'container.id': containerId }, sandboxId,
+      (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio, `runc exec ${containerId} (exec ${execId})`, pidFile);
+    return { pid };
   }
 
   /**
@@ -376,9 +376,9 @@ export class RuncSandboxer implements Sandboxer {
     const terminal = await startConsole(this.consoleBinary, { socket, resize, stdout: stdio.stdout, stdin: stdio.stdin });
     try {
       const pidFile = container.execPid(execId);
-      const result = await withSpan('runc.exec', { attributes: { 'container.id': containerId, 'process.terminal': true } }, () =>
-        this.runInSandbox(sandboxId, (log) => this.runc.execArgv(containerId, processFile, pidFile, log, socket), {}));
-      return { pid: await this.commandPid(result, `runc exec --tty ${containerId} (exec ${execId})`, pidFile) };
+      const pid = await this.runcInSandbox('runc.exec', { 'container.id': containerId, 'process.terminal': true }, sandboxId,
+        (log) => this.runc.execArgv(containerId, processFile, pidFile, log, socket), {}, `runc exec --tty ${containerId} (exec ${execId})`, pidFile);
+      return { pid };
     } catch (error) {
       terminal.stop(); // no process will hold the terminal: its console must not wait for one
       throw error;
@@ -470,6 +470,22 @@ export class RuncSandboxer implements Sandboxer {
   private dropWatch(sandboxId: string): void {
     this.watches.get(sandboxId)?.close();
     this.watches.delete(sandboxId);
+  }
+
+  /**
+   * A runc command run by the pod's init, as one span (`runc.create`, `runc.exec`) that fails with runc's
+   * reason when the command does; the pid the command wrote to `pidFile`.
+   */
+  private runcInSandbox(name: string, attributes: SpanAttributes, sandboxId: string, buildArgv: (logFile: string) => string[], stdio: StdioPaths, what: string, pidFile: string): Promise<number> {
+    return withSpan(name, { attributes }, async (span) => {
+      const result = await this.runInSandbox(sandboxId, (log) => {
+        const argv = buildArgv(log);
+        span.setAttribute('process.command_args', argv);
+        return argv;
+      }, stdio);
+      span.setAttribute('process.exit_code', result.status);
+      return this.commandPid(result, what, pidFile);
+    });
   }
 
   private runInSandbox(sandboxId: string, buildArgv: (logFile: string) => string[], stdio: StdioPaths): Promise<SandboxCommandResult> {

@@ -9,7 +9,7 @@ import { rpcAttributes } from '../../api/rpc.js';
 import { PROTO_DIR } from '../../api/protos.js';
 import { deadlineExceeded, errorMessage, internal, isKtsError, KtsError, unavailable } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats, ContainerStatus, OciProcess, ProcessExit, StdioPaths } from '../../core/sandboxer.js';
-import { decodeGuestSpans, GUEST_SPANS_TRAILER } from '../../telemetry/guestSpans.js';
+import { decodeGuestSpans, GUEST_SPANS_TRAILER, type GuestSpanOrigin } from '../../telemetry/guestSpans.js';
 import { exportForeignSpans, injectContext, withSpan } from '../../telemetry/tracing.js';
 
 export const AGENT_PROTO_FILE = path.join(PROTO_DIR, 'kts', 'agent', 'v1', 'agent.proto');
@@ -28,6 +28,8 @@ export interface AgentClientOptions {
   /** Deadline of every call but WaitProcess (which waits as long as the process runs); default 30 s. */
   callTimeoutMs?: number;
   protoFile?: string;
+  /** Resource attributes of the guest's spans beside service.name, e.g. the VM's service.instance.id. */
+  guestResource?: Record<string, string>;
 }
 
 export interface AgentHealth {
@@ -73,6 +75,7 @@ export class AgentClient {
   private readonly callDeadlineMs: number;
   private readonly calls = new Set<ClientUnaryCall>();
   private readonly closing = new AbortController();
+  private readonly guestResource?: Record<string, string>;
 
   /** socketPath: the host end of the channel, QEMU's chardev socket behind the guest's `kts.agent` port. */
   constructor(
@@ -81,6 +84,7 @@ export class AgentClient {
   ) {
     this.definition = agentDefinition(options.protoFile ?? AGENT_PROTO_FILE);
     this.callDeadlineMs = options.callTimeoutMs ?? DEFAULT_CALL_DEADLINE_MS;
+    this.guestResource = options.guestResource;
     this.client = new Client(`unix:${socketPath}`, credentials.createInsecure(), {
       'grpc.max_receive_message_length': AGENT_MAX_REPLY_BYTES,
       // A local socket: after QEMU or the daemon restarts, reconnect within a second, not grpc's two minutes.
@@ -205,6 +209,7 @@ export class AgentClient {
     if (!definition) return Promise.reject(internal(`agent.proto has no method ${method}`));
     const fullMethod = `${AGENT_SERVICE_NAME}/${method}`;
     return withSpan(fullMethod, { kind: SpanKind.CLIENT, attributes: rpcAttributes(fullMethod) }, (span) => {
+      const startMs = performance.timeOrigin + performance.now();
       const metadata = new Metadata();
       for (const [key, value] of Object.entries(injectContext())) metadata.set(key, value);
       const deadline = deadlineMs === null ? undefined : Date.now() + deadlineMs;
@@ -214,11 +219,17 @@ export class AgentClient {
           definition.path, definition.requestSerialize, definition.responseDeserialize, request, metadata, options,
           (error, response) => {
             this.calls.delete(call);
+            span.setAttribute('rpc.grpc.status_code', error ? error.code : 0);
             if (error) reject(this.callError(method, error, deadlineMs, deadline));
             else resolve(new Reply(method, response));
           },
         );
-        call.on('status', (status) => importGuestSpans(status.metadata, span.spanContext().traceId));
+        call.on('status', (status) => {
+          const { traceId, spanId } = span.spanContext();
+          const call = { spanId, startMs, endMs: performance.timeOrigin + performance.now() };
+          const offset = importGuestSpans(status.metadata, traceId, { resource: this.guestResource, call });
+          if (offset !== 0) span.setAttribute('kts.guest.clock_offset_ms', Math.round(offset * 1000) / 1000);
+        });
         this.calls.add(call);
       });
     });
@@ -244,10 +255,13 @@ export class AgentClient {
   }
 }
 
-/** The guest's spans of this call, from its trailer, exported with the host's (see guestSpans.ts). */
-function importGuestSpans(trailer: Metadata, traceId: string): void {
+/** The guest's spans of this call, from its trailer, exported with the host's (see guestSpans.ts); how far they were moved onto the host's clock. */
+function importGuestSpans(trailer: Metadata, traceId: string, origin: GuestSpanOrigin): number {
   const encoded = trailer.get(GUEST_SPANS_TRAILER)[0];
-  if (Buffer.isBuffer(encoded)) exportForeignSpans(decodeGuestSpans(encoded, traceId));
+  if (!Buffer.isBuffer(encoded)) return 0;
+  const { spans, clockOffsetMs } = decodeGuestSpans(encoded, traceId, origin);
+  exportForeignSpans(spans);
+  return clockOffsetMs;
 }
 
 function wireStdio(stdio: StdioPaths): WireStdio {

@@ -176,7 +176,10 @@ export class VmmSandboxer implements Sandboxer {
   private track(sandboxId: string, paths: VmPaths, identity: ProcessIdentity): Vm {
     const vm: Vm = {
       paths, identity, quitByUs: false, forgotten: false,
-      agent: new AgentClient(paths.agentSocket, { callTimeoutMs: this.options.config.agentCallTimeoutSeconds * 1000 }),
+      agent: new AgentClient(paths.agentSocket, {
+        callTimeoutMs: this.options.config.agentCallTimeoutSeconds * 1000,
+        guestResource: { 'service.instance.id': sandboxId, 'host.name': `kts-vm-${sandboxId.slice(0, 12)}` },
+      }),
       share: new VmShare(paths, this.shareOptions),
       exited: Promise.resolve({ exitStatus: 0, exitedAt: new Date() }),
     };
