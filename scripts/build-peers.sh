@@ -3,6 +3,9 @@
 # ordinary go client; no third-party source lives in this repository, only our tools modules:
 #   scripts/peers/containerd/  containerd v2.4.2: containerd, ctr, containerd-shim-runc-v2
 #   scripts/peers/critools/    cri-tools v1.37.0: crictl, critest (a `go test -c` binary)
+#   scripts/peers/jaeger/      Jaeger v1.75.0: jaeger (the OTel-collector based all-in-one; no UI assets)
+#   scripts/peers/prometheus/  Prometheus v0.316.0 (the Go module tag of 3.16.0): prometheus, promtool (no web UI;
+#                              the HTTP API works)
 # Usage: bash scripts/build-peers.sh [CACHE_DIR]   (default $KTS_PEERS_DIR, else /var/cache/kts/peers)
 # The binaries land in CACHE_DIR/bin. Each module has a stamp (go version, build command, and the sha256
 # of its go.mod and go.sum); a module whose stamp matches is not rebuilt, so a second run takes seconds.
@@ -16,7 +19,7 @@ PEERS_SRC="$(pwd)/scripts/peers"
 CONTAINERD_TAGS="no_btrfs no_devmapper no_zfs"
 
 if ! command -v go >/dev/null; then
-  echo "build-peers: Go 1.26 or newer is required to build containerd and cri-tools (go not found)" >&2
+  echo "build-peers: Go 1.26.7 or newer is required to build the peers (go not found)" >&2
   exit 1
 fi
 mkdir -p "$BIN_DIR"
@@ -36,11 +39,11 @@ up_to_date() {
   for binary in "$@"; do [[ -x "$BIN_DIR/$binary" ]] || return 1; done
 }
 
-# fail <module> <log>: one line naming the module and the first error line go printed.
+# fail <module> <pinned module path> <log>: one line naming the module, its pin and the first error line go printed.
 fail() {
-  local module=$1 log=$2 reason
+  local module=$1 pinned=$2 log=$3 reason
   reason="$(grep -m1 -E 'error|cannot|missing|not found|FAIL|no required|invalid' "$log" || tail -n1 "$log")"
-  echo "build-peers: $module ($(grep -m1 -E '^\s+(github.com/containerd/containerd/v2|sigs.k8s.io/cri-tools) v' "$PEERS_SRC/$module/go.mod" | awk '{print $1 "@" $2}')) failed: ${reason:-unknown error} (log: $log)" >&2
+  echo "build-peers: $module ($(grep -m1 -E "^\s+$pinned v" "$PEERS_SRC/$module/go.mod" | awk '{print $1 "@" $2}')) failed: ${reason:-unknown error} (log: $log)" >&2
   exit 1
 }
 
@@ -54,7 +57,7 @@ build_containerd() {
   (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly CGO_ENABLED=1 go build -tags "$CONTAINERD_TAGS" -o "$BIN_DIR/" \
     github.com/containerd/containerd/v2/cmd/containerd \
     github.com/containerd/containerd/v2/cmd/ctr \
-    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2) >"$log" 2>&1 || fail "$module" "$log"
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2) >"$log" 2>&1 || fail "$module" github.com/containerd/containerd/v2 "$log"
   echo "$stamp" >"$CACHE_DIR/$module.stamp"
   echo "build-peers: containerd built in $((SECONDS - started)) s"
 }
@@ -67,11 +70,39 @@ build_critools() {
   echo "build-peers: building crictl and critest"
   local started=$SECONDS
   (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly go build -o "$BIN_DIR/" sigs.k8s.io/cri-tools/cmd/crictl \
-    && GOFLAGS=-mod=readonly go test -c -o "$BIN_DIR/critest" sigs.k8s.io/cri-tools/cmd/critest) >"$log" 2>&1 || fail "$module" "$log"
+    && GOFLAGS=-mod=readonly go test -c -o "$BIN_DIR/critest" sigs.k8s.io/cri-tools/cmd/critest) >"$log" 2>&1 || fail "$module" sigs.k8s.io/cri-tools "$log"
   echo "$stamp" >"$CACHE_DIR/$module.stamp"
   echo "build-peers: cri-tools built in $((SECONDS - started)) s"
 }
 
+build_jaeger() {
+  local module=jaeger stamp log="$CACHE_DIR/jaeger.log"
+  local binaries=(jaeger)
+  stamp="$(stamp_of "$module" "${binaries[@]}")"
+  if up_to_date "$module" "$stamp" "${binaries[@]}"; then echo "build-peers: jaeger up to date"; return; fi
+  echo "build-peers: building jaeger (a few minutes cold)"
+  local started=$SECONDS
+  (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly go build -o "$BIN_DIR/" github.com/jaegertracing/jaeger/cmd/jaeger) >"$log" 2>&1 \
+    || fail "$module" github.com/jaegertracing/jaeger "$log"
+  echo "$stamp" >"$CACHE_DIR/$module.stamp"
+  echo "build-peers: jaeger built in $((SECONDS - started)) s"
+}
+
+build_prometheus() {
+  local module=prometheus stamp log="$CACHE_DIR/prometheus.log"
+  local binaries=(prometheus promtool)
+  stamp="$(stamp_of "$module" "${binaries[@]}")"
+  if up_to_date "$module" "$stamp" "${binaries[@]}"; then echo "build-peers: prometheus up to date"; return; fi
+  echo "build-peers: building prometheus and promtool (a few minutes cold)"
+  local started=$SECONDS
+  (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly go build -o "$BIN_DIR/" github.com/prometheus/prometheus/cmd/prometheus \
+    github.com/prometheus/prometheus/cmd/promtool) >"$log" 2>&1 || fail "$module" github.com/prometheus/prometheus "$log"
+  echo "$stamp" >"$CACHE_DIR/$module.stamp"
+  echo "build-peers: prometheus built in $((SECONDS - started)) s"
+}
+
 build_containerd
 build_critools
+build_jaeger
+build_prometheus
 echo "build-peers: done ($BIN_DIR)"
