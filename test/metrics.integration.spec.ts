@@ -1,13 +1,12 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO, TestDaemon, canRunContainers } from './helpers/daemon.js';
+import { dashboardQueries } from './helpers/dashboards.js';
 
 const skip = canRunContainers();
 const POD = path.join(REPO, 'examples/pod.yaml');
 const BUSYBOX = path.join(REPO, 'examples/busybox.yaml');
-const DASHBOARDS = path.join(REPO, 'dashboards');
 const PHASES = ['await_sandbox_start', 'sandbox_start', 'await_container_create', 'container_create', 'await_container_start', 'container_start'];
 
 interface Sample {
@@ -73,31 +72,6 @@ function metricNamesIn(expr: string): string[] {
     .filter((m) => !stripped.slice(m.index + m[0].length).trimStart().startsWith('('))
     .map((m) => m[0])
     .filter((name) => !operators.has(name.toLowerCase()));
-}
-
-interface DashboardQuery {
-  dashboard: string;
-  where: string;
-  expr: string;
-}
-
-/** Every `expr` of every panel target (rows' nested panels too) and every query variable of every dashboard. */
-function dashboardQueries(): DashboardQuery[] {
-  const queries: DashboardQuery[] = [];
-  for (const file of readdirSync(DASHBOARDS).filter((name) => name.endsWith('.json'))) {
-    const dashboard = JSON.parse(readFileSync(path.join(DASHBOARDS, file), 'utf8')) as {
-      panels: Array<{ title: string; targets?: Array<{ expr: string }>; panels?: Array<{ title: string; targets?: Array<{ expr: string }> }> }>;
-      templating: { list: Array<{ name: string; type: string; query?: { query: string } | string }> };
-    };
-    for (const panel of dashboard.panels.flatMap((p) => [p, ...(p.panels ?? [])])) {
-      for (const target of panel.targets ?? []) queries.push({ dashboard: file, where: `panel "${panel.title}"`, expr: target.expr });
-    }
-    for (const variable of dashboard.templating.list.filter((v) => v.type === 'query')) {
-      const query = typeof variable.query === 'string' ? variable.query : variable.query?.query ?? '';
-      queries.push({ dashboard: file, where: `variable $${variable.name}`, expr: query });
-    }
-  }
-  return queries;
 }
 
 describe.skipIf(skip)(`Prometheus metrics of a real daemon${skip ? ` (skipped: ${skip})` : ''}`, () => {

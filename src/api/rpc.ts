@@ -4,6 +4,7 @@ import { suppressTracing } from '@opentelemetry/core';
 import type { Logger } from 'pino';
 import { crashPoint } from '../engine/crashPoints.js';
 import type { CommandMeta } from '../engine/entity.js';
+import { observed } from '../telemetry/rpcObserver.js';
 import { extractContext, withSpan } from '../telemetry/tracing.js';
 import { toServiceError } from './grpcErrors.js';
 
@@ -51,6 +52,7 @@ export interface UnaryOptions {
  * context in the request metadata; errors become gRPC statuses; unexpected ones are logged.
  */
 export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (request: Req, call: CallInfo) => Promise<Res>, options: UnaryOptions = {}) {
+  handler = observed(fullMethod, handler); // the daemon's RED metrics: each call counted by result and timed
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const headers = metadataRecord(call.metadata);
     const info = callInfo(fullMethod, headers, call.getPeer());
@@ -81,6 +83,7 @@ export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (re
 
 /** Wraps a server-streaming handler the same way; the handler writes and resolves when done. */
 export function serverStream<Req, Res>(fullMethod: string, logger: Logger, handler: (call: ServerWritableStream<Req, Res>, info: CallInfo) => Promise<void>) {
+  handler = observed(fullMethod, handler); // the daemon's RED metrics: each call counted by result and timed
   return (call: ServerWritableStream<Req, Res>) => {
     const headers = metadataRecord(call.metadata);
     const info = callInfo(fullMethod, headers, call.getPeer());

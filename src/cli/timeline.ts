@@ -1,8 +1,10 @@
 /**
  * `kts timeline`: a pod's start as consecutive phases between the milestones of its event log, so
  * the phases add up to the whole start. VM starts are split further with what the vmm backend
- * measured (QEMU + guest boot, then the pod's start inside the guest).
+ * measured (QEMU + guest boot, then the pod's start inside the guest). Each phase carries the key the
+ * daemon's metrics use for it (the `phase` label of kts_pod_start_phase_duration_seconds).
  */
+import type { PodStartPhase } from '../telemetry/podStarts.js';
 
 export interface TimelineEvent {
   streamId: string;
@@ -12,6 +14,8 @@ export interface TimelineEvent {
 }
 
 export interface Phase {
+  /** The metrics' `phase` label; the three parts of a VM's sandbox start all say `sandbox_start`. */
+  phase: PodStartPhase;
   name: string;
   /** Milliseconds from the first milestone. */
   startMs: number;
@@ -25,17 +29,18 @@ export interface Timeline {
   phases: Phase[];
 }
 
-/** Each milestone ends the phase named beside it. */
-const SANDBOX_MILESTONES: Array<[string, string]> = [
-  ['SandboxCreated', ''],
-  ['SandboxStartRequested', 'waiting for Start (client)'],
-  ['SandboxStarted', 'sandbox start'],
+/** Each milestone (but the first) ends the phase beside it: its metrics key and how a person reads it. */
+type Milestone = [type: string, phase: PodStartPhase | undefined, name: string];
+const SANDBOX_MILESTONES: Milestone[] = [
+  ['SandboxCreated', undefined, ''],
+  ['SandboxStartRequested', 'await_sandbox_start', 'waiting for Start (client)'],
+  ['SandboxStarted', 'sandbox_start', 'sandbox start'],
 ];
-const CONTAINER_MILESTONES: Array<[string, string]> = [
-  ['ContainerCreateRequested', 'preparing the container (client: image, bundle)'],
-  ['ContainerCreated', 'container create'],
-  ['ContainerStartRequested', 'waiting for Start (client)'],
-  ['ContainerStarted', 'container start'],
+const CONTAINER_MILESTONES: Milestone[] = [
+  ['ContainerCreateRequested', 'await_container_create', 'preparing the container (client: image, bundle)'],
+  ['ContainerCreated', 'container_create', 'container create'],
+  ['ContainerStartRequested', 'await_container_start', 'waiting for Start (client)'],
+  ['ContainerStarted', 'container_start', 'container start'],
 ];
 
 /** `containerId` picks the container; by default the pod's first. */
@@ -51,8 +56,8 @@ export function buildTimeline(events: TimelineEvent[], containerId?: string): Ti
     const from = marks[i - 1]!.at;
     const to = marks[i]!.at;
     const split = marks[i]!.type === 'SandboxStarted' ? vmSplit(marks[i]!.payload, from, to) : undefined;
-    for (const part of split ?? [{ name: marks[i]!.phase, from, to }]) {
-      phases.push({ name: part.name, startMs: part.from - origin, durationMs: part.to - part.from, slowest: false });
+    for (const part of split ?? [{ name: marks[i]!.name, from, to }]) {
+      phases.push({ phase: marks[i]!.phase!, name: part.name, startMs: part.from - origin, durationMs: part.to - part.from, slowest: false });
     }
   }
   const slowest = phases.reduce((max, phase) => (phase.durationMs > max.durationMs ? phase : max), phases[0] ?? { durationMs: -1 });
@@ -60,10 +65,10 @@ export function buildTimeline(events: TimelineEvent[], containerId?: string): Ti
   return { containerId: firstContainer ?? null, totalMs: marks[marks.length - 1]!.at - origin, phases };
 }
 
-function milestones(events: TimelineEvent[], wanted: Array<[string, string]>) {
-  return wanted.flatMap(([type, phase]) => {
+function milestones(events: TimelineEvent[], wanted: Milestone[]) {
+  return wanted.flatMap(([type, phase, name]) => {
     const event = events.find((candidate) => candidate.type === type);
-    return event ? [{ type, phase, at: Date.parse(event.time), payload: event.payload }] : [];
+    return event ? [{ type, phase, name, at: Date.parse(event.time), payload: event.payload }] : [];
   });
 }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { POD_START_PHASES } from '../telemetry/podStarts.js';
 import { buildTimeline, renderTimeline, type TimelineEvent } from './timeline.js';
 
 const at = (ms: number) => new Date(Date.UTC(2026, 10, 23, 12, 0, 0, ms)).toISOString();
@@ -23,6 +24,10 @@ describe('kts timeline', () => {
     expect(timeline.phases.filter((p) => p.slowest).map((p) => p.name)).toEqual(['preparing the container (client: image, bundle)']);
   });
 
+  it('keys each phase as the metrics label it: POD_START_PHASES, in order', () => {
+    expect(buildTimeline(runcStart).phases.map((p) => p.phase)).toEqual([...POD_START_PHASES]);
+  });
+
   it('given a VM pod, then the sandbox start is split into kts, QEMU + guest boot and the guest\'s pod start', () => {
     const events = [...runcStart];
     events[2] = sandbox('SandboxStarted', 6040, { backend: { 'guest.boot_ms': 5400, 'guest.pod_start_ms': 600, 'hypervisor.accelerator': 'tcg' } });
@@ -33,6 +38,7 @@ describe('kts timeline', () => {
     ]);
     expect(timeline.phases.reduce((sum, p) => sum + p.durationMs, 0)).toBe(timeline.totalMs);
     expect(timeline.phases.find((p) => p.slowest)?.name).toBe('sandbox start: QEMU + guest boot (tcg)');
+    expect(new Set(timeline.phases.map((p) => p.phase))).toEqual(new Set(POD_START_PHASES));
   });
 
   it('renders a waterfall with the slowest phase marked and the total', () => {

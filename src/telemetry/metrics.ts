@@ -2,9 +2,15 @@ import { statSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { containerMachine, sandboxMachine } from '../../machines/index.js';
 import { SANDBOX_KINDS } from '../config.js';
+import { errorMessage } from '../core/errors.js';
 import type { EventStore, StoredEvent } from '../core/store.js';
-import { withCommitTiming } from '../store/timedStore.js';
-import { PodStartTracker, type GuestStarted, type PodStarted } from './podStarts.js';
+import { withCommitTiming, type CommitResult } from '../store/timedStore.js';
+import { KTS_VERSION } from '../version.js';
+import type { Health } from './metricsServer.js';
+import {
+  POD_START_CALLS, POD_START_FAILED_PHASES, POD_START_PHASES, PodStartTracker, type FailedPhase, type FailureReason, type GuestStarted, type PodStarted,
+} from './podStarts.js';
+import { countEventsOfCurrentCall, observeRpcsWith, type RpcObserver, type RpcOutcome } from './rpcObserver.js';
 
 /** Every metric name starts with this; README.md's "Metrics" table lists them all. */
 export const METRIC_PREFIX = 'kts_';
@@ -14,6 +20,23 @@ const POD_START_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 const GUEST_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
 // A WAL commit with synchronous=NORMAL is tens of microseconds; a busy or failing disk shows in the top buckets.
 const COMMIT_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+// A read answers in a millisecond, a VM start in tens of seconds, a Wait or an event stream for as long as it lasts.
+const RPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+/** What `accelerator = "auto"` resolves to; the guest histograms start at 0 for each. */
+const ACCELERATORS = ['kvm', 'tcg'];
+/** Refusals come before the engine knows the sandbox, so they carry this kind. */
+const UNKNOWN_KIND = 'unknown';
+/** Commit results that mean the store itself is failing (a conflict is a stale writer, not a sick store). */
+const STORE_FAILURES = new Set<CommitResult>(['unavailable', 'internal']);
+/** What an append ends in; each starts at 0 so "failed commits" reads 0, not "no data". */
+const COMMIT_RESULTS: CommitResult[] = ['ok', 'conflict', ...STORE_FAILURES];
+
+/** prom-client's registry, which also says whether the daemon is healthy: `/healthz` serves that. */
+class DaemonRegistry extends Registry {
+  constructor(readonly health: () => Health) {
+    super();
+  }
+}
 
 /** States a read-model row can hold: every machine state but `absent`, which has no row. */
 const SANDBOX_STATES = Object.keys(sandboxMachine.states).filter((state) => state !== 'absent');
@@ -22,10 +45,11 @@ const CONTAINER_STATES = Object.keys(containerMachine.states).filter((state) => 
 /**
  * The daemon's Prometheus metrics, derived from what it already records: the event log (pod starts,
  * transitions, guest boots), the read models (sandboxes and containers by state, read at scrape
- * time), and timings of store commits and recovery. Nothing in the engine calls it.
+ * time), timings of store commits and recovery, and every served gRPC call (rate, errors, duration,
+ * through `observed` in the API wrappers). Nothing in the engine calls it.
  */
 export class DaemonMetrics {
-  readonly registry = new Registry();
+  readonly registry = new DaemonRegistry(() => this.health());
   private readonly podStart = new Histogram({
     name: 'kts_pod_start_duration_seconds', help: 'Pod start, from SandboxCreated until its first container is running, by sandbox kind.',
     labelNames: ['kind'], buckets: POD_START_BUCKETS, registers: [this.registry],
@@ -35,8 +59,17 @@ export class DaemonMetrics {
     labelNames: ['kind', 'phase'], buckets: POD_START_BUCKETS, registers: [this.registry],
   });
   private readonly podStartFailures = new Counter({
-    name: 'kts_pod_start_failures_total', help: 'Pod starts that failed (a retried container counts each failure), by sandbox kind and the phase that failed.',
-    labelNames: ['kind', 'phase'], registers: [this.registry],
+    name: 'kts_pod_start_failures_total',
+    help: 'Pod starts that failed (a retried container counts each failure), by sandbox kind, the phase that failed, and reason: failed (its effect failed) or refused (the API refused the call before anything was recorded; kind unknown).',
+    labelNames: ['kind', 'phase', 'reason'], registers: [this.registry],
+  });
+  private readonly rpcHandled = new Counter({
+    name: 'kts_grpc_server_handled_total', help: 'gRPC calls served (over ttrpc too), by service, method and result: ok, or the error kind the status was made from.',
+    labelNames: ['service', 'method', 'result'], registers: [this.registry],
+  });
+  private readonly rpcDuration = new Histogram({
+    name: 'kts_grpc_server_handling_seconds', help: 'How long a gRPC call took to handle (a server stream: how long it stayed open), by service and method.',
+    labelNames: ['service', 'method'], buckets: RPC_BUCKETS, registers: [this.registry],
   });
   private readonly guestBoot = new Histogram({
     name: 'kts_guest_boot_duration_seconds', help: 'VM sandboxes: from launching the hypervisor until the guest agent answers, by accelerator.',
@@ -61,34 +94,106 @@ export class DaemonMetrics {
     name: 'kts_recovery_failures', help: 'Sandboxes (or the orphan sweep) recovery could not reconcile when this daemon started.', registers: [this.registry],
   });
   private unsubscribe?: () => void;
+  private stopObservingRpcs?: () => void;
+  private store?: EventStore;
+  private recovered = false;
+  private lastFailedCommit?: CommitResult;
+  private readonly rpcObserver: RpcObserver = {
+    served: (fullMethod) => this.zeroRpc(fullMethod),
+    settled: (outcome) => this.recordRpc(outcome),
+  };
 
   constructor(private readonly options: { dbPath: string }) {
     collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
+    new Gauge({
+      name: 'kts_build_info', help: 'Always 1; its labels say which kts (version) on which Node.js (node_version) this daemon runs.',
+      labelNames: ['version', 'node_version'], registers: [this.registry],
+    }).set({ version: KTS_VERSION, node_version: process.versions.node }, 1);
+    this.zeroSeries();
   }
 
   /** Call once, with the store the engine will use; returns that store with its commits timed. */
   instrument(store: EventStore): EventStore {
     const tracker = new PodStartTracker({
       podStarted: (started) => this.recordPodStart(started),
-      podStartFailed: ({ kind, phase }) => this.podStartFailures.inc({ kind, phase }),
+      podStartFailed: ({ kind, phase }) => this.countPodStartFailure(kind, phase, 'failed'),
       guestStarted: (guest) => this.recordGuestStart(guest),
     });
     this.unsubscribe = store.onAppended((events) => {
+      countEventsOfCurrentCall(events.length);
       this.countTransitions(events);
       tracker.observe(events);
     });
     this.registerReadModelGauges(store);
-    return withCommitTiming(store, (seconds, result) => this.storeCommit.observe({ result }, seconds));
+    this.store = store;
+    this.stopObservingRpcs = observeRpcsWith(this.rpcObserver);
+    return withCommitTiming(store, (seconds, result) => {
+      this.storeCommit.observe({ result }, seconds);
+      if (result === 'ok') this.lastFailedCommit = undefined;
+      else if (STORE_FAILURES.has(result)) this.lastFailedCommit = result;
+    });
   }
 
   recordRecovery(seconds: number, report: { failures: readonly string[] }): void {
     this.recoveryDuration.set(seconds);
     this.recoveryFailures.set(report.failures.length);
+    this.recovered = true;
+  }
+
+  /** Healthy once recovery is done, while the log reads and its last commit did not fail for the store's own sake. */
+  health(): Health {
+    if (!this.store) return { healthy: false, reason: 'the event store is not open yet' };
+    if (!this.recovered) return { healthy: false, reason: 'recovering from the event log' };
+    try {
+      this.store.headSequence();
+    } catch (error) {
+      return { healthy: false, reason: `the event store cannot be read: ${errorMessage(error)}` };
+    }
+    if (this.lastFailedCommit) return { healthy: false, reason: `the last commit to the event store failed (${this.lastFailedCommit}); the next one that succeeds clears this` };
+    return { healthy: true };
   }
 
   close(): void {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    this.stopObservingRpcs?.();
+    this.stopObservingRpcs = undefined;
+  }
+
+  /** Every labelled series a dashboard reads starts at 0, so a panel shows 0 rather than "no data" before the first observation. */
+  private zeroSeries(): void {
+    for (const kind of SANDBOX_KINDS) {
+      this.podStart.zero({ kind });
+      for (const phase of POD_START_PHASES) this.podStartPhase.zero({ kind, phase });
+      for (const phase of POD_START_FAILED_PHASES.filter((failed) => failed !== 'sandbox_create')) this.countPodStartFailure(kind, phase, 'failed', 0);
+    }
+    for (const phase of POD_START_FAILED_PHASES) this.countPodStartFailure(UNKNOWN_KIND, phase, 'refused', 0);
+    for (const accelerator of ACCELERATORS) {
+      this.guestBoot.zero({ accelerator });
+      this.guestPodStart.zero({ accelerator });
+    }
+    for (const result of COMMIT_RESULTS) this.storeCommit.zero({ result });
+  }
+
+  private zeroRpc(fullMethod: string): void {
+    const { service, method } = splitMethod(fullMethod);
+    this.rpcHandled.inc({ service, method, result: 'ok' }, 0);
+    this.rpcDuration.zero({ service, method });
+  }
+
+  /** RED per method; a pod-start call that failed before any event is a refused start (one that recorded events was counted from them). */
+  private recordRpc(outcome: RpcOutcome): void {
+    const { service, method } = splitMethod(outcome.fullMethod);
+    this.rpcHandled.inc({ service, method, result: outcome.result });
+    this.rpcDuration.observe({ service, method }, outcome.seconds);
+    const refusedPhase = POD_START_CALLS[outcome.fullMethod];
+    if (refusedPhase && outcome.result !== 'ok' && outcome.eventsRecorded === 0) {
+      this.countPodStartFailure(UNKNOWN_KIND, refusedPhase, 'refused');
+    }
+  }
+
+  private countPodStartFailure(kind: string, phase: FailedPhase, reason: FailureReason, count = 1): void {
+    this.podStartFailures.inc({ kind, phase, reason }, count);
   }
 
   private recordPodStart(started: PodStarted): void {
@@ -139,6 +244,11 @@ export class DaemonMetrics {
       },
     });
   }
+}
+
+function splitMethod(fullMethod: string): { service: string; method: string } {
+  const [service = '', method = ''] = fullMethod.split('/');
+  return { service, method };
 }
 
 interface StateCount {

@@ -1,12 +1,14 @@
 import { createServer } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isKtsError } from '../core/errors.js';
+import { invalidArgument, isKtsError, notFound } from '../core/errors.js';
 import type { EventStore, NewEvent } from '../core/store.js';
 import { makeTempDir, newEvent, sandboxRow, containerRow } from '../store/sqliteStore.fixtures.js';
 import { openSqliteStore } from '../store/sqliteStore.js';
 import { silentLogger } from './logger.js';
+import { KTS_VERSION } from '../version.js';
 import { DaemonMetrics } from './metrics.js';
 import { serveMetrics, type MetricsServer } from './metricsServer.js';
+import { observed } from './rpcObserver.js';
 
 type Values = Array<{ labels: Record<string, string | number>; value: number; metricName?: string }>;
 
@@ -116,6 +118,65 @@ describe('daemon metrics derived from the event log and read models', () => {
     expect(valueOf(await values(metrics, 'kts_recovery_failures'), {})).toBe(1);
   });
 
+  it('given nothing has happened yet, when scraped, then every pod start, failure and guest series a dashboard reads is there at 0', async () => {
+    const failures = await values(metrics, 'kts_pod_start_failures_total');
+    expect(valueOf(failures, { kind: 'runc', phase: 'container_start', reason: 'failed' })).toBe(0);
+    expect(valueOf(failures, { kind: 'unknown', phase: 'sandbox_create', reason: 'refused' })).toBe(0);
+    expect(valueOf(await values(metrics, 'kts_pod_start_duration_seconds'), { kind: 'wasm' }, 'kts_pod_start_duration_seconds_count')).toBe(0);
+    expect(valueOf(await values(metrics, 'kts_pod_start_phase_duration_seconds'), { kind: 'vmm', phase: 'sandbox_start' }, 'kts_pod_start_phase_duration_seconds_count')).toBe(0);
+    expect(valueOf(await values(metrics, 'kts_guest_boot_duration_seconds'), { accelerator: 'kvm' }, 'kts_guest_boot_duration_seconds_count')).toBe(0);
+  });
+
+  it('given a runc sandbox whose start failed, then the failure counts for kind runc, phase sandbox_start, reason failed', async () => {
+    append('sandbox-p2', [newEvent('SandboxCreated', 'absent', 'created', { sandboxId: 'p2', kind: 'runc' })], 0);
+    append('sandbox-p2', [newEvent('SandboxStartRequested', 'created', 'starting')], 1);
+    append('sandbox-p2', [newEvent('SandboxStartFailed', 'starting', 'failed', { reason: 'boom' })], 2);
+
+    expect(valueOf(await values(metrics, 'kts_pod_start_failures_total'), { kind: 'runc', phase: 'sandbox_start', reason: 'failed' })).toBe(1);
+  });
+
+  it('given served calls, then each is counted by service, method and result and timed, and a method is at 0 from the moment it is served', async () => {
+    const status = observed('containerd.services.sandbox.v1.Controller/Status', async (id: string) => (id === 'p1' ? 'ready' : Promise.reject(notFound(`no sandbox ${id}`))));
+    const handled = () => values(metrics, 'kts_grpc_server_handled_total');
+    const labels = { service: 'containerd.services.sandbox.v1.Controller', method: 'Status' };
+    expect(valueOf(await handled(), { ...labels, result: 'ok' })).toBe(0);
+
+    await status('p1');
+    await status('p9').catch(() => undefined);
+
+    expect(valueOf(await handled(), { ...labels, result: 'ok' })).toBe(1);
+    expect(valueOf(await handled(), { ...labels, result: 'not_found' })).toBe(1);
+    expect(valueOf(await values(metrics, 'kts_grpc_server_handling_seconds'), labels, 'kts_grpc_server_handling_seconds_count')).toBe(2);
+  });
+
+  it('given a pod-start call refused before any event, then it counts as a refused start; one that recorded events and failed does not count twice', async () => {
+    const create = observed('containerd.services.sandbox.v1.Controller/Create', async (sandboxId: string) => {
+      if (sandboxId === '') throw invalidArgument('sandbox id is empty');
+      append(`sandbox-${sandboxId}`, [newEvent('SandboxCreated', 'absent', 'created', { sandboxId, kind: 'runc' })], 0);
+      throw invalidArgument('recorded, then refused');
+    });
+    const refused = async () => valueOf(await values(metrics, 'kts_pod_start_failures_total'), { kind: 'unknown', phase: 'sandbox_create', reason: 'refused' });
+
+    await create('').catch(() => undefined);
+    expect(await refused()).toBe(1);
+    await create('p1').catch(() => undefined);
+    expect(await refused()).toBe(1);
+  });
+
+  it('says which version it is in kts_build_info', async () => {
+    expect(valueOf(await values(metrics, 'kts_build_info'), { version: KTS_VERSION, node_version: process.versions.node })).toBe(1);
+  });
+
+  it('is unhealthy until recovery is done, and while the event store cannot be read', () => {
+    expect(metrics.health()).toEqual({ healthy: false, reason: 'recovering from the event log' });
+    metrics.recordRecovery(0.1, { failures: [] });
+    expect(metrics.health()).toEqual({ healthy: true });
+    store.close();
+    expect(metrics.health().healthy).toBe(false);
+    expect(metrics.health().reason).toMatch(/^the event store cannot be read: /);
+    store = openSqliteStore(temp.dbPath);
+  });
+
   it('names every metric with the kts_ prefix, process and Node.js metrics included', async () => {
     const names = (await metrics.registry.getMetricsAsJSON()).map((metric) => metric.name);
 
@@ -142,6 +203,19 @@ describe('the metrics HTTP endpoint', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toBe(source.contentType);
     expect(await response.text()).toBe('kts_up_example 1\n');
+  });
+
+  it('answers /healthz with 200 and {"status":"ok"}, or 503 and the reason the source gives', async () => {
+    server = await serveMetrics({ ...source, health: () => ({ healthy: false, reason: 'recovering from the event log' }) }, { host: '127.0.0.1', port: 0 }, silentLogger());
+    const unhealthy = await fetch(server.url.replace('/metrics', '/healthz'));
+    expect(unhealthy.status).toBe(503);
+    expect(await unhealthy.json()).toEqual({ status: 'unhealthy', reason: 'recovering from the event log' });
+    await server.close();
+
+    server = await serveMetrics(source, { host: '127.0.0.1', port: 0 }, silentLogger());
+    const healthy = await fetch(server.url.replace('/metrics', '/healthz'));
+    expect(healthy.status).toBe(200);
+    expect(await healthy.json()).toEqual({ status: 'ok' });
   });
 
   it('answers 404 off /metrics and 405 to anything but GET', async () => {

@@ -4,10 +4,17 @@ import type { MetricsAddress } from '../config.js';
 import { errorMessage, unavailable } from '../core/errors.js';
 import type { Logger } from './logger.js';
 
-/** What the endpoint serves; prom-client's Registry is one. */
+/** Whether the daemon can do its work; `reason` says why not. */
+export interface Health {
+  healthy: boolean;
+  reason?: string;
+}
+
+/** What the endpoint serves; prom-client's Registry is one. Without `health`, `/healthz` says only that the process answers. */
 export interface MetricsSource {
   readonly contentType: string;
   metrics(): Promise<string>;
+  health?(): Health;
 }
 
 export interface MetricsServer {
@@ -17,10 +24,12 @@ export interface MetricsServer {
 }
 
 export const METRICS_PATH = '/metrics';
+export const HEALTH_PATH = '/healthz';
 
 /**
- * Serves `GET /metrics` over plain HTTP. There is no authentication, so anything but a loopback
- * address is logged as a warning; binding fails with an `unavailable` KtsError naming the address.
+ * Serves `GET /metrics` and `GET /healthz` (200 or 503, with `{"status", "reason"}` as JSON) over
+ * plain HTTP. There is no authentication, so anything but a loopback address is logged as a warning;
+ * binding fails with an `unavailable` KtsError naming the address.
  */
 export async function serveMetrics(source: MetricsSource, address: MetricsAddress, logger: Logger): Promise<MetricsServer> {
   const server = createServer((request, response) => void answer(source, request, response, logger));
@@ -49,14 +58,23 @@ export async function serveMetrics(source: MetricsSource, address: MetricsAddres
 
 async function answer(source: MetricsSource, request: IncomingMessage, response: ServerResponse, logger: Logger): Promise<void> {
   const pathname = new URL(request.url ?? '/', 'http://metrics').pathname;
-  if (pathname !== METRICS_PATH) return reply(response, 404, 'text/plain; charset=utf-8', `not found: metrics are at ${METRICS_PATH}\n`);
+  if (pathname !== METRICS_PATH && pathname !== HEALTH_PATH) {
+    return reply(response, 404, 'text/plain; charset=utf-8', `not found: metrics are at ${METRICS_PATH}, health at ${HEALTH_PATH}\n`);
+  }
   if (request.method !== 'GET' && request.method !== 'HEAD') return reply(response, 405, 'text/plain; charset=utf-8', 'only GET\n');
+  if (pathname === HEALTH_PATH) return answerHealth(source, response);
   try {
     reply(response, 200, source.contentType, await source.metrics());
   } catch (error) {
     logger.error({ err: error }, 'collecting metrics failed');
     reply(response, 500, 'text/plain; charset=utf-8', `collecting metrics failed: ${errorMessage(error)}\n`);
   }
+}
+
+function answerHealth(source: MetricsSource, response: ServerResponse): void {
+  const health = source.health?.() ?? { healthy: true };
+  const body = health.healthy ? { status: 'ok' } : { status: 'unhealthy', reason: health.reason ?? 'unknown' };
+  reply(response, health.healthy ? 200 : 503, 'application/json', `${JSON.stringify(body)}\n`);
 }
 
 function reply(response: ServerResponse, status: number, contentType: string, body: string): void {

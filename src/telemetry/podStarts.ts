@@ -11,8 +11,26 @@ export const POD_START_PHASES = [
 ] as const;
 export type PodStartPhase = (typeof POD_START_PHASES)[number];
 
-/** The phases a start can fail in: those that run an effect. */
-export type FailedPhase = 'sandbox_start' | 'container_create' | 'container_start';
+/** The phases a start can fail in: those that run an effect, and `sandbox_create`, which only a refusal ends. */
+export type FailedPhase = 'sandbox_create' | 'sandbox_start' | 'container_create' | 'container_start';
+export const POD_START_FAILED_PHASES: readonly FailedPhase[] = ['sandbox_create', 'sandbox_start', 'container_create', 'container_start'];
+
+/**
+ * Why a start failed: `failed`, its effect failed (the log has the *Failed event); `refused`, the API
+ * refused the call before the engine recorded anything (bad request, unknown sandbox or image…).
+ */
+export type FailureReason = 'failed' | 'refused';
+
+/** The calls that take a pod through its start, and the phase a refusal of each ends (Task Start of an exec too). */
+export const POD_START_CALLS: Readonly<Record<string, FailedPhase>> = {
+  'containerd.services.sandbox.v1.Controller/Create': 'sandbox_create',
+  'containerd.services.sandbox.v1.Controller/Start': 'sandbox_start',
+  'containerd.task.v3.Task/Create': 'container_create',
+  'containerd.task.v3.Task/Start': 'container_start',
+  'containerd.task.v2.Task/Create': 'container_create',
+  'containerd.task.v2.Task/Start': 'container_start',
+  'kts.admin.v1.Admin/RunContainer': 'container_create',
+};
 
 export interface PodStarted {
   sandboxId: string;
