@@ -1,5 +1,5 @@
 import { context, trace, SpanKind, SpanStatusCode, type Context, type Span } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { hrTime, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
@@ -73,6 +73,9 @@ export type SpanAttributes = Record<string, string | number | boolean | string[]
  * Runs `work` inside a span; the span records the error and ends when the work settles. `isFailure`
  * decides which errors mark the span failed (default: all); the others leave its status unset, as
  * OpenTelemetry's RPC conventions ask of a server that refuses a request it was right to refuse.
+ * Start and end are both read from one monotonic clock (hrTime): the SDK's default start, Date.now(),
+ * is whole milliseconds while its end is not, so a child could seem to end after its parent, and
+ * Jaeger would flag the trace for clock skew.
  */
 export async function withSpan<T>(
   name: string,
@@ -80,14 +83,14 @@ export async function withSpan<T>(
   work: (span: Span) => Promise<T>,
 ): Promise<T> {
   const parent = options.parent ?? context.active();
-  const span = tracer().startSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, attributes: options.attributes }, parent);
+  const span = tracer().startSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, attributes: options.attributes, startTime: hrTime() }, parent);
   try {
     return await context.with(trace.setSpan(parent, span), () => work(span));
   } catch (error) {
     if (options.isFailure?.(error) === false) throw error;
     throw failed(span, error);
   } finally {
-    span.end();
+    span.end(hrTime());
   }
 }
 
@@ -101,13 +104,13 @@ function failed(span: Span, error: unknown): unknown {
 /** The synchronous twin of withSpan, for work that must not yield (a store commit). */
 export function withSpanSync<T>(name: string, attributes: SpanAttributes, work: () => T): T {
   const parent = context.active();
-  const span = tracer().startSpan(name, { attributes }, parent);
+  const span = tracer().startSpan(name, { attributes, startTime: hrTime() }, parent);
   try {
     return context.with(trace.setSpan(parent, span), work);
   } catch (error) {
     throw failed(span, error);
   } finally {
-    span.end();
+    span.end(hrTime());
   }
 }
 
