@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IMAGES_DIR, REPO, TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder, until } from './helpers/daemon.js';
+import { PEERS_BIN } from './helpers/peers.js';
 import { OtlpReceiver } from './helpers/otlpReceiver.js';
 
-const PEERS_BIN = path.join(process.env.KTS_PEERS_DIR ?? '/var/cache/kts/peers', 'bin');
 const NODE_SCRIPT = path.join(REPO, 'scripts/containerd-node.sh');
 const BRIDGE = 'ktsctd0';
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO, canRunContainers } from './helpers/daemon.js';
+import { PEERS_BIN } from './helpers/peers.js';
 
-const PEERS_BIN = path.join(process.env.KTS_PEERS_DIR ?? '/var/cache/kts/peers', 'bin');
 // One run of both handlers takes about 3 minutes here (test/critest/results.json: total_seconds); a
 // StopPodSandbox that hangs costs critest 300 s a spec, so allow far more.
 const RUN_TIMEOUT_MS = 20 * 60_000;

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IMAGES_DIR, KTS, REPO, TestDaemon, canRunContainers, canRunVms, freshPodYaml, until, writeYaml } from './helpers/daemon.js';
-import { PEERS_BIN, startJaeger, type Jaeger, type JaegerSpan, type JaegerTrace } from './helpers/jaeger.js';
+import { startJaeger, type Jaeger, type JaegerSpan, type JaegerTrace } from './helpers/jaeger.js';
+import { PEERS_BIN } from './helpers/peers.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
 const skip = canRunContainers() ?? (existsSync(path.join(PEERS_BIN, 'jaeger')) ? undefined : `needs jaeger in ${PEERS_BIN} (bash scripts/build-peers.sh)`);

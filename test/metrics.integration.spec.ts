@@ -1,7 +1,7 @@
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO, TestDaemon, canRunContainers } from './helpers/daemon.js';
+import { freeLoopbackPort } from './helpers/peers.js';
 import { dashboardQueries } from './helpers/dashboards.js';
 
 const skip = canRunContainers();
@@ -19,15 +19,6 @@ interface Scrape {
   samples: Sample[];
   /** `# TYPE` lines: every metric the daemon declares, observed yet or not. */
   types: Map<string, string>;
-}
-
-/** Asks the kernel for a loopback port nobody holds right now. */
-async function freeLoopbackPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 function parseExposition(text: string): Scrape {

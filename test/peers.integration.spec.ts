@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PEERS_BIN, startJaeger } from './helpers/jaeger.js';
+import { startJaeger } from './helpers/jaeger.js';
+import { PEERS_BIN } from './helpers/peers.js';
 import { startPrometheus } from './helpers/prometheus.js';
 
 const missing = ['jaeger', 'prometheus'].filter((binary) => !existsSync(path.join(PEERS_BIN, binary)));

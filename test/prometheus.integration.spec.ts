@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO, TestDaemon, canRunContainers, until, writeYaml } from './helpers/daemon.js';
 import { asPromQL, dashboardQueries } from './helpers/dashboards.js';
-import { PEERS_BIN, freeLoopbackPort } from './helpers/jaeger.js';
+import { PEERS_BIN, freeLoopbackPort } from './helpers/peers.js';
 import { startPrometheus, type Prometheus, type PromSample } from './helpers/prometheus.js';
 import { controllerClient, taskClient } from './helpers/protoClient.js';
 

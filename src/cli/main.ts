@@ -331,7 +331,7 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
   cli.command('timeline')
     .description('the start of a pod as a waterfall of phases from its event log, the slowest marked (for VM pods: QEMU + guest boot and the guest\'s own part too)')
     .argument('<pod>', 'pod id, name, namespace/name, or a container id (its timeline then ends at that container\'s start)')
-    .option('--json', 'print {podId, containerId, totalMs, phases: [{name, startMs, durationMs, slowest}]}')
+    .option('--json', 'print {podId, containerId, totalMs, phases: [{name, phase, startMs, durationMs, slowest}]}; phase is the kts_pod_start_phase_duration_seconds label')
     .addOption(socketOption())
     .addHelpText('after', '\nExample:\n  kts timeline busybox-pod\n  kts timeline --json 3f0c…  | jq .phases')
     .action(async (ref: string, options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { until } from './daemon.js';
-import { freeLoopbackPort, spawnPeer, stopPeer, untilPeerReady } from './jaeger.js';
+import { freeLoopbackPort, spawnPeer, stopPeer, untilPeerReady } from './peers.js';
 
 /** One series of an instant vector: its labels and [unix seconds, value as text]. */
 export interface PromSample {
