@@ -8,17 +8,7 @@ import {
   type ContainerEventType,
   type ContainerStateValue,
 } from './containerMachine.js';
-import {
-  declaredTransitions,
-  describeWalk,
-  rowKey,
-  shortestHistoryPerState,
-  shortestWalkPerTransition,
-  sortedKeys,
-  walkEveryTransition,
-  walkKey,
-  type TransitionRow,
-} from './machineGraph.testkit.js';
+import { specifyTransitionTable, type TransitionRow } from './machineGraph.testkit.js';
 
 /** The specification: every legal (state, event) → state of a container. Anything else is illegal. */
 const TRANSITIONS: Array<TransitionRow & { from: ContainerStateValue; event: ContainerEventType; to: ContainerStateValue }> = [
@@ -113,52 +103,9 @@ function describeEvent(event: ContainerEvent): string {
 
 const running: ContainerEvent[] = [createRequested, containerCreated, startRequested, containerStarted];
 
-const walks = walkEveryTransition(containerMachine, SAMPLE_EVENTS);
-const walkPerTransition = shortestWalkPerTransition(walks);
-const historyPerState = shortestHistoryPerState('absent', walks);
-
-describe('containerMachine: the transition table', () => {
-  it('has one sample event per event type and lists every state', () => {
-    expect(SAMPLE_EVENTS.map((event) => event.type).sort()).toEqual([...CONTAINER_EVENT_TYPES].sort());
-    expect(Object.keys(containerMachine.root.states).sort()).toEqual([...CONTAINER_STATES].sort());
-  });
-
-  it('declares exactly the transitions of the table', () => {
-    expect(sortedKeys(declaredTransitions(containerMachine))).toEqual(sortedKeys(TRANSITIONS));
-  });
-
-  it('walks every transition of the table, and nothing else, along generated paths', () => {
-    expect(sortedKeys(walkPerTransition.map((walk) => ({ from: walk.from, event: walk.when.type, to: walk.to })))).toEqual(
-      sortedKeys(TRANSITIONS),
-    );
-  });
-
-  it.each(walkPerTransition.map((walk) => [describeWalk(walk), walk] as const))('%s', (_name, walk) => {
-    const before = replay(containerMachine, walk.given);
-    expect(before.value).toBe(walk.from);
-    expect(acceptsEvent(before, walk.when)).toBe(true);
-    expect(replay(containerMachine, [...walk.given, walk.when]).value).toBe(walk.to);
-    expect(TRANSITIONS.map(rowKey)).toContain(walkKey(walk));
-  });
-});
-
-describe('containerMachine: illegal transitions are rejected', () => {
-  const legal = new Set(TRANSITIONS.map((row) => `${row.from} ${row.event}`));
-  const illegal = CONTAINER_STATES.flatMap((state) =>
-    SAMPLE_EVENTS.filter((event) => !legal.has(`${state} ${event.type}`)).map((event) => [state, event.type, event] as const),
-  );
-
-  it('reaches every state along generated paths', () => {
-    expect([...historyPerState.keys()].sort()).toEqual([...CONTAINER_STATES].sort());
-  });
-
-  it.each(illegal)('given a container %s, when %s, then it is rejected', (state, _type, event) => {
-    const given = historyPerState.get(state)!;
-    const snapshot = replay(containerMachine, given);
-    expect(snapshot.value).toBe(state);
-    expect(acceptsEvent(snapshot, event)).toBe(false);
-    expect(() => replay(containerMachine, [...given, event])).toThrow(IllegalTransitionError);
-  });
+specifyTransitionTable({
+  name: 'containerMachine', entity: 'container', machine: containerMachine, states: CONTAINER_STATES, eventTypes: CONTAINER_EVENT_TYPES,
+  sampleEvents: SAMPLE_EVENTS, transitions: TRANSITIONS, initialState: 'absent',
 });
 
 describe('containerMachine: context', () => {

@@ -1,9 +1,11 @@
 /**
- * Test-only helpers shared by the machine specs: path generation with @xstate/graph and the
+ * Test-only helpers shared by the machine specs: path generation with xstate's own graph utilities (xstate/graph) and the
  * given/when/then bookkeeping around it. Not imported by product code.
  */
-import { getShortestPaths, serializeEvent, serializeSnapshot, toDirectedGraph, type DirectedGraphNode } from '@xstate/graph';
+import { getShortestPaths, serializeSnapshot, toDirectedGraph, type DirectedGraphNode } from 'xstate/graph';
 import type { AnyMachineSnapshot, AnyStateMachine, EventObject } from 'xstate';
+import { describe, expect, it } from 'vitest';
+import { IllegalTransitionError, acceptsEvent, replay } from './index.js';
 
 /** One row of a machine's transition table: in state `from`, event type `event` leads to `to`. */
 export interface TransitionRow {
@@ -51,7 +53,7 @@ export function walkEveryTransition<TEvent extends EventObject>(
     serializeState: (snapshot: AnyMachineSnapshot, event: EventObject | undefined, previous?: AnyMachineSnapshot) =>
       JSON.stringify([
         previous ? serializeSnapshot(previous) : null,
-        event ? serializeEvent(event) : null,
+        event ? JSON.stringify(event) : null,
         serializeSnapshot(snapshot),
       ]),
   });
@@ -107,4 +109,70 @@ export function declaredTransitions(machine: AnyStateMachine): TransitionRow[] {
 
 export function sortedKeys(rows: TransitionRow[]): string[] {
   return [...new Set(rows.map(rowKey))].sort();
+}
+
+/**
+ * The two spec blocks every entity machine gets from its transition table: the machine declares exactly
+ * the table's transitions, generated paths walk each of them (and replay agrees), every state is
+ * reachable, and every (state, event) pair the table leaves out is rejected with IllegalTransitionError.
+ */
+export function specifyTransitionTable<TEvent extends EventObject>(spec: {
+  /** `sandboxMachine`: names the describe blocks. */
+  name: string;
+  /** `sandbox`: how a test title names one. */
+  entity: string;
+  machine: AnyStateMachine;
+  states: readonly string[];
+  eventTypes: readonly string[];
+  /** One sample of each event type. */
+  sampleEvents: readonly TEvent[];
+  transitions: TransitionRow[];
+  initialState: string;
+}): void {
+  const { machine, transitions } = spec;
+  const walks = walkEveryTransition(machine, spec.sampleEvents);
+  const walkPerTransition = shortestWalkPerTransition(walks);
+  const historyPerState = shortestHistoryPerState(spec.initialState, walks);
+
+  describe(`${spec.name}: the transition table`, () => {
+    it('has one sample event per event type and lists every state', () => {
+      expect(spec.sampleEvents.map((event) => event.type).sort()).toEqual([...spec.eventTypes].sort());
+      expect(Object.keys(machine.root.states).sort()).toEqual([...spec.states].sort());
+    });
+
+    it('declares exactly the transitions of the table', () => {
+      expect(sortedKeys(declaredTransitions(machine))).toEqual(sortedKeys(transitions));
+    });
+
+    it('walks every transition of the table, and nothing else, along generated paths', () => {
+      expect(sortedKeys(walkPerTransition.map((walk) => ({ from: walk.from, event: walk.when.type, to: walk.to })))).toEqual(sortedKeys(transitions));
+    });
+
+    it.each(walkPerTransition.map((walk) => [describeWalk(walk), walk] as const))('%s', (_name, walk) => {
+      const before = replay(machine, walk.given);
+      expect(before.value).toBe(walk.from);
+      expect(acceptsEvent(before, walk.when)).toBe(true);
+      expect(replay(machine, [...walk.given, walk.when]).value).toBe(walk.to);
+      expect(transitions.map(rowKey)).toContain(walkKey(walk));
+    });
+  });
+
+  describe(`${spec.name}: illegal transitions are rejected`, () => {
+    const legal = new Set(transitions.map((row) => `${row.from} ${row.event}`));
+    const illegal = spec.states.flatMap((state) =>
+      spec.sampleEvents.filter((event) => !legal.has(`${state} ${event.type}`)).map((event) => [state, event.type, event] as const),
+    );
+
+    it('reaches every state along generated paths', () => {
+      expect([...historyPerState.keys()].sort()).toEqual([...spec.states].sort());
+    });
+
+    it.each(illegal)(`given a ${spec.entity} %s, when %s, then it is rejected`, (state, _type, event) => {
+      const given = historyPerState.get(state)!;
+      const snapshot = replay(machine, given);
+      expect(snapshot.value).toBe(state);
+      expect(acceptsEvent(snapshot, event)).toBe(false);
+      expect(() => replay(machine, [...given, event])).toThrow(IllegalTransitionError);
+    });
+  });
 }
