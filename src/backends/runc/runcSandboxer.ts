@@ -119,7 +119,7 @@ export class RuncSandboxer implements Sandboxer {
         onExit: () => watch.notifyInitExited(),
       });
       const holderPid = await waitForHolder(paths, watch.initExited(), this.readyDeadlineMs);
-      this.logger.info({ sandboxId: spec.sandboxId, initPid: init.identity.pid, holderPid }, 'runc sandbox started');
+      this.logger.info({ sandbox_id: spec.sandboxId, initPid: init.identity.pid, holderPid }, 'runc sandbox started');
       return { pid: holderPid };
     } catch (error) {
       await this.discardFailedStart(spec.sandboxId, paths);
@@ -147,12 +147,12 @@ export class RuncSandboxer implements Sandboxer {
       process.kill(init.pid, 'SIGTERM');
       const stopped = await Promise.race([watch.initExited().then(() => true), sleep(options.timeoutMs, false)]);
       if (!stopped && (await isProcessAlive(init))) {
-        this.logger.warn({ sandboxId, initPid: init.pid, timeoutMs: options.timeoutMs }, 'sandbox init ignored SIGTERM; killing it');
+        this.logger.warn({ sandbox_id: sandboxId, initPid: init.pid, timeoutMs: options.timeoutMs }, 'sandbox init ignored SIGTERM; killing it');
         process.kill(init.pid, 'SIGKILL');
       }
     }
     const exit = await watch.waitSandboxExit();
-    this.logger.info({ sandboxId, exitStatus: exit.exitStatus }, 'runc sandbox stopped');
+    this.logger.info({ sandbox_id: sandboxId, exitStatus: exit.exitStatus }, 'runc sandbox stopped');
     return exit;
   }
 
@@ -200,7 +200,7 @@ export class RuncSandboxer implements Sandboxer {
     await watch?.settle();
     this.dropWatch(sandboxId);
     await removeTree(paths.dir);
-    this.logger.info({ sandboxId }, 'runc sandbox removed');
+    this.logger.info({ sandbox_id: sandboxId }, 'runc sandbox removed');
   }
 
   async sweepOrphans(known: KnownResources): Promise<string[]> {
@@ -244,7 +244,7 @@ export class RuncSandboxer implements Sandboxer {
     const strays = inits.get(sandboxId) ?? [];
     for (const stray of strays) if (await isProcessAlive(stray)) process.kill(stray.pid, 'SIGKILL');
     for (const stray of strays) while (await isProcessAlive(stray)) await sleep(20);
-    if (strays.length > 0) this.logger.warn({ sandboxId, pids: strays.map((p) => p.pid) }, 'killed a kts-sandbox-init no record named');
+    if (strays.length > 0) this.logger.warn({ sandbox_id: sandboxId, pids: strays.map((p) => p.pid) }, 'killed a kts-sandbox-init no record named');
     return strays.map((p) => p.pid);
   }
 
@@ -284,7 +284,7 @@ export class RuncSandboxer implements Sandboxer {
       await unmountUnder(rootfs);
       await rm(container.dir, { recursive: true, force: true });
     } catch (error) {
-      this.logger.error({ containerId, error: errorMessage(error) }, 'cleanup after a failed runc create failed');
+      this.logger.error({ container_id: containerId, error: errorMessage(error) }, 'cleanup after a failed runc create failed');
     }
   }
 

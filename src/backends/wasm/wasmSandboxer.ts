@@ -122,7 +122,7 @@ export class WasmSandboxer implements Sandboxer {
     await mkdir(paths.containersDir);
     await mkdir(paths.exitsDir);
     this.sandboxes.set(spec.sandboxId, newLiveSandbox(spec.sandboxId, paths));
-    this.logger.info({ sandboxId: spec.sandboxId }, 'wasm sandbox started');
+    this.logger.info({ sandbox_id: spec.sandboxId }, 'wasm sandbox started');
     return { pid: process.pid, details: { 'kts.wasm.runtime': 'wasmtime 48 (wasmtime-wasi preview1) in kts-wasm-runner', 'kts.wasm.isolation': 'process per module: capability-based preopens, chroot to the rootfs, no_new_privs' } };
   }
 
@@ -135,7 +135,7 @@ export class WasmSandboxer implements Sandboxer {
     await Promise.all([...sandbox.processes.values()].map((p) => p.runner.kill(9)));
     await Promise.all([...sandbox.processes.values()].map((p) => p.exit));
     sandbox.markStopped({ exitStatus: 0, exitedAt: new Date() });
-    this.logger.info({ sandboxId, dir: paths.dir }, 'wasm sandbox stopped');
+    this.logger.info({ sandbox_id: sandboxId, dir: paths.dir }, 'wasm sandbox stopped');
     return sandbox.stoppedExit!;
   }
 
@@ -158,7 +158,7 @@ export class WasmSandboxer implements Sandboxer {
         await this.removeContainerFiles(wasmContainerPaths(paths, containerId));
       }
       await removeTree(paths.dir);
-      this.logger.info({ sandboxId }, 'wasm sandbox removed');
+      this.logger.info({ sandbox_id: sandboxId }, 'wasm sandbox removed');
     }
     this.sandboxes.delete(sandboxId);
   }
@@ -204,7 +204,7 @@ export class WasmSandboxer implements Sandboxer {
       return { pid };
     } catch (error) {
       await this.removeContainerFiles(paths).catch((cleanup: unknown) =>
-        this.logger.error({ containerId: spec.containerId, error: errorMessage(cleanup) }, 'cleanup after a failed wasm create failed'));
+        this.logger.error({ container_id: spec.containerId, error: errorMessage(cleanup) }, 'cleanup after a failed wasm create failed'));
       throw error;
     }
   }
@@ -362,10 +362,10 @@ export class WasmSandboxer implements Sandboxer {
       const notice = `kts: wasm module ${plan.modulePath} (pid ${pid}) ended: ${reason}\n`;
       if (reason !== undefined) await (log ? appendLogNotice(log.path, notice) : appendNotice(stdio.stderr, notice));
       await this.recordExit(sandbox, pid, processExit);
-      this.logger.info({ sandboxId: sandbox.sandboxId, containerId: container.containerId, pid, runnerPid: runner.hostPid, exitStatus, reason }, 'wasm module ended');
+      this.logger.info({ sandbox_id: sandbox.sandboxId, container_id: container.containerId, pid, runnerPid: runner.hostPid, exitStatus, reason }, 'wasm module ended');
       return processExit;
     });
-    this.logger.info({ sandboxId: sandbox.sandboxId, containerId: container.containerId, pid, runnerPid: runner.hostPid, module: plan.modulePath }, 'wasm module ready');
+    this.logger.info({ sandbox_id: sandbox.sandboxId, container_id: container.containerId, pid, runnerPid: runner.hostPid, module: plan.modulePath }, 'wasm module ready');
     const moduleProcess: ModuleProcess = { pid, runner, exit };
     sandbox.processes.set(pid, moduleProcess);
     return moduleProcess;
