@@ -6,7 +6,7 @@
 import { access, readdir, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import path from 'node:path';
-import type { BridgeNetworkSettings } from '../config.js';
+import type { BridgeNetworkSettings } from './config.js';
 import { invalidArgument, unavailable } from '../core/errors.js';
 import type { PodNetworkStatus } from '../core/podNetwork.js';
 import { runCommand } from '../backends/host/command.js';

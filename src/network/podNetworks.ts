@@ -1,4 +1,4 @@
-import type { NetworkConfig } from '../config.js';
+import type { NetworkConfig } from './config.js';
 import { bridgeNetworkConfig, loadCniConfigDir } from './cni.js';
 import { CniPodNetworks } from './cniPodNetworks.js';
 

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import type { MetricsAddress } from '../config.js';
+import type { MetricsAddress } from './metricsConfig.js';
 import { errorMessage, unavailable } from '../core/errors.js';
 import type { Logger } from './logger.js';
 

@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { crashPoint } from '../../core/crashPoints.js';
-import type { HypervisorConfig } from '../../config.js';
+import type { HypervisorConfig } from './config.js';
 import { KtsError, alreadyExists, errorMessage, failedPrecondition, internal, isKtsError, notFound } from '../../core/errors.js';
 import { validateId } from '../../core/ids.js';
 import { Sweep } from '../../core/sweep.js';

@@ -1,4 +1,4 @@
-import type { HypervisorConfig } from '../../../config.js';
+import type { HypervisorConfig } from '../config.js';
 import type { VmPaths } from '../vmPaths.js';
 
 import type { Accelerator, VmNic } from '../hypervisor.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultHypervisorConfig } from '../../../config.js';
+import { defaultHypervisorConfig } from '../config.js';
 import { vmPaths } from '../vmPaths.js';
 import { kernelCommandLine, qemuArgs } from './qemuCommand.js';
 

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, open, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import type { HypervisorConfig } from '../../../config.js';
+import type { HypervisorConfig } from '../config.js';
 import { internal, unavailable } from '../../../core/errors.js';
 import { KeyedQueue } from '../../../core/keyedQueue.js';
 import { runCommand } from '../../host/command.js';
