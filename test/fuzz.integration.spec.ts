@@ -6,7 +6,8 @@
 // random, printed) set the run; scripts/fuzz.sh is the long run by hand. To chase a finding:
 // KTS_FUZZ_TRACE=<id> prints every call whose request names it, KTS_FUZZ_DEBUG=1 every scripted reply and,
 // when the host and the records disagree, the batch's events. Inputs that once broke the daemon are the
-// named cases at the end.
+// named cases at the end. The Task API is fuzzed once more over ttrpc (the address Start gives containerd),
+// with hostile framing besides: KTS_FUZZ_TTRPC_FRAMES (default 3,000) frames, the same seed.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,7 +19,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
 import { TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
+import { MAX_STATUS_MESSAGE_CHARS } from '../src/api/grpcErrors.js';
+import { taskTtrpcSocket } from '../src/api/ttrpcServer.js';
 import { MessageFactory, Prng, RawClient, loadMethods, preparePlaces, type CallOutcome, type FuzzMethod, type FuzzPlaces, type FuzzState } from './fuzz/fuzzer.js';
+import { TTRPC_HEADER_BYTES, TTRPC_MAX_BODY_BYTES, TTRPC_REQUEST, TTRPC_RESPONSE, TtrpcConnection, frame, requestBody, ttrpcCall, type TtrpcReply } from './fuzz/ttrpcClient.js';
 
 const skip = canRunContainers();
 const CALLS = Number(process.env.KTS_FUZZ_CALLS ?? 15_000);
@@ -33,6 +37,11 @@ const CALL_DEADLINE_MS = 30_000;
 const WAITING_DEADLINE_MS = 4_000;
 const WAITING = new Set(['Wait', 'Exec@kts.admin.v1.Admin', 'Stop@containerd.services.sandbox.v1.Controller', 'StopContainer', 'RunContainer']);
 const TRANSITIONAL = new Set(['starting', 'stopping', 'shuttingDown', 'creating', 'deleting']);
+/** The ttrpc part: KTS_FUZZ_TTRPC_FRAMES frames (default 3,000) on this many connections at once, besides a saboteur's. */
+const TTRPC_FRAMES = Number(process.env.KTS_FUZZ_TTRPC_FRAMES ?? 3_000);
+const TTRPC_CONNECTIONS = 6;
+/** The ttrpc part's pod ids (fz<generation>-a…) start here: far from the gRPC part's batches, whose ids stay taken. */
+const TTRPC_GENERATION = 90_000;
 
 /** What Node and V8 say when code meets input nobody validated (found once: a NUL byte reaching spawn's arguments). */
 const JS_ERROR = /^The argument '|\bERR_[A-Z_]{4,}\b|Cannot read properties of|is not a function|is not iterable|Maximum call stack/;
@@ -52,6 +61,47 @@ function problemWith(method: FuzzMethod, outcome: CallOutcome): string | undefin
   if (JS_ERROR.test(outcome.details)) return `a JavaScript error, not a validated refusal, in ${status[outcome.code]}: ${outcome.details}`;
   if (outcome.code === status.UNAVAILABLE) return `UNAVAILABLE: ${outcome.details}`;
   return undefined;
+}
+
+/** A frame the ttrpc fuzz sent on one stream: whether the server must answer it, and with which code if it must be a refusal. */
+interface SentFrame {
+  streamId: number;
+  kind: string;
+  method?: FuzzMethod;
+  mustReply: boolean;
+  expectCode?: number;
+  request?: unknown;
+}
+
+/** A connection's stream ids as a ttrpc client allots them: odd and rising; `hostile` gives zero, even, reused or the largest. */
+class StreamIds {
+  private last = -1;
+  next(): number {
+    this.last += 2;
+    return this.last;
+  }
+  hostile(rng: Prng): number {
+    const last = Math.max(1, this.last);
+    return rng.pick([0, last, last + 1, 2, 0xfffffffe, 0xffffffff]);
+  }
+}
+
+const NO_METHOD: FuzzMethod = { service: '', name: '', path: '', serverStreaming: false } as FuzzMethod;
+
+/** What is wrong with one ttrpc Response: problemWith's checks on its status, and an OK one must decode as the method's reply. */
+function ttrpcProblem(reply: TtrpcReply, method: FuzzMethod | undefined, expectCode?: number): string | undefined {
+  // As over gRPC (grpcErrors.ts): a refusal quoting a huge request field is cut, here to fit ttrpc's 4 MiB frame.
+  if (reply.message.length > MAX_STATUS_MESSAGE_CHARS + 100) return `a status message of ${reply.message.length} characters: ${reply.message.slice(0, 100)}…`;
+  if (expectCode !== undefined && reply.code !== expectCode) return `status ${status[reply.code] ?? reply.code}, not ${status[expectCode]}: ${reply.message.slice(0, 300)}`;
+  const outcome: CallOutcome = { method: method?.path ?? '', how: 'ttrpc', code: reply.code, details: reply.message, ms: 0 };
+  if (reply.code === status.OK && method) {
+    try {
+      method.responseType.decode(reply.payload);
+    } catch (error) {
+      outcome.badReply = String(error);
+    }
+  }
+  return problemWith(method ?? NO_METHOD, outcome);
 }
 
 /** Files and directories under `dir`, with their content or link target and mode, for "nothing changed". */
@@ -180,7 +230,7 @@ describe.skipIf(skip)(`API fuzzing: random and mutated requests to every method 
     expect(existsSync(sandboxesDir) ? readdirSync(sandboxesDir) : []).toEqual([]);
   }
 
-  async function expectBatchLeftAConsistentDaemon(batch: number): Promise<void> {
+  async function expectBatchLeftAConsistentDaemon(batch: number | string): Promise<void> {
     expect(isAlive(daemon.process!.pid!), `daemon alive after batch ${batch}\n${daemon.logs.slice(-4000)}`).toBe(true);
     // A container that exits on its own moves its record a moment later: the host and the store agree within seconds.
     let mismatches: string[] = [];
@@ -269,6 +319,249 @@ describe.skipIf(skip)(`API fuzzing: random and mutated requests to every method 
     await removeEverything();
     expect(daemon.ktsOk('verify')).toMatch(/^ok: \d+ events, hash chain intact/);
   }, TEST_TIMEOUT_MS);
+
+  /**
+   * The Task API over ttrpc, at the address Start gives containerd: seeded frames on several connections at
+   * once, requests whose payloads come from the same factory, and hostile framing. Every frame that comes
+   * back is a well-formed Response on a stream the client used; a connection the server closes for a bad
+   * frame (a saboteur opens its own) leaves the others served.
+   */
+  it(`survives ${TTRPC_FRAMES} fuzzed ttrpc frames (seed ${SEED}) on ${TTRPC_CONNECTIONS} connections at once`, async () => {
+    console.log(`kts fuzz ttrpc: seed ${SEED}, ${TTRPC_FRAMES} frames on ${TTRPC_CONNECTIONS} connections and a saboteur's`);
+    const ttrpcSocket = taskTtrpcSocket(daemon.socket);
+    const allMethods = loadMethods();
+    const taskMethods = allMethods.filter((method) => method.service.endsWith('.Task'));
+    const rng = new Prng(SEED ^ 0x74747270);
+    const state: FuzzState = { sandboxPids: new Map() };
+    const factory = new MessageFactory(rng, places, state);
+    const findings: string[] = [];
+    const codes = new Map<string, number>();
+    /** INTERNAL replies: printed at the end, to judge case by case. */
+    const internals = new Set<string>();
+    const started = Date.now();
+    let sent = 0;
+    let generation = -1;
+    const nextGeneration = () => {
+      const wanted = Math.floor(sent / 500);
+      if (wanted !== generation) factory.newGeneration(TTRPC_GENERATION + (generation = wanted));
+    };
+    const shown = (request: unknown) => JSON.stringify(request, (_k, v) => (typeof v === 'string' && v.length > 200 ? `${v.slice(0, 200)}…(${v.length})` : v))?.slice(0, 1500);
+
+    /** Checks one frame that came back on a connection whose streams were `streams`; a reused stream id's reply may answer any of its frames. */
+    const checkReply = (reply: TtrpcReply, streams: Map<number, SentFrame[]>, where: string) => {
+      const frames = streams.get(reply.streamId) ?? [];
+      const problems = frames.map((sentFrame) => ttrpcProblem(reply, sentFrame.method, sentFrame.expectCode));
+      const answered = frames[problems.findIndex((problem) => problem === undefined)] ?? frames[0];
+      const key = `${answered?.kind ?? 'unsent'} ${status[reply.code] ?? reply.code}`;
+      codes.set(key, (codes.get(key) ?? 0) + 1);
+      if (reply.code === status.INTERNAL) internals.add(`${answered?.kind}: ${reply.message.slice(0, 200)}`);
+      const problem = reply.malformed ?? (frames.length === 0 ? `a reply on stream ${reply.streamId}, which the client never used` : undefined) ?? (problems.includes(undefined) ? undefined : problems[0]);
+      if (problem) findings.push(`${where} stream ${reply.streamId} (${answered?.kind} ${answered?.method?.path ?? ''}) ${problem.slice(0, 2000)}\n  request: ${shown(answered?.request)}`);
+    };
+
+    /** One random kind of frame (or a few, for "tiny"), on the next stream ids of a connection. */
+    const makeFrames = (ids: StreamIds): Array<{ bytes: Buffer; sent: SentFrame }> => {
+      const method = rng.pick(taskMethods);
+      const { bytes: payload, how, request } = factory.encode(method);
+      const namespaced = (metadata: Array<{ key: string; value: string }> = []) => [...(rng.chance(0.5) ? [{ key: 'containerd-namespace-ttrpc', value: 'k8s.io' }] : []), ...metadata];
+      const body = (metadata?: Array<{ key: string; value: string }>) => requestBody({ service: method.service, method: method.name, payload, metadata: namespaced(metadata), timeoutNano: rng.pick([0, 0, 1e9, -1]) });
+      const mustReply = !isWaiting(method);
+      const r = rng.next();
+      if (r < 0.55) {
+        const streamId = ids.next();
+        const one = { bytes: frame(streamId, TTRPC_REQUEST, body()), sent: { streamId, kind: `request/${how}`, method, mustReply, request } };
+        // Now and then the same request twice at once: a duplicated, concurrent call on one id.
+        if (!rng.chance(0.1)) return [one];
+        const again = ids.next();
+        return [one, { bytes: frame(again, TTRPC_REQUEST, body()), sent: { ...one.sent, streamId: again } }];
+      }
+      if (r < 0.61) {
+        const streamId = ids.next();
+        return [{ bytes: frame(streamId, rng.pick([0, 2, 3, 4, 0x7f, 0xff]), body()), sent: { streamId, kind: 'wrong-type', method, mustReply: false, request } }];
+      }
+      if (r < 0.66) {
+        const streamId = ids.next();
+        return [{ bytes: frame(streamId, TTRPC_REQUEST, body(), 1 + rng.int(255)), sent: { streamId, kind: 'flags', method, mustReply, request } }];
+      }
+      if (r < 0.72) {
+        const streamId = ids.hostile(rng);
+        return [{ bytes: frame(streamId, TTRPC_REQUEST, body()), sent: { streamId, kind: 'stream-id', method, mustReply, request } }];
+      }
+      if (r < 0.78) {
+        const streamId = ids.next();
+        const notRequest = rng.pick([
+          () => rng.bytes(rng.int(300)), () => payload, () => Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), () => Buffer.from([0x2a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+          () => Buffer.from([0x22, 0x05, 0x08, 0x01]), () => Buffer.alloc(1 + rng.int(64), 0xff),
+        ])();
+        return [{ bytes: frame(streamId, TTRPC_REQUEST, notRequest), sent: { streamId, kind: 'not-a-request', mustReply: true } }];
+      }
+      if (r < 0.84) {
+        const streamId = ids.next();
+        const other = rng.pick(allMethods.filter((m) => !m.service.endsWith('.Task')));
+        const [service, name] = rng.pick([
+          [other.service, other.name], [method.service, 'Teleport'], ['', ''], [method.service, ''], ['', method.name], [`${method.service}/${method.name}`, ''],
+          [method.service.replace('Task', 'task'), method.name], [method.service, method.name.toLowerCase()], ['containerd.task.v1.Task', method.name],
+          ['x'.repeat(100_000), 'y'.repeat(100_000)], [`${method.service}\u0000`, method.name], [method.service, `${method.name}\u0000`],
+        ] as const);
+        // Now and then a service name that fills the frame: the refusal quoting it must still fit in one.
+        const bytes = rng.chance(0.03)
+          ? frame(streamId, TTRPC_REQUEST, requestBody({ service: 's'.repeat(TTRPC_MAX_BODY_BYTES - 20), method: 'm', payload: Buffer.alloc(0) }))
+          : frame(streamId, TTRPC_REQUEST, requestBody({ service, method: name, payload, metadata: namespaced() }));
+        return [{ bytes, sent: { streamId, kind: 'unknown-method', method: { ...method, service, name, path: `/${service.slice(0, 80)}/${name.slice(0, 80)}` }, mustReply: true, expectCode: status.UNIMPLEMENTED } }];
+      }
+      if (r < 0.93) {
+        const streamId = ids.next();
+        const metadata = rng.pick([
+          () => Array.from({ length: 20_000 }, (_, i) => ({ key: `k${i}`, value: 'v'.repeat(80) })),
+          () => [{ key: 'big', value: 'x'.repeat(3 << 20) }],
+          () => [{ key: 'containerd-namespace-ttrpc', value: 'n'.repeat(1 << 20) }],
+          () => [{ key: 'traceparent', value: rng.pick(['00-zz-yy-01', `00-${'0'.repeat(32)}-${'0'.repeat(16)}-01`, 'x'.repeat(100_000)]) }],
+          () => [{ key: 'Upper-Case', value: 'v' }, { key: 'x-bin', value: 'not base64 ü' }, { key: ':path', value: '/x' }, { key: '', value: '' }, { key: 'grpc-timeout', value: '1n' }],
+          () => Array.from({ length: 200 }, () => ({ key: factory.string().slice(0, 300), value: factory.string().slice(0, 3000) })),
+        ])();
+        return [{ bytes: frame(streamId, TTRPC_REQUEST, body(metadata)), sent: { streamId, kind: 'huge-metadata', method, mustReply, request } }];
+      }
+      // Many tiny frames: empty Requests (no service, no method), each one answered.
+      return Array.from({ length: 2 + rng.int(14) }, () => {
+        const streamId = ids.next();
+        return { bytes: frame(streamId, TTRPC_REQUEST, Buffer.alloc(0)), sent: { streamId, kind: 'tiny', mustReply: true, expectCode: status.UNIMPLEMENTED } };
+      });
+    };
+
+    /** A pod's life in order (with steps left out or said twice): the Controller over gRPC, the Task API over this ttrpc connection. */
+    const scenario = async (connection: TtrpcConnection, ids: StreamIds, streams: Map<number, SentFrame[]>) => {
+      for (const [key, makeRequest] of factory.scenario()) {
+        const request = makeRequest();
+        const [service, name] = key.split('.');
+        if (service === 'Task') {
+          const version = rng.chance(0.5) ? 'containerd.task.v3.Task' : 'containerd.task.v2.Task';
+          const method = taskMethods.find((m) => m.name === name && m.service === version)!;
+          const streamId = ids.next();
+          const sentFrame = { streamId, kind: 'scenario', method, mustReply: true, request };
+          streams.set(streamId, [...(streams.get(streamId) ?? []), sentFrame]);
+          connection.write(frame(streamId, TTRPC_REQUEST, requestBody({ service: version, method: name!, payload: method.requestType.encode(method.requestType.fromObject(request)).finish() })));
+          sent++;
+          if (!(await connection.replyTo(streamId, CALL_DEADLINE_MS))) findings.push(`no reply in ${CALL_DEADLINE_MS} ms to ${method.path} (scenario) on stream ${streamId}: ${shown(request)}`);
+          continue;
+        }
+        const method = allMethods.find((m) => m.name === name && m.service.endsWith(`.${service}`) && !m.service.includes('.v2.'))!;
+        const outcome = await raw.unary(method, Buffer.from(method.requestType.encode(method.requestType.fromObject(request)).finish()), 'happy', isWaiting(method) ? WAITING_DEADLINE_MS : CALL_DEADLINE_MS);
+        const problem = problemWith(method, outcome);
+        if (problem) findings.push(`${method.path} (scenario over gRPC) ${problem}`);
+        const pid = outcome.response?.pid;
+        if (outcome.code === 0 && typeof pid === 'number' && pid > 0 && method.name === 'Start' && service === 'Controller') state.sandboxPids.set(String(request.sandbox_id), pid);
+      }
+    };
+
+    const worker = async (index: number) => {
+      let connection = await TtrpcConnection.open(ttrpcSocket);
+      let ids = new StreamIds();
+      let streams = new Map<number, SentFrame[]>();
+      let checked = 0;
+      const checkNewReplies = () => {
+        for (; checked < connection.replies.length; checked++) checkReply(connection.replies[checked]!, streams, `connection ${index}:`);
+      };
+      while (sent < TTRPC_FRAMES) {
+        nextGeneration();
+        if (rng.chance(0.06)) {
+          await scenario(connection, ids, streams);
+        } else {
+          const made = Array.from({ length: 1 + rng.int(4) }, () => makeFrames(ids)).flat();
+          // A generated frame beyond ttrpc's 4 MiB closes its connection: it goes on one of its own.
+          for (const { bytes } of made.filter((m) => m.bytes.length > TTRPC_HEADER_BYTES + TTRPC_MAX_BODY_BYTES)) await breakConnection('a generated frame beyond 4 MiB', (connection) => connection.write(bytes, 1 << 16));
+          const group = made.filter((m) => m.bytes.length <= TTRPC_HEADER_BYTES + TTRPC_MAX_BODY_BYTES);
+          for (const { sent: sentFrame } of group) streams.set(sentFrame.streamId, [...(streams.get(sentFrame.streamId) ?? []), sentFrame]);
+          const bytes = Buffer.concat(group.map((g) => g.bytes));
+          // Mostly one write; else in pieces, down to a byte at a time for small groups: framing must not care.
+          connection.write(bytes, rng.chance(0.8) ? bytes.length : bytes.length < 4096 && rng.chance(0.3) ? 1 : 1 + rng.int(512));
+          sent += group.length;
+          for (const { sent: sentFrame } of group.filter((g) => g.sent.mustReply)) {
+            const reply = await connection.replyTo(sentFrame.streamId, CALL_DEADLINE_MS);
+            if (!reply) findings.push(`connection ${index}: no reply in ${CALL_DEADLINE_MS} ms to ${sentFrame.kind} ${sentFrame.method?.path ?? ''} on stream ${sentFrame.streamId} (connection ${connection.closedBy ?? 'open'}): ${shown(sentFrame.request)}`);
+          }
+        }
+        checkNewReplies();
+        if (!connection.isOpen) {
+          findings.push(`connection ${index}: the server closed a connection that sent no bad frame (${connection.closedBy})`);
+          connection = await TtrpcConnection.open(ttrpcSocket);
+          ids = new StreamIds();
+          streams = new Map();
+          checked = 0;
+        }
+      }
+      // Replies to frames that need none (wrong type, Wait) that came in meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      checkNewReplies();
+      connection.destroy();
+    };
+
+    /** Opens a connection, lets `sabotage` break it, and expects the server to close it within 5 s; whatever came back must still be well-formed. */
+    let broken = 0;
+    const breakConnection = async (how: string, sabotage: (connection: TtrpcConnection, ids: StreamIds) => void) => {
+      const connection = await TtrpcConnection.open(ttrpcSocket);
+      const ids = new StreamIds();
+      sabotage(connection, ids);
+      await Promise.race([connection.closed, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      if (connection.isOpen) findings.push(`a connection stayed open 5 s after "${how}"`);
+      connection.destroy();
+      const streams = new Map(Array.from({ length: 3 }, (_, i) => [2 * i + 1, [{ streamId: 2 * i + 1, kind: how, mustReply: false }]] as [number, SentFrame[]]));
+      for (const reply of connection.replies) checkReply(reply, streams, `a connection broken by "${how}":`);
+      broken++;
+    };
+
+    /** Breaks connections of its own while the workers run: a header beyond 4 MiB, a body beyond it, a frame cut short then the end. */
+    const saboteur = async () => {
+      while (sent < TTRPC_FRAMES) {
+        const method = rng.pick(taskMethods);
+        const valid = frame(1, TTRPC_REQUEST, requestBody({ service: method.service, method: method.name, payload: factory.encode(method).bytes }));
+        const how = rng.pick(['header beyond 4 MiB', 'body beyond 4 MiB', 'truncated then end', 'header of 4 MiB then end', 'truncated then destroy']);
+        const before = rng.chance(0.5);
+        await breakConnection(how, (connection, ids) => {
+          if (before) connection.write(valid);
+          const streamId = ids.next() + 2;
+          if (how === 'header beyond 4 MiB') connection.write(frame(streamId, TTRPC_REQUEST, Buffer.alloc(rng.int(64)), 0, rng.pick([TTRPC_MAX_BODY_BYTES + 1, 0x7fffffff, 0xffffffff])));
+          if (how === 'body beyond 4 MiB') connection.write(frame(streamId, TTRPC_REQUEST, requestBody({ service: method.service, method: method.name, payload: Buffer.alloc(TTRPC_MAX_BODY_BYTES + rng.int(1000)) })), 1 << 16);
+          if (how.startsWith('truncated')) connection.write(valid.subarray(0, 1 + rng.int(valid.length - 1)));
+          if (how === 'header of 4 MiB then end') connection.write(frame(streamId, TTRPC_REQUEST, Buffer.alloc(0), 0, TTRPC_MAX_BODY_BYTES));
+          if (how.endsWith('then end')) connection.end();
+          if (how.endsWith('then destroy')) connection.destroy();
+        });
+        sent += before ? 2 : 1;
+        await new Promise((resolve) => setTimeout(resolve, rng.int(100)));
+      }
+    };
+
+    await Promise.all([saboteur(), ...Array.from({ length: TTRPC_CONNECTIONS }, (_, index) => worker(index))]);
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    expect(findings, `ttrpc findings (seed ${SEED})`).toEqual([]);
+    expect(isAlive(daemon.process!.pid!), `daemon alive after the ttrpc fuzz\n${daemon.logs.slice(-4000)}`).toBe(true);
+    console.log(`kts fuzz ttrpc: seed ${SEED}: ${sent} frames in ${seconds} s, ${broken} connections broken on purpose, no findings; replies:\n${[...codes].sort().map(([k, n]) => `  ${k}: ${n}`).join('\n')}`);
+    if (internals.size > 0) console.log(`kts fuzz ttrpc: INTERNAL replies:\n${[...internals].map((line) => `  ${line}`).join('\n')}`);
+    await expectTaskLifeOverTtrpc(ttrpcSocket, taskMethods);
+    await expectBatchLeftAConsistentDaemon('ttrpc');
+    await removeEverything();
+    expect(daemon.ktsOk('verify')).toMatch(/^ok: \d+ events, hash chain intact/);
+  }, 120_000 + TTRPC_FRAMES * 20);
+
+  /** After the fuzz, a plain container's life over ttrpc still works: Create, Start, Wait (its exit status), Delete. */
+  async function expectTaskLifeOverTtrpc(ttrpcSocket: string, taskMethods: FuzzMethod[]): Promise<void> {
+    const sandboxId = 'fzt-after';
+    const { pid } = await controller.Start!({ sandbox_id: (await controller.Create!({ sandbox_id: sandboxId, sandboxer: 'runc' }), sandboxId) });
+    const bundle = path.join(places.work, 'after-bundle');
+    mkdirSync(bundle, { recursive: true });
+    writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(ociSpec(sandboxId, pid, ['sh', '-c', 'exit 3'])));
+    const call = async (name: string, request: Record<string, unknown>) => {
+      const method = taskMethods.find((m) => m.name === name && m.service === 'containerd.task.v3.Task')!;
+      const reply = await ttrpcCall(ttrpcSocket, { service: method.service, method: name, payload: method.requestType.encode(method.requestType.fromObject(request)).finish() });
+      expect(reply, `Task ${name} over ttrpc`).toMatchObject({ type: TTRPC_RESPONSE, code: 0 });
+      return method.responseType.toObject(method.responseType.decode(reply!.payload), { longs: Number }) as Record<string, number>;
+    };
+    expect((await call('Create', { id: `${sandboxId}-c1`, bundle, rootfs: [{ type: 'bind', source: places.lower, options: ['rbind', 'ro'] }] })).pid).toBeGreaterThan(0);
+    await call('Start', { id: `${sandboxId}-c1` });
+    expect((await call('Wait', { id: `${sandboxId}-c1` })).exit_status).toBe(3);
+    await call('Delete', { id: `${sandboxId}-c1` });
+    await controller.Shutdown!({ sandbox_id: sandboxId });
+  }
 });
 
 // Inputs the fuzzer found breaking the daemon, kept as named cases.
@@ -302,6 +595,15 @@ describe.skipIf(skip)(`API fuzzing's findings, kept${skip ? ` (skipped: ${skip})
       const error = await Promise.race([admin.Inspect!({ ref }).then(() => 'answered', (e: { code: number; details: string }) => e), new Promise((resolve) => setTimeout(() => resolve('no answer in 10 s'), 10_000))]);
       expect(error).toMatchObject({ code: status.NOT_FOUND, details: expect.stringMatching(/^no pod or container "x*ü*… \(\d+ more characters cut\)$/) });
     }
+  });
+
+  it('a ttrpc request naming a service of up to 4 MiB is refused in a frame within ttrpc\'s limit, its message cut (seed 3, ttrpc)', async () => {
+    for (const service of ['x'.repeat(100_000), 's'.repeat(TTRPC_MAX_BODY_BYTES - 20)]) {
+      const reply = await ttrpcCall(taskTtrpcSocket(daemon.socket), { service, method: 'm', payload: Buffer.alloc(0) });
+      expect(reply).toMatchObject({ type: TTRPC_RESPONSE, code: status.UNIMPLEMENTED, message: expect.stringMatching(/^(x+|s+)… \(\d+ more characters cut\)$/) });
+      expect(reply!.malformed).toBeUndefined();
+    }
+    expect(isAlive(daemon.process!.pid!)).toBe(true);
   });
 
   it('a NUL byte in a rootfs mount is INVALID_ARGUMENT, not INTERNAL from spawning mount(8) (seed 1597193620)', async () => {

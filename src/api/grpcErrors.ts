@@ -20,7 +20,7 @@ const CODES: Record<ErrorKind, status> = {
  */
 export const MAX_STATUS_MESSAGE_CHARS = 2048;
 
-function capMessage(message: string): string {
+export function capMessage(message: string): string {
   if (message.length <= MAX_STATUS_MESSAGE_CHARS) return message;
   return `${message.slice(0, MAX_STATUS_MESSAGE_CHARS)}… (${message.length - MAX_STATUS_MESSAGE_CHARS} more characters cut)`;
 }

@@ -11,12 +11,14 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Metadata, type ServerUnaryCall, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation, type sendUnaryData } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import protobuf from 'protobufjs';
+import { capMessage } from './grpcErrors.js';
 
 const HEADER_BYTES = 10;
 export const TTRPC_MAX_MESSAGE_BYTES = 4 << 20;
 export const TTRPC_TYPE_REQUEST = 1;
 export const TTRPC_TYPE_RESPONSE = 2;
 /** gRPC status codes used for what the ttrpc layer itself refuses. */
+const RESOURCE_EXHAUSTED = 8;
 const UNIMPLEMENTED = 12;
 const INTERNAL = 13;
 
@@ -160,7 +162,10 @@ function handleRequest(socket: Socket, streamId: number, body: Buffer, methods: 
 
 function reply(socket: Socket, streamId: number, status: { code: number; message: string }, payload?: Buffer): void {
   if (socket.destroyed) return;
-  const body = Buffer.from(ResponseType.encode(ResponseType.fromObject({ status: status.code === 0 ? undefined : status, payload: payload ?? Buffer.alloc(0) })).finish());
+  // A refusal may quote the request (a service name of megabytes): cut as over gRPC, so that it fits in a frame.
+  let body = Buffer.from(ResponseType.encode(ResponseType.fromObject({ status: status.code === 0 ? undefined : { code: status.code, message: capMessage(status.message) }, payload: payload ?? Buffer.alloc(0) })).finish());
+  // A frame beyond ttrpc's limit makes the client drop the connection and every call on it: refuse the one call, as ttrpc's Go server does.
+  if (body.length > TTRPC_MAX_MESSAGE_BYTES) body = Buffer.from(ResponseType.encode(ResponseType.fromObject({ status: { code: RESOURCE_EXHAUSTED, message: `reply of ${body.length} bytes exceeds ttrpc's ${TTRPC_MAX_MESSAGE_BYTES}` } })).finish());
   const header = Buffer.alloc(HEADER_BYTES);
   header.writeUInt32BE(body.length, 0);
   header.writeUInt32BE(streamId, 4);

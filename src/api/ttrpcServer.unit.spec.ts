@@ -72,6 +72,7 @@ describe('the Task API over ttrpc', () => {
       Pids: (call: ServerUnaryCall<{ id: string }, unknown>, callback: sendUnaryData<unknown>) => {
         seen.push({ id: call.request.id, namespace: String(call.metadata.get('containerd-namespace')[0] ?? '') });
         if (call.request.id === 'missing') return callback(toServiceError(notFound('container missing not found')));
+        if (call.request.id === 'crowded') return callback(null, { processes: Array.from({ length: 800_000 }, (_, i) => ({ pid: 4_000_000 + i })) });
         callback(null, { processes: [{ pid: 41 }, { pid: 42 }] });
       },
     };
@@ -106,6 +107,16 @@ describe('the Task API over ttrpc', () => {
     socket.destroy();
     expect(missing).toMatchObject({ code: 5, message: 'container missing not found' });
     expect(teleport).toMatchObject({ code: 12, message: expect.stringMatching(/Teleport is not served/) });
+  });
+
+  it('refuses a reply longer than a ttrpc frame with RESOURCE_EXHAUSTED on its stream, and keeps the connection (found by fuzzing)', async () => {
+    const socket = connect(path.join(dir, 'task.sock'));
+    const answered = replies(socket, 2);
+    socket.write(Buffer.concat([pidsRequest(1, 'crowded'), pidsRequest(3, 'web')]));
+    const [crowded, web] = (await answered).sort((a, b) => a.streamId - b.streamId);
+    socket.destroy();
+    expect(crowded).toMatchObject({ streamId: 1, type: 2, code: 8, message: expect.stringMatching(/^reply of \d+ bytes exceeds ttrpc's 4194304$/) });
+    expect(web).toMatchObject({ streamId: 3, code: 0 });
   });
 
   it('closes a connection that announces a frame longer than ttrpc allows, and keeps serving others', async () => {

@@ -1,4 +1,4 @@
-import { SpanKind, SpanStatusCode, TraceFlags, type Attributes, type HrTime, type SpanContext } from '@opentelemetry/api';
+import { isValidTraceId, SpanKind, SpanStatusCode, TraceFlags, type Attributes, type HrTime, type SpanContext } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { KTS_VERSION } from '../version.js';
@@ -77,6 +77,8 @@ export function encodeSpans(spans: ReadableSpan[]): Buffer {
 function primitiveAttributes(attributes: Attributes): Record<string, SpanValue> {
   const out: Record<string, SpanValue> = {};
   for (const [key, value] of Object.entries(attributes).slice(0, MAX_ATTRIBUTES)) {
+    // JSON.parse makes "__proto__" an own key of a guest's attributes; assigned here it would set out's prototype.
+    if (key === '__proto__') continue;
     if (typeof value === 'string') out[key] = value.slice(0, MAX_VALUE);
     else if (typeof value === 'number' || typeof value === 'boolean') out[key] = value;
     else if (Array.isArray(value) && value.every((item) => typeof item === 'string')) out[key] = (value as string[]).slice(0, MAX_ATTRIBUTES).map((item) => item.slice(0, MAX_VALUE));
@@ -121,7 +123,8 @@ const isHrTime = (value: unknown): value is HrTime =>
  */
 export function decodeGuestSpans(trailer: Buffer, traceId: string, origin: GuestSpanOrigin = {}): { spans: ReadableSpan[]; clockOffsetMs: number } {
   const none = { spans: [], clockOffsetMs: 0 };
-  if (trailer.length > MAX_TRAILER_BYTES || !HEX(32).test(traceId)) return none;
+  // The all-zero id is no trace: that of a call made with tracing suppressed (waitForReady) or off.
+  if (trailer.length > MAX_TRAILER_BYTES || !HEX(32).test(traceId) || !isValidTraceId(traceId)) return none;
   let parsed: unknown;
   try {
     parsed = JSON.parse(trailer.toString('utf8'));
@@ -141,6 +144,8 @@ function validWireSpan(candidate: unknown, traceId: string): WireSpan | undefine
   if (span.t !== traceId || typeof span.s !== 'string' || !HEX(16).test(span.s)) return undefined;
   if (typeof span.p !== 'string' || (span.p !== '' && !HEX(16).test(span.p))) return undefined;
   if (typeof span.n !== 'string' || span.n.length > MAX_NAME || !isHrTime(span.st) || !isHrTime(span.et)) return undefined;
+  // A span that ends before it starts has a negative duration, which no backend can draw.
+  if (toMs(span.et) < toMs(span.st)) return undefined;
   if (typeof span.k !== 'number' || !(span.k in SpanKind) || typeof span.c !== 'number' || !(span.c in SpanStatusCode)) return undefined;
   return { ...span, a: primitiveAttributes(typeof span.a === 'object' && span.a !== null ? span.a : {}), m: typeof span.m === 'string' ? span.m.slice(0, MAX_VALUE) : '' } as WireSpan;
 }

@@ -49,4 +49,9 @@ describe('guest spans on the host\'s clock', () => {
     expect((span!.attributes.many as string[]).length).toBe(64);
     expect((span!.attributes.long as string[])[0]).toHaveLength(1000);
   });
+
+  it('given a span that ends before it starts, then it is dropped (a negative duration no backend can draw)', () => {
+    const backwards = [{ t: TRACE, s: '4'.repeat(16), p: CLIENT, n: 'x', k: 1, st: hr(call.startMs + 5), et: hr(call.startMs + 1), a: {}, c: 0, m: '' }];
+    expect(decodeGuestSpans(Buffer.from(JSON.stringify(backwards)), TRACE, { call }).spans).toEqual([]);
+  });
 });
