@@ -4,28 +4,8 @@
  * replaying a stream is sending its events in order to a fresh actor. No I/O here.
  */
 import { assertEvent, assign, setup } from 'xstate';
-
-/** The Linux options of a CRI PodSandboxConfig that shape a pod's namespaces (checked by src/oci/podLinux.ts). */
-export interface PodLinuxOptions {
-  /** CRI NamespaceMode NODE: the pod uses the host's network / IPC / pid namespace. */
-  hostNetwork?: boolean;
-  hostIpc?: boolean;
-  hostPid?: boolean;
-  /** Namespaced sysctls set in the pod's own network or IPC namespace, by dotted name. */
-  sysctls?: Record<string, string>;
-  /** The pod's resolver: written as the containers' /etc/resolv.conf. */
-  dns?: { servers: string[]; searches: string[]; options: string[] };
-}
-
-/** What CNI reported for a pod's network (the CNI result, in the spec's own field names). */
-export interface PodNetworkStatus {
-  /** Interfaces the plugins made; `sandbox` is the netns path for the pod's own ones, absent for host-side ones (the bridge, veth peer). */
-  interfaces: Array<{ name: string; mac: string; sandbox?: string }>;
-  /** `address` is CIDR (10.88.0.5/16); `interface` indexes `interfaces`. */
-  ips: Array<{ address: string; gateway?: string; interface?: number }>;
-  routes: Array<{ dst: string; gw?: string }>;
-  dns?: { nameservers?: string[]; domain?: string; search?: string[]; options?: string[] };
-}
+import type { PodNetworkStatus } from '../src/core/podNetwork.js';
+import type { PodLinuxOptions } from '../src/core/sandboxer.js';
 
 /** A network namespace kts made for the pod and the CNI network attached in it. */
 export interface SandboxNetwork {

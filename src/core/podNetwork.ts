@@ -1,8 +1,16 @@
 /** What the engine needs from whoever gives pods their network (CNI in src/network/). */
-import type { PodNetworkStatus } from '../../machines/sandboxMachine.js';
 import type { KnownIds } from './sweep.js';
 
-export type { PodNetworkStatus };
+/** What CNI reported for a pod's network (the CNI result, in the spec's own field names). */
+export interface PodNetworkStatus {
+  /** Interfaces the plugins made; `sandbox` is the netns path for the pod's own ones, absent for host-side ones (the bridge, veth peer). */
+  interfaces: Array<{ name: string; mac: string; sandbox?: string }>;
+  /** `address` is CIDR (10.88.0.5/16); `interface` indexes `interfaces`. */
+  ips: Array<{ address: string; gateway?: string; interface?: number }>;
+  routes: Array<{ dst: string; gw?: string }>;
+  dns?: { nameservers?: string[]; domain?: string; search?: string[]; options?: string[] };
+}
+
 
 /**
  * A pod's say in whether kts runs CNI for it: `none` opts out (a netns with loopback only), `cni`

@@ -1,8 +1,18 @@
 /** What the engine needs from a sandbox kind. Implementations live in src/backends/<kind>/. */
-import type { PodLinuxOptions } from '../../machines/sandboxMachine.js';
 import type { KnownIds } from './sweep.js';
 
-export type { PodLinuxOptions };
+/** The Linux options of a CRI PodSandboxConfig that shape a pod's namespaces (checked by src/oci/podLinux.ts). */
+export interface PodLinuxOptions {
+  /** CRI NamespaceMode NODE: the pod uses the host's network / IPC / pid namespace. */
+  hostNetwork?: boolean;
+  hostIpc?: boolean;
+  hostPid?: boolean;
+  /** Namespaced sysctls set in the pod's own network or IPC namespace, by dotted name. */
+  sysctls?: Record<string, string>;
+  /** The pod's resolver: written as the containers' /etc/resolv.conf. */
+  dns?: { servers: string[]; searches: string[]; options: string[] };
+}
+
 
 export interface MountSpec {
   type: string;

@@ -4,19 +4,11 @@ import { failedPrecondition, notFound } from '../core/errors.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { formatImageRef, parseImageRef, type ImageRef } from './imageRef.js';
 import { defaultUnpackBinary, unpackLayers, type Layer, type UnpackLimits } from './layerUnpacker.js';
+import type { ImageConfig } from '../oci/imageConfig.js';
 import { isObject } from '../oci/json.js';
 import { MEDIA_TYPES, OciLayout, REF_NAME_ANNOTATION, type Descriptor } from './ociLayout.js';
 
-/** The parts of an OCI image config a container spec is built from. */
-export interface ImageConfig {
-  cmd: string[];
-  entrypoint: string[];
-  /** `KEY=value` strings, in image order. */
-  env: string[];
-  /** Absolute, or "" when the image sets none. */
-  workingDir: string;
-  user?: string;
-}
+export type { ImageConfig };
 
 export interface ResolvedImage {
   name: string;

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { invalidArgument } from '../core/errors.js';
 import type { MountSpec } from '../core/sandboxer.js';
-import type { ImageConfig } from '../images/imageStore.js';
+import type { ImageConfig } from './imageConfig.js';
 import { isObject, isStringArray, isStringRecord } from './json.js';
 import type { ContainerConfig } from './podConfig.js';
 

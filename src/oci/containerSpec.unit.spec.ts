@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isKtsError } from '../core/errors.js';
-import type { ImageConfig } from '../images/imageStore.js';
+import type { ImageConfig } from './imageConfig.js';
 import {
   buildContainerSpec,
   containerArgs,
