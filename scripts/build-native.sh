@@ -10,9 +10,9 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 
 C_HELPERS=(
   "src/backends/runc/sandbox-init.c:kts-sandbox-init"
-  "src/backends/host/beneath.c:kts-beneath"
+  "src/host/beneath.c:kts-beneath"
   "src/backends/runc/console.c:kts-console"
-  "src/backends/host/log-pump.c:kts-log-pump"
+  "src/host/log-pump.c:kts-log-pump"
 )
 RUST_HELPERS=(
   "src/backends/wasm/runner:kts-wasm-runner"

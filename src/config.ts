@@ -5,6 +5,7 @@ import { applyRuncToml, defaultRuncConfig, type RuncConfig } from './backends/ru
 import { applyHypervisorToml, defaultHypervisorConfig, type HypervisorConfig } from './backends/vmm/config.js';
 import { optionalPositiveInteger, optionalString, optionalTable, rejectUnknownKeys } from './core/configTable.js';
 import { invalidArgument } from './core/errors.js';
+import { SANDBOX_KINDS } from './core/sandboxer.js';
 import { applyImagesToml, defaultImagesConfig, type ImagesConfig } from './images/config.js';
 import { applyNetworkToml, defaultNetworkConfig, type NetworkConfig } from './network/config.js';
 import { applyMetricsToml, type MetricsConfig } from './telemetry/metricsConfig.js';
@@ -63,7 +64,6 @@ export interface AuditConfig {
 export const DEFAULT_SOCKET = '/run/kts/kts.sock';
 export const DEFAULT_ROOT = '/var/lib/kts';
 export const DEFAULT_CONFIG_PATH = '/etc/kts/config.toml';
-export const SANDBOX_KINDS = ['runc', 'vmm', 'wasm'] as const;
 
 export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
   return {

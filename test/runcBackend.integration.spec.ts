@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isKtsError } from '../src/core/errors.js';
 import type { ContainerSpec, MountSpec } from '../src/core/sandboxer.js';
 import { RuncSandboxer, type RuncSandboxerOptions } from '../src/backends/runc/runcSandboxer.js';
-import { mountPointsUnder, unmountUnder } from '../src/backends/host/mounts.js';
+import { mountPointsUnder, unmountUnder } from '../src/host/mounts.js';
 
 const repoRoot = join(import.meta.dirname, '..');
 

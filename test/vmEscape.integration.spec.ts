@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
 import { TestDaemon, canRunVms, mountsUnder, until } from './helpers/daemon.js';
 import { controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
-import { fifoReader } from '../src/backends/vmm/fifoReader.testkit.js';
+import { fifoReader } from '../src/agentProtocol/fifoReader.testkit.js';
 
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';
 const skip = canRunVms() ?? (existsSync(path.join(GUEST_DIR, 'initrd.img')) ? undefined : `needs the guest image in ${GUEST_DIR} (scripts/build-guest.sh)`);

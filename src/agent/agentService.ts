@@ -4,8 +4,8 @@ import { promisify } from 'node:util';
 import path from 'node:path';
 import { Metadata, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { unary } from '../api/rpc.js';
-import { FileToFifoPump } from '../backends/vmm/fifoPump.js';
-import { GUEST_SHARE_DIR, STDIN_END_MARKER } from '../backends/vmm/vmPaths.js';
+import { FileToFifoPump } from '../agentProtocol/fifoPump.js';
+import { GUEST_SHARE_DIR, STDIN_END_MARKER } from '../agentProtocol/sharePaths.js';
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
 import type { ContainerStatus, OciProcess, ProcessExit, Sandboxer, StdioPaths } from '../core/sandboxer.js';
@@ -33,7 +33,7 @@ import {
   type ExecIdRequest,
   type WaitRequest,
   type WireStdio,
-} from './agentProto.js';
+} from '../agentProtocol/agentProto.js';
 import { applyGuestNetwork, validateGuestNetwork, type GuestNetwork } from './guestNetwork.js';
 
 export interface AgentServiceOptions {

@@ -11,7 +11,7 @@ import type {
 import type { OciSpec } from '../oci/containerSpec.js';
 import { silentLogger } from '../telemetry/logger.js';
 import { activeTraceIds, initTracing, shutdownTracing, withSpan } from '../telemetry/tracing.js';
-import { loadAgentDefinition } from './agentProto.js';
+import { loadAgentDefinition } from '../agentProtocol/agentProto.js';
 import { agentService, guestContainerConfig } from './agentService.js';
 import type { GuestNetwork } from './guestNetwork.js';
 

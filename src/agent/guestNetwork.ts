@@ -8,8 +8,8 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deadlineExceeded, failedPrecondition, invalidArgument } from '../core/errors.js';
-import { runCommand, type CommandResult } from '../backends/host/command.js';
-import type { ConfigureNetworkRequest } from './agentProto.js';
+import { runCommand, type CommandResult } from '../host/command.js';
+import type { ConfigureNetworkRequest } from '../agentProtocol/agentProto.js';
 
 export interface GuestInterface {
   name: string;

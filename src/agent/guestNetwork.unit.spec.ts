@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { ConfigureNetworkRequest } from './agentProto.js';
+import type { ConfigureNetworkRequest } from '../agentProtocol/agentProto.js';
 import { networkCommands, validateGuestNetwork, type GuestNetwork } from './guestNetwork.js';
 
 const eth0 = { name: 'eth0', mac: '0a:58:0a:58:00:05', mtu: 1500, addresses: ['10.88.0.5/16'] };

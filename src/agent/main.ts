@@ -7,12 +7,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { RuncSandboxer } from '../backends/runc/runcSandboxer.js';
-import { GUEST_SHARE_DIR } from '../backends/vmm/vmPaths.js';
+import { GUEST_SHARE_DIR } from '../agentProtocol/sharePaths.js';
 import { errorMessage } from '../core/errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { GuestSpanCollector } from '../telemetry/guestSpans.js';
 import { initTracing, shutdownTracing } from '../telemetry/tracing.js';
-import { loadAgentDefinition } from './agentProto.js';
+import { loadAgentDefinition } from '../agentProtocol/agentProto.js';
 import { agentService } from './agentService.js';
 import { findVirtioPort, PortBridge } from './portBridge.js';
 

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AgentClient, AGENT_PROTO_FILE } from '../backends/vmm/agentClient.js';
-import { loadAgentDefinition, type CheckResponse } from './agentProto.js';
+import { loadAgentDefinition, type CheckResponse } from '../agentProtocol/agentProto.js';
 import { findVirtioPort, PortBridge, type PortDevice } from './portBridge.js';
 
 const quiet = { info: () => undefined, warn: () => undefined };

@@ -9,10 +9,10 @@ import { clientRootSpan, type ClientSpanRecord } from '../telemetry/clientSpans.
 import { exportForeignSpans, withSpan } from '../telemetry/tracing.js';
 import { validateId } from '../core/ids.js';
 import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
-import { rotatedPath } from '../backends/host/logRotation.js';
-import { parseRfc3339Nanos } from '../backends/host/criLog.js';
+import { rotatedPath } from '../host/logRotation.js';
+import { parseRfc3339Nanos } from '../host/criLog.js';
 import { CriLogView, RawLogView, type LogView } from './logView.js';
-import { removeTree } from '../backends/host/mounts.js';
+import { removeTree } from '../host/mounts.js';
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { Entity } from '../engine/entity.js';
 import { isStringArray } from '../oci/json.js';

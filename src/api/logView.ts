@@ -1,4 +1,4 @@
-import { parseCriRecord, type LogStream } from '../backends/host/criLog.js';
+import { parseCriRecord, type LogStream } from '../host/criLog.js';
 
 /** What `kts logs` asks to see of a container's log. */
 export interface LogViewOptions {

@@ -1,4 +1,4 @@
-import { formatCriTime, parseRfc3339Nanos } from '../backends/host/criLog.js';
+import { formatCriTime, parseRfc3339Nanos } from '../host/criLog.js';
 import { UsageError } from './listings.js';
 
 const UNIT_NANOS: Record<string, number> = { ns: 1, us: 1e3, 'µs': 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };

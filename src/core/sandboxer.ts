@@ -1,6 +1,9 @@
 /** What the engine needs from a sandbox kind. Implementations live in src/backends/<kind>/. */
 import type { KnownIds } from './sweep.js';
 
+/** The sandbox kinds this daemon has a backend for (src/backends/<kind>/). */
+export const SANDBOX_KINDS = ['runc', 'vmm', 'wasm'] as const;
+
 /** The Linux options of a CRI PodSandboxConfig that shape a pod's namespaces (checked by src/oci/podLinux.ts). */
 export interface PodLinuxOptions {
   /** CRI NamespaceMode NODE: the pod uses the host's network / IPC / pid namespace. */

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { BridgeNetworkSettings } from './config.js';
 import { invalidArgument, unavailable } from '../core/errors.js';
 import type { PodNetworkStatus } from '../core/podNetwork.js';
-import { runCommand } from '../backends/host/command.js';
+import { runCommand } from '../host/command.js';
 import { isObject, isStringArray } from '../oci/json.js';
 
 /** A network configuration list (`.conflist`); a single `.conf` is read as a list of one. */

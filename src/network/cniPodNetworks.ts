@@ -9,11 +9,11 @@ import path from 'node:path';
 import { validateId } from '../core/ids.js';
 import type { PodNetworkPlan, PodNetworks, PodNetworkStatus } from '../core/podNetwork.js';
 import { Sweep, type KnownIds } from '../core/sweep.js';
-import { writeFileAtomic } from '../backends/host/files.js';
+import { writeFileAtomic } from '../host/files.js';
 import { isObject } from '../oci/json.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { cniAdd, cniDel, parseCniConfig, parseCniResult, type CniConfigList, type CniPluginRunner } from './cni.js';
-import { createNetns, isNetnsMounted, removeNetns } from './netns.js';
+import { createNetns, isNetnsMounted, removeNetns } from '../host/netns.js';
 
 export interface CniPodNetworksOptions {
   /** Per-sandbox netns files and attachment records live below it. */

@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { containerMachine, sandboxMachine } from '../../machines/index.js';
-import { SANDBOX_KINDS } from '../config.js';
+import { SANDBOX_KINDS } from '../core/sandboxer.js';
 import { errorMessage } from '../core/errors.js';
 import type { EventStore, StoredEvent } from '../core/store.js';
 import { withCommitTiming, type CommitResult } from '../store/timedStore.js';

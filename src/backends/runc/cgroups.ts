@@ -1,6 +1,6 @@
 import { readFile, rmdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { readMountInfo } from '../host/mounts.js';
+import { readMountInfo } from '../../host/mounts.js';
 
 /**
  * runc deletes a container's own cgroup but not the parents it created on the way (e.g. the

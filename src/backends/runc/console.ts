@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { failedPrecondition, invalidArgument } from '../../core/errors.js';
-import { startDetachedHelper } from '../host/detachedHelper.js';
+import { startDetachedHelper } from '../../host/detachedHelper.js';
 
 
 /** kts-console sits beside kts-sandbox-init in dist/native. */

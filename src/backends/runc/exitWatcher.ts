@@ -4,7 +4,7 @@ import { unavailable } from '../../core/errors.js';
 import type { ProcessExit } from '../../core/sandboxer.js';
 import { FileArrivals } from './fileArrivals.js';
 import type { SandboxPaths } from './paths.js';
-import { isProcessAlive, parseIdentity, readPidFile, type ProcessIdentity } from '../host/procfs.js';
+import { isProcessAlive, parseIdentity, readPidFile, type ProcessIdentity } from '../../host/procfs.js';
 
 /** containerd's value for "the process is gone but nobody recorded how it ended". */
 export const UNKNOWN_EXIT_STATUS = 255;

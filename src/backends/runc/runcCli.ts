@@ -2,7 +2,7 @@ import { failedPrecondition, internal, notFound } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats } from '../../core/sandboxer.js';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { withSpan } from '../../telemetry/tracing.js';
-import { runCommand, type CommandResult } from '../host/command.js';
+import { runCommand, type CommandResult } from '../../host/command.js';
 
 export interface RuncState {
   status: ContainerRuntimeState;

@@ -22,13 +22,13 @@ import { resolvConf } from '../../oci/podLinux.js';
 import { withSpan, type SpanAttributes } from '../../telemetry/tracing.js';
 import { memoryCgroupOomKills, removeCgroupDir } from './cgroups.js';
 import { readExitFile, readInitIdentity, SandboxWatch } from './exitWatcher.js';
-import { mountRootfs, removeTree, unmountUnder } from '../host/mounts.js';
+import { mountRootfs, removeTree, unmountUnder } from '../../host/mounts.js';
 import { containerPaths, sandboxPaths, type ContainerPaths, type SandboxPaths } from './paths.js';
-import { findProcesses, isProcessAlive, readPidFile, type ProcessIdentity } from '../host/procfs.js';
+import { findProcesses, isProcessAlive, readPidFile, type ProcessIdentity } from '../../host/procfs.js';
 import { RuncCli, runcLogErrors } from './runcCli.js';
 import { runInSandbox, spawnSandboxInit, waitForHolder, writeFileAtomic, type SandboxCommandResult } from './sandboxInit.js';
 import { defaultConsoleBinary, resizeConsole, startConsole } from './console.js';
-import { defaultLogPumpBinary, startLogPump, waitForLogPump, type RunningLogPump } from '../host/logPump.js';
+import { defaultLogPumpBinary, startLogPump, waitForLogPump, type RunningLogPump } from '../../host/logPump.js';
 
 export interface RuncLogger {
   info(fields: object, message: string): void;

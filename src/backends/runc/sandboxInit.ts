@@ -10,8 +10,8 @@ import type { PodLinuxOptions, StdioPaths } from '../../core/sandboxer.js';
 import { sandboxInitArgs } from '../../oci/podLinux.js';
 import type { SandboxWatch } from './exitWatcher.js';
 import type { SandboxPaths } from './paths.js';
-import { writeFileAtomic } from '../host/files.js';
-import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../host/procfs.js';
+import { writeFileAtomic } from '../../host/files.js';
+import { formatIdentity, readPidFile, readProcessIdentity, type ProcessIdentity } from '../../host/procfs.js';
 
 /** Requests are written to the ctl FIFO in one write; up to PIPE_BUF bytes that write is atomic. */
 const PIPE_BUF = 4096;

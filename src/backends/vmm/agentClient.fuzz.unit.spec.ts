@@ -17,7 +17,7 @@ import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import protobuf from 'protobufjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Prng } from '../../../test/fuzz/fuzzer.js';
-import { AGENT_SERVICE, loadAgentDefinition } from '../../agent/agentProto.js';
+import { AGENT_SERVICE, loadAgentDefinition } from '../../agentProtocol/agentProto.js';
 import { KtsError } from '../../core/errors.js';
 import type { ContainerStatus, ProcessExit } from '../../core/sandboxer.js';
 import { decodeGuestSpans, GUEST_SPANS_TRAILER } from '../../telemetry/guestSpans.js';

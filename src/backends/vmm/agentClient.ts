@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, credentials, Metadata, type CallOptions, type ClientUnaryCall, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
 import { SpanKind, context } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
-import { AGENT_SERVICE as AGENT_SERVICE_NAME, loadAgentDefinition, type ConfigureNetworkRequest, type WireStdio } from '../../agent/agentProto.js';
+import { AGENT_SERVICE as AGENT_SERVICE_NAME, loadAgentDefinition, type ConfigureNetworkRequest, type WireStdio } from '../../agentProtocol/agentProto.js';
 import { fromServiceError } from '../../api/grpcErrors.js';
 import { rpcAttributes } from '../../api/rpc.js';
 import { PROTO_DIR } from '../../api/protos.js';

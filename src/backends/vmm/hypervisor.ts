@@ -1,4 +1,4 @@
-import type { ProcessIdentity } from '../host/procfs.js';
+import type { ProcessIdentity } from '../../host/procfs.js';
 import type { VmPaths } from './vmPaths.js';
 
 export type Accelerator = 'kvm' | 'tcg';

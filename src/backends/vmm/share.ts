@@ -3,11 +3,12 @@ import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/pr
 import path from 'node:path';
 import { invalidArgument } from '../../core/errors.js';
 import type { ContainerSpec, StdioPaths } from '../../core/sandboxer.js';
-import { BeneathBatch, openBeneath } from '../host/beneath.js';
-import { writeFileAtomic } from '../host/files.js';
-import { mountRootfs, unmountUnder } from '../host/mounts.js';
-import { FifoPumps } from './fifoPump.js';
-import { GUEST_SHARE_DIR, STDIN_END_MARKER, containerShareDir, execShareDir, type VmPaths } from './vmPaths.js';
+import { BeneathBatch, openBeneath } from '../../host/beneath.js';
+import { writeFileAtomic } from '../../host/files.js';
+import { mountRootfs, unmountUnder } from '../../host/mounts.js';
+import { FifoPumps } from '../../agentProtocol/fifoPump.js';
+import { GUEST_SHARE_DIR, STDIN_END_MARKER, containerShareDir, execShareDir } from '../../agentProtocol/sharePaths.js';
+import type { VmPaths } from './vmPaths.js';
 
 const STREAMS = ['stdout', 'stderr'] as const;
 const SHARE = 'share';

@@ -7,9 +7,9 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import type { ConfigureNetworkRequest } from '../../agent/agentProto.js';
-import { writeFileAtomic } from '../host/files.js';
-import { readNetnsLinks, readNetnsRoutes, runInNetns, runInNetnsOk, type NetnsLink, type NetnsRoute } from '../../network/netns.js';
+import type { ConfigureNetworkRequest } from '../../agentProtocol/agentProto.js';
+import { writeFileAtomic } from '../../host/files.js';
+import { readNetnsLinks, readNetnsRoutes, runInNetns, runInNetnsOk, type NetnsLink, type NetnsRoute } from '../../host/netns.js';
 import type { VmNetwork } from './hypervisor.js';
 
 export interface MirroredInterface {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { NetnsLink, NetnsRoute } from '../../network/netns.js';
+import type { NetnsLink, NetnsRoute } from '../../host/netns.js';
 import { describePlan, guestNetworkOf, mirrorPlan, vmNetworkOf } from './tapMirror.js';
 
 const NETNS = '/var/lib/kts/network/pod-1/netns';

@@ -10,9 +10,9 @@ import { Sweep } from '../../core/sweep.js';
 import type {
   ContainerSpec, ContainerStats, ContainerStatus, KnownResources, OciProcess, ProcessExit, SandboxSpec, Sandboxer, StartedSandbox, StdioPaths,
 } from '../../core/sandboxer.js';
-import { rotateIfOver } from '../host/logRotation.js';
-import { removeTree } from '../host/mounts.js';
-import { isProcessAlive, parseIdentity, type ProcessIdentity } from '../host/procfs.js';
+import { rotateIfOver } from '../../host/logRotation.js';
+import { removeTree } from '../../host/mounts.js';
+import { isProcessAlive, parseIdentity, type ProcessIdentity } from '../../host/procfs.js';
 import { AgentClient } from './agentClient.js';
 import type { Accelerator, Hypervisor } from './hypervisor.js';
 import { consoleTail } from './qemu/qemuHypervisor.js';

@@ -17,12 +17,12 @@ import type {
   StdioPaths,
 } from '../../core/sandboxer.js';
 import { validateOciSpec } from '../../oci/containerSpec.js';
-import { writeFileAtomic } from '../host/files.js';
-import { bindMount, mountRootfs, removeTree, unmountUnder } from '../host/mounts.js';
+import { writeFileAtomic } from '../../host/files.js';
+import { bindMount, mountRootfs, removeTree, unmountUnder } from '../../host/mounts.js';
 import { WASM_PAGE_BYTES } from './moduleMemory.js';
 import { defaultRunnerBinary, ModuleRunner, type RunnerPreopen } from './moduleRunner.js';
 import { appendNotice, openModuleStdio } from './moduleStdio.js';
-import { appendLogNotice, defaultLogPumpBinary, startLogPump, waitForLogPump } from '../host/logPump.js';
+import { appendLogNotice, defaultLogPumpBinary, startLogPump, waitForLogPump } from '../../host/logPump.js';
 import { LOST_EXIT_STATUS, moduleExit, signalEndsModule } from './wasmExit.js';
 import { pidReservationFile, wasmContainerPaths, wasmRootDir, wasmSandboxPaths, type WasmContainerPaths, type WasmSandboxPaths } from './wasmPaths.js';
 import { WasmPidAllocator } from './wasmPids.js';

@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { StdioPaths } from '../../core/sandboxer.js';
+import type { StdioPaths } from '../core/sandboxer.js';
 import { CriLineSplitter } from './criLog.js';
 import { startDetachedHelper } from './detachedHelper.js';
 

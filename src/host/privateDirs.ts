@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { chmod, chown, lstat, mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
-import { failedPrecondition, invalidArgument } from '../../core/errors.js';
+import { failedPrecondition, invalidArgument } from '../core/errors.js';
 
 /** What ensurePrivateDir found and did, for the start log. */
 export interface PrivateDirOutcome {

@@ -1,7 +1,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
-import { internal, invalidArgument } from '../../core/errors.js';
-import type { MountSpec } from '../../core/sandboxer.js';
+import { internal, invalidArgument } from '../core/errors.js';
+import type { MountSpec } from '../core/sandboxer.js';
 import { runCommand } from './command.js';
 
 const MOUNT = '/bin/mount';

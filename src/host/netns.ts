@@ -7,8 +7,8 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { internal } from '../core/errors.js';
-import { runCommand, type CommandResult } from '../backends/host/command.js';
-import { mountPointsUnder, unmountUnder } from '../backends/host/mounts.js';
+import { runCommand, type CommandResult } from './command.js';
+import { mountPointsUnder, unmountUnder } from './mounts.js';
 import { isObject } from '../oci/json.js';
 
 const NSENTER = 'nsenter';

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { internal } from '../../core/errors.js';
+import { internal } from '../core/errors.js';
 
 const READY_TIMEOUT_MS = 5_000;
 

@@ -2,7 +2,7 @@ import { constants, existsSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { failedPrecondition, invalidArgument } from '../../core/errors.js';
+import { failedPrecondition, invalidArgument } from '../core/errors.js';
 import { runCommand } from './command.js';
 
 /** Linux's O_PATH (Node does not export it): an fd that names a directory without opening it for I/O. */

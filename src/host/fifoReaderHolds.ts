@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import type { OutputHolds } from '../../core/sandboxer.js';
+import type { OutputHolds } from '../core/sandboxer.js';
 
 // Non-blocking: opening a FIFO for reading then returns at once, whether or not a writer has it open.
 const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
