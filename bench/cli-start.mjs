@@ -28,7 +28,7 @@ const { values: options } = parseArgs({
 
 /** The same calls `kts run` makes (src/cli/main.ts, its run action), from the bench's connected client. */
 async function apiRunner() {
-  const [{ readContainerConfigFile, readPodSandboxConfigFile }, { encodePodSandboxConfig }] = await Promise.all([dist('src/oci/podConfig.js'), dist('src/api/protos.js')]);
+  const [{ readContainerConfigFile, readPodSandboxConfigFile }, { encodePodSandboxConfig }] = await Promise.all([dist('src/oci/podConfig.js'), dist('src/grpc/protos.js')]);
   const pod = await readPodSandboxConfigFile(POD_YAML);
   const container = await readContainerConfigFile(CONTAINER_YAML);
   return async (client) => {

@@ -279,6 +279,7 @@ export const containerMachine = setup({
     },
     // The container's init process exists, paused before the user's program runs.
     created: {
+      tags: ['live'],
       on: {
         ContainerStartRequested: { target: 'starting' },
         ContainerKillRequested: { target: 'created' },
@@ -295,6 +296,7 @@ export const containerMachine = setup({
     },
     // The container's init process runs the user's program; exec processes may run beside it.
     running: {
+      tags: ['live'],
       on: {
         ContainerExited: { target: 'stopped', actions: 'recordExit' },
         ContainerKillRequested: { target: 'running' },

@@ -22,13 +22,17 @@ export function acceptsEvent<TEvent extends EventObject>(snapshot: { can(event: 
   return snapshot.can(event);
 }
 
-/** Folds `events` into a fresh actor of `machine` and returns its last snapshot; throws on the first event it rejects. */
+/**
+ * Folds `events` into an actor of `machine` (fresh, or restored from the snapshot `from`) and
+ * returns its last snapshot; throws on the first event it rejects.
+ */
 export function replay<TMachine extends AnyStateMachine>(
   machine: TMachine,
   events: readonly EventFromLogic<TMachine>[],
+  from?: SnapshotFrom<TMachine>,
 ): SnapshotFrom<TMachine> {
   // Typed as any machine inside: xstate's generic snapshot types do not resolve for an unknown TMachine.
-  const actor = createActor(machine as AnyStateMachine);
+  const actor = createActor(machine as AnyStateMachine, from ? { snapshot: from } : undefined);
   // An action that throws puts the snapshot in 'error'; observing it keeps xstate from rethrowing it later.
   actor.subscribe({ error: () => {} });
   actor.start();

@@ -263,6 +263,7 @@ export const sandboxMachine = setup({
     },
     // The sandbox process runs and its task address accepts container calls.
     ready: {
+      tags: ['running'],
       on: {
         SandboxStopRequested: { target: 'stopping' },
         SandboxExited: { target: 'stopped', actions: 'recordExit' },
@@ -273,6 +274,7 @@ export const sandboxMachine = setup({
     },
     // The sandbox process exists but fails its health check (guest paused, agent silent); NOTREADY.
     unhealthy: {
+      tags: ['running'],
       on: {
         SandboxHealthy: { target: 'ready', actions: 'clearError' },
         SandboxStopRequested: { target: 'stopping' },

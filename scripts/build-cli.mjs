@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds what bin/kts.js runs, beside tsc's output in dist/src/cli/ (so after tsc: it uses dist/src/api/protos.js):
+// Builds what bin/kts.js runs, beside tsc's output in dist/src/cli/ (so after tsc: it uses dist/src/grpc/protos.js):
 //   kts.cjs            src/cli/main.ts and what it imports, in one CommonJS file (esbuild): a command reads
 //                      one file instead of resolving ~400 modules, and node never starts its ES module
 //                      loader (bin/kts.js is CommonJS too). The daemon and the task relay, which kts loads
@@ -51,8 +51,8 @@ function stale(output, inputs) {
 }
 
 async function buildProtos() {
-  const generator = path.join(REPO, 'dist/src/api/protos.js');
-  const inputs = [...filesUnder('proto', (name) => name.endsWith('.proto')), generator, path.join(REPO, 'dist/src/api/protoCodec.js'), fileURLToPath(import.meta.url)];
+  const generator = path.join(REPO, 'dist/src/grpc/protos.js');
+  const inputs = [...filesUnder('proto', (name) => name.endsWith('.proto')), generator, path.join(REPO, 'dist/src/grpc/protoCodec.js'), fileURLToPath(import.meta.url)];
   const services = path.join(PROTOS_DIR, 'services.json');
   if (!stale(services, inputs)) return;
   const { compileClientProtos } = await import(generator);
@@ -119,6 +119,6 @@ async function buildBundles() {
   console.log(`build-cli: bundled ${path.relative(REPO, BUNDLE)} (${statSync(BUNDLE).size} bytes) and ${path.basename(POD_CONFIG_BUNDLE)} (${statSync(POD_CONFIG_BUNDLE).size} bytes)`);
 }
 
-statSync(path.join(REPO, 'dist/src/api/protos.js'), { throwIfNoEntry: false }) ?? die('dist/src/api/protos.js is missing (run tsc first: npm run build)');
+statSync(path.join(REPO, 'dist/src/grpc/protos.js'), { throwIfNoEntry: false }) ?? die('dist/src/grpc/protos.js is missing (run tsc first: npm run build)');
 await buildProtos();
 await buildBundles();

@@ -3,7 +3,8 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { adminService, rotatableContainerLogs, sweepBundles } from './api/adminService.js';
-import { loadGrpcDefinitions } from './api/protos.js';
+import { loadGrpcDefinitions } from './grpc/protos.js';
+import { setBeforeReply } from './grpc/rpc.js';
 import { RecoveryGate } from './api/recoveryGate.js';
 import { sandboxControllerService } from './api/sandboxController.js';
 import { taskService } from './api/taskService.js';
@@ -21,8 +22,8 @@ import { KTS_VERSION } from './version.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
 import { PriorityGate, withStartAdmission } from './engine/admission.js';
-import { armCrashPointsFromEnv, withEffectCrashPoints, withNetworkCrashPoints } from './engine/crashPoints.js';
-import { DaemonEngine, type RecoveryReport } from './engine/recovery.js';
+import { armCrashPointsFromEnv, crashPoint, withEffectCrashPoints, withNetworkCrashPoints } from './engine/crashPoints.js';
+import { openDaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
 import { openPodNetworks } from './network/podNetworks.js';
 import { withRedaction } from './store/redactingStore.js';
@@ -54,6 +55,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   // Served before recovery so a taken port fails the start before recovery touches the host.
   const metricsServer = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen, logger) : undefined;
   const crashTesting = armCrashPointsFromEnv(process.env);
+  if (crashTesting) setBeforeReply((fullMethod) => crashPoint('reply.before', fullMethod));
   if (crashTesting) logger.warn({ crash_at: process.env.KTS_CRASH_AT }, 'TEST ONLY: crash points armed; this daemon will SIGKILL itself');
   const runc = new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger });
   const backends: Record<string, Sandboxer> = {
@@ -64,12 +66,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const sandboxers = crashTesting ? Object.fromEntries(Object.entries(backends).map(([kind, s]) => [kind, withEffectCrashPoints(s)])) : backends;
   // Made even when CNI is off: pods attached before a restart with `cni = false` are still torn down.
   const podNetworks = await openPodNetworks(config.network, path.join(config.root, 'network'), logger);
-  const engine = new DaemonEngine({
+  const { engine, recovery: engineRecovery } = openDaemonEngine({
     store, sandboxers, logger, taskAddress: `ttrpc+unix://${taskTtrpcSocket(config.listen)}`, defaultStopTimeoutMs: config.stopTimeoutSeconds * 1000,
     networks: crashTesting ? withNetworkCrashPoints(podNetworks) : podNetworks, runCni: config.network.cni,
     execSpecDir: path.join(config.root, 'exec-specs'), outputHolds: new FifoReaderHolds(),
   });
-  engine.addSweep('bundle', (known) => sweepBundles(store, config.root, known));
+  engineRecovery.addSweep('bundle', (known) => sweepBundles(store, config.root, known));
   // Served while it recovers: each call is refused with UNAVAILABLE and a retry hint until recovery is done.
   const definitions = loadGrpcDefinitions();
   const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
@@ -81,7 +83,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   // Bound under umask 077, so it was never open to others; this sets the final mode (and group).
   await restrictSocket(config.listen, config.socketGroup, { socketDirIsOurs: privateDirs.socketDirIsOurs });
   const recoveryStarted = performance.now();
-  const recovery = await engine.recover().catch(async (error: unknown) => {
+  const recovery = await engineRecovery.recover().catch(async (error: unknown) => {
     server.forceShutdown();
     await rm(config.listen, { force: true });
     throw error;
@@ -112,7 +114,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   });
   logger.info({ socket: config.listen, root: config.root, kinds: Object.keys(sandboxers) }, 'kts daemon serving');
   const healthTimer = setInterval(() => void engine.checkHealth(), config.hypervisor.healthIntervalSeconds * 1000);
-  const stopSweeping = engine.sweepEvery(config.sweepIntervalSeconds * 1000);
+  const stopSweeping = engineRecovery.sweepEvery(config.sweepIntervalSeconds * 1000);
   // The last guard of "never die of the host's state": a rejection nothing handled is a bug to log, not a node to take down.
   const keepServing = (reason: unknown) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it); the daemon keeps serving');
   process.on('unhandledRejection', keepServing);

@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busyboxRootfs, ociSpec } from './helpers/bundles.js';
 import { TestDaemon, canRunContainers, isAlive, mountsUnder, until } from './helpers/daemon.js';
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
-import { MAX_STATUS_MESSAGE_CHARS } from '../src/api/grpcErrors.js';
+import { MAX_STATUS_MESSAGE_CHARS } from '../src/grpc/grpcErrors.js';
 import { taskTtrpcSocket } from '../src/api/ttrpcServer.js';
 import { MessageFactory, Prng, RawClient, loadMethods, preparePlaces, type CallOutcome, type FuzzMethod, type FuzzPlaces, type FuzzState } from './fuzz/fuzzer.js';
 import { TTRPC_HEADER_BYTES, TTRPC_MAX_BODY_BYTES, TTRPC_REQUEST, TTRPC_RESPONSE, TtrpcConnection, frame, requestBody, ttrpcCall, type TtrpcReply } from './fuzz/ttrpcClient.js';

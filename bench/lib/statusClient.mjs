@@ -7,7 +7,7 @@ import protobuf from 'protobufjs';
 import { dist, REPO } from './daemon.mjs';
 
 const { GrpcConnection, GrpcCallError } = await dist('src/cli/grpcConnection.js');
-const { decodeMessage, encodeMessage } = await dist('src/api/protoCodec.js');
+const { decodeMessage, encodeMessage } = await dist('src/grpc/protoCodec.js');
 
 // The services' .proto files, parsed here as the daemon parses them (camelCase fields), so this client
 // depends on proto/ and not on how the build packs the CLI's protocol code.

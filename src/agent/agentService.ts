@@ -3,7 +3,7 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { Metadata, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import { unary } from '../api/rpc.js';
+import { unary } from '../grpc/rpc.js';
 import { FileToFifoPump } from '../agentProtocol/fifoPump.js';
 import { GUEST_SHARE_DIR, STDIN_END_MARKER } from '../agentProtocol/sharePaths.js';
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument } from '../core/errors.js';

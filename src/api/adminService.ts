@@ -17,14 +17,14 @@ import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../ma
 import { Entity } from '../engine/entity.js';
 import { isStringArray } from '../oci/json.js';
 import type { Engine } from '../engine/engine.js';
-import { containerStream, sandboxStream } from '../engine/engine.js';
+import { containerStream, isLive, sandboxStream } from '../engine/engine.js';
 import type { ImageStore } from '../images/imageStore.js';
 import { buildContainerSpec, overlayRootfsMount, validateOciSpec } from '../oci/containerSpec.js';
 import type { ContainerMount, ContainerResources } from '../oci/podConfig.js';
 import type { ContainerStats, KnownResources, MountSpec } from '../core/sandboxer.js';
 import { Sweep } from '../core/sweep.js';
 import { parseLinuxResources } from './linuxResources.js';
-import { serverStream, unary } from './rpc.js';
+import { serverStream, unary } from '../grpc/rpc.js';
 import { requireString, validateMountSpec, validateStringMap } from './validate.js';
 
 const SERVICE = 'kts.admin.v1.Admin';
@@ -205,7 +205,7 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
       ({ exitStatus: await stopContainer(engine, request.containerId, request.timeoutSecs, meta) })),
     RemoveContainer: rpc<{ containerId: string; force: boolean }, object>('RemoveContainer', async (request, { meta }) => {
       const container = engine.container(request.containerId);
-      if (request.force && ['created', 'running'].includes(container.state)) await stopContainer(engine, request.containerId, 0, meta);
+      if (request.force && isLive(container)) await stopContainer(engine, request.containerId, 0, meta);
       await engine.deleteContainer(request.containerId, meta);
       return {};
     }),
@@ -585,7 +585,7 @@ const SIGKILL = 9;
 /** crictl's stop of one container: SIGTERM, SIGKILL when it has not exited after `timeoutSecs` (0: at once); its exit status. */
 async function stopContainer(engine: Engine, containerId: string, timeoutSecs: number, meta: { caller: string }): Promise<number> {
   const container = engine.container(containerId);
-  if (!['created', 'running'].includes(container.state)) return container.context.exitStatus ?? 0;
+  if (!isLive(container)) return container.context.exitStatus ?? 0;
   const exited = engine.waitContainer(containerId);
   exited.catch(() => undefined); // awaited below unless a kill fails first
   if (timeoutSecs > 0) {

@@ -14,7 +14,7 @@ const NEWLINE = 0x0a;
 const NEWLINE_BUFFER = Buffer.from('\n');
 
 /**
- * Turns a CRI-format log (backends/host/criLog.ts), read in chunks, into the container's output: each
+ * Turns a CRI-format log (host/criLog.ts), read in chunks, into the container's output: each
  * record's text, a newline after F records, the time before each line when asked. Memory is bounded
  * by MAX_LINE_BYTES, whatever the file holds. A line that is not a record (the start of a file a
  * rotation cut, or damage) is shown as it is, and left out when only recent lines are wanted.

@@ -1,6 +1,6 @@
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream, ServiceDefinition, UntypedHandleCall, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { unavailable } from '../core/errors.js';
-import { toServiceError } from './grpcErrors.js';
+import { toServiceError } from '../grpc/grpcErrors.js';
 
 /** The standard gRPC trailer that tells a client how long to wait before it retries (gRFC A6). */
 export const RETRY_PUSHBACK_TRAILER = 'grpc-retry-pushback-ms';

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { status, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
 import { describe, expect, it, vi } from 'vitest';
-import { ERROR_KIND_TRAILER } from './wire.js';
+import { ERROR_KIND_TRAILER } from '../grpc/wire.js';
 import { RecoveryGate, RETRY_PUSHBACK_TRAILER } from './recoveryGate.js';
 
 // Only the method names matter to the gate; grpc-js decides from the definition how to call a handler.

@@ -3,10 +3,10 @@ import type { Logger } from 'pino';
 import { invalidArgument } from '../core/errors.js';
 import type { Engine } from '../engine/engine.js';
 import { validatePodLinux } from '../oci/podLinux.js';
-import { decodePodSandboxConfig, encodeCgroupV1Metrics } from './protos.js';
-import { unary } from './rpc.js';
+import { decodePodSandboxConfig, encodeCgroupV1Metrics } from '../grpc/protos.js';
+import { unary } from '../grpc/rpc.js';
 import { requireAbsolutePath, validateStringMap } from './validate.js';
-import { jsonAny, toTimestamp, type AnyMessage } from './wire.js';
+import { jsonAny, toTimestamp, type AnyMessage } from '../grpc/wire.js';
 
 /** Annotation a Create may carry to pick the sandbox kind when containerd's `sandboxer` field is empty. */
 export const KIND_ANNOTATION = 'io.kts.sandbox-kind';

@@ -6,7 +6,7 @@ import type { ServerUnaryCall, UntypedServiceImplementation, sendUnaryData } fro
 import protobuf from 'protobufjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../telemetry/logger.js';
-import { loadGrpcDefinitions, protoTypes } from './protos.js';
+import { loadGrpcDefinitions, protoTypes } from '../grpc/protos.js';
 import { runTaskRelay } from './taskRelay.js';
 import { serveTtrpc, type TtrpcServer } from './ttrpcServer.js';
 

@@ -7,10 +7,10 @@ import { validateId } from '../core/ids.js';
 import type { MountSpec, StdioPaths } from '../core/sandboxer.js';
 import type { ContainerEntity, Engine } from '../engine/engine.js';
 import { validateOciSpec } from '../oci/containerSpec.js';
-import { encodeCgroupV1Metrics } from './protos.js';
-import { unary } from './rpc.js';
+import { encodeCgroupV1Metrics } from '../grpc/protos.js';
+import { unary } from '../grpc/rpc.js';
 import { requireAbsolutePath, validateMountSpec } from './validate.js';
-import { toTimestamp, type AnyMessage } from './wire.js';
+import { toTimestamp, type AnyMessage } from '../grpc/wire.js';
 
 export const SANDBOX_ID_ANNOTATIONS = ['io.kubernetes.cri.sandbox-id', 'io.kts.sandbox-id'];
 const MAX_SPEC_BYTES = 1024 * 1024;

@@ -11,7 +11,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Metadata, type ServerUnaryCall, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation, type sendUnaryData } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import protobuf from 'protobufjs';
-import { capMessage } from './grpcErrors.js';
+import { capMessage } from '../grpc/grpcErrors.js';
 
 const HEADER_BYTES = 10;
 export const TTRPC_MAX_MESSAGE_BYTES = 4 << 20;

@@ -7,8 +7,8 @@ import protobuf from 'protobufjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { notFound } from '../core/errors.js';
 import { silentLogger } from '../telemetry/logger.js';
-import { toServiceError } from './grpcErrors.js';
-import { loadGrpcDefinitions, protoTypes } from './protos.js';
+import { toServiceError } from '../grpc/grpcErrors.js';
+import { loadGrpcDefinitions, protoTypes } from '../grpc/protos.js';
 import { TTRPC_MAX_MESSAGE_BYTES, serveTtrpc, type TtrpcServer } from './ttrpcServer.js';
 
 // The client side of ttrpc, written from PROTOCOL.md: what containerd's Go client puts on the wire.

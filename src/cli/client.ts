@@ -2,8 +2,8 @@ import { createRequire } from 'node:module';
 import {
   compiledTypes, decodeMessage, encodeMessage, packAny, POD_SANDBOX_CONFIG_TYPE, POD_SANDBOX_CONFIG_TYPE_URL,
   type CompiledMethod, type CompiledProtos, type MessageType, type PodSandboxConfigInput, type TypeDefinition,
-} from '../api/protoCodec.js';
-import { ERROR_KIND_TRAILER, type AnyMessage } from '../api/wire.js';
+} from '../grpc/protoCodec.js';
+import { ERROR_KIND_TRAILER, type AnyMessage } from '../grpc/wire.js';
 import { DEFAULT_SOCKET } from '../config.js';
 import { errorMessage } from '../core/errors.js';
 import { GrpcCallError, GrpcConnection, GrpcStatus } from './grpcConnection.js';

@@ -8,7 +8,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import path from 'node:path';
-import { jsonAny } from '../api/wire.js';
+import { jsonAny } from '../grpc/wire.js';
 import { DEFAULT_PATH } from '../oci/containerSpec.js';
 import { ClientError, type KtsClient } from './client.js';
 

@@ -52,7 +52,7 @@ export interface ContainerSpec {
   stdio: StdioPaths;
   /**
    * A regular file (created, 0600) kts keeps the container's stdout and stderr in, CRI's log format
-   * (backends/host/criLog.ts), as containerd's CRI keeps `log_path`; stdio.stdout and stdio.stderr are
+   * (host/criLog.ts), as containerd's CRI keeps `log_path`; stdio.stdout and stdio.stderr are
    * then not given. Each backend writes it with a time a line; a runc container's even while no daemon runs.
    */
   logPath?: string;

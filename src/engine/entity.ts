@@ -1,4 +1,5 @@
-import { createActor, getNextSnapshot, type AnyActor, type AnyStateMachine } from 'xstate';
+import { createActor, getNextSnapshot, type AnyActor, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate';
+import { IllegalTransitionError, acceptsEvent, replay } from '../../machines/index.js';
 import { failedPrecondition } from '../core/errors.js';
 import type { EventStore, NewEvent, Projection, StoredEvent } from '../core/store.js';
 import { activeTraceIds } from '../telemetry/tracing.js';
@@ -13,6 +14,7 @@ export interface EntitySnapshot<TContext> {
   value: unknown;
   context: TContext;
   can(event: { type: string }): boolean;
+  hasTag(tag: string): boolean;
 }
 
 /** The read-model row an event leaves behind; undefined for a stream without one (the node stream). */
@@ -49,10 +51,10 @@ export class Entity<TContext, TEvent extends { type: string }> {
     project: ProjectFn<TContext>,
   ): Entity<TContext, TEvent> {
     const saved = store.loadSnapshot(streamId);
-    const restored = saved ? { snapshot: machine.resolveState(saved.state as never), version: saved.version } : undefined;
-    const entity = new Entity<TContext, TEvent>(streamId, machine, store, project, restored);
-    for (const stored of store.readStream(streamId, { fromVersion: entity.version + 1 })) entity.applyStored(stored);
-    return entity;
+    const from = saved ? machine.resolveState(saved.state as never) : undefined;
+    const stored = store.readStream(streamId, { fromVersion: (saved?.version ?? 0) + 1 });
+    const snapshot = replayStored(streamId, machine, stored, from);
+    return new Entity<TContext, TEvent>(streamId, machine, store, project, { snapshot, version: stored.at(-1)?.streamVersion ?? saved?.version ?? 0 });
   }
 
   get snapshot(): EntitySnapshot<TContext> {
@@ -72,7 +74,12 @@ export class Entity<TContext, TEvent extends { type: string }> {
   }
 
   can(event: TEvent): boolean {
-    return this.snapshot.can(event);
+    return acceptsEvent(this.snapshot, event);
+  }
+
+  /** Whether the current state carries `tag` (the machines' `live`, `running`). */
+  hasTag(tag: string): boolean {
+    return this.snapshot.hasTag(tag);
   }
 
   /** Appends `event` (durable when this returns) and applies it; an illegal event is FAILED_PRECONDITION. */
@@ -100,16 +107,18 @@ export class Entity<TContext, TEvent extends { type: string }> {
     return this.store.readStream(this.streamId, { fromVersion: this.version })[0]!;
   }
 
-  private applyStored(stored: StoredEvent): void {
-    const event = { type: stored.type, ...stored.payload } as TEvent;
-    if (!this.can(event)) {
-      throw failedPrecondition(`${this.streamId}: stored event #${stored.streamVersion} ${stored.type} is not legal in ${this.state}; the log and the machine disagree`);
-    }
-    this.actor.send(event);
-    this.version = stored.streamVersion;
-  }
-
   stop(): void {
     this.actor.stop();
+  }
+}
+
+/** The machines' own replay over stored events; a stored event the machine refuses is FAILED_PRECONDITION naming it. */
+function replayStored(streamId: string, machine: AnyStateMachine, stored: StoredEvent[], from: AnyMachineSnapshot | undefined): AnyMachineSnapshot {
+  try {
+    return replay(machine, stored.map((event) => ({ type: event.type, ...event.payload })), from);
+  } catch (error) {
+    if (!(error instanceof IllegalTransitionError)) throw error;
+    const refused = stored[error.eventIndex]!;
+    throw failedPrecondition(`${streamId}: stored event #${refused.streamVersion} ${refused.type} is not legal in ${error.stateValue}; the log and the machine disagree`);
   }
 }

@@ -2,14 +2,13 @@ import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } f
 import { ROOT_CONTEXT, SpanKind } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
 import type { Logger } from 'pino';
-import { crashPoint } from '../engine/crashPoints.js';
-import type { CommandMeta } from '../engine/entity.js';
 import { observed } from '../telemetry/rpcObserver.js';
 import { extractContext, withSpan } from '../telemetry/tracing.js';
 import { toServiceError } from './grpcErrors.js';
 
 export interface CallInfo {
-  meta: CommandMeta;
+  /** Who asked, as the engine records it with each event (its CommandMeta). */
+  meta: { caller: string };
   /** containerd's namespace (metadata `containerd-namespace`), empty for other clients. */
   namespace: string;
 }
@@ -40,6 +39,16 @@ export function rpcAttributes(fullMethod: string): Record<string, string> {
   return { 'rpc.system': 'grpc', 'rpc.service': service, 'rpc.method': method };
 }
 
+/**
+ * Runs just before each unary reply is sent. The daemon sets it to its `reply.before` crash point; the
+ * guest agent, which shares these wrappers, leaves it empty, so the engine's crash points stay out of it.
+ */
+let beforeReply: (fullMethod: string) => void = () => {};
+
+export function setBeforeReply(hook: (fullMethod: string) => void): void {
+  beforeReply = hook;
+}
+
 export interface UnaryOptions {
   /** Trailing metadata for the reply (or the error) of a call of trace `traceId`: the agent returns its spans so. */
   trailer?: (traceId: string) => Metadata | undefined;
@@ -66,7 +75,7 @@ export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (re
       );
     }).then(
       (response) => {
-        crashPoint('reply.before', fullMethod);
+        beforeReply(fullMethod);
         callback(null, response, options.trailer?.(traceId));
       },
       (error) => {

@@ -4,9 +4,9 @@ import { Client, credentials, Metadata, type CallOptions, type ClientUnaryCall, 
 import { SpanKind, context } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
 import { AGENT_SERVICE as AGENT_SERVICE_NAME, loadAgentDefinition, type ConfigureNetworkRequest, type WireStdio } from '../../agentProtocol/agentProto.js';
-import { fromServiceError } from '../../api/grpcErrors.js';
-import { rpcAttributes } from '../../api/rpc.js';
-import { PROTO_DIR } from '../../api/protos.js';
+import { fromServiceError } from '../../grpc/grpcErrors.js';
+import { rpcAttributes } from '../../grpc/rpc.js';
+import { PROTO_DIR } from '../../grpc/protos.js';
 import { deadlineExceeded, errorMessage, internal, isKtsError, KtsError, unavailable } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats, ContainerStatus, OciProcess, ProcessExit, StdioPaths } from '../../core/sandboxer.js';
 import { decodeGuestSpans, GUEST_SPANS_TRAILER, type GuestSpanOrigin } from '../../telemetry/guestSpans.js';
