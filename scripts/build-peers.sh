@@ -47,62 +47,32 @@ fail() {
   exit 1
 }
 
-build_containerd() {
-  local module=containerd stamp log="$CACHE_DIR/containerd.log"
-  local binaries=(containerd ctr containerd-shim-runc-v2)
+# build_peer <module> <pinned module path> <what> <binaries...> -- <command...>: runs the command in the
+# module's tools directory unless the module's stamp and binaries say it is up to date.
+build_peer() {
+  local module=$1 pinned=$2 what=$3 stamp log="$CACHE_DIR/$1.log" binaries=()
+  shift 3
+  while [[ $1 != -- ]]; do binaries+=("$1"); shift; done
+  shift
   stamp="$(stamp_of "$module" "${binaries[@]}")"
-  if up_to_date "$module" "$stamp" "${binaries[@]}"; then echo "build-peers: containerd up to date"; return; fi
-  echo "build-peers: building containerd, ctr, containerd-shim-runc-v2 (a few minutes cold)"
+  if up_to_date "$module" "$stamp" "${binaries[@]}"; then echo "build-peers: $what up to date"; return; fi
+  echo "build-peers: building $what (a few minutes cold)"
   local started=$SECONDS
-  (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly CGO_ENABLED=1 go build -tags "$CONTAINERD_TAGS" -o "$BIN_DIR/" \
-    github.com/containerd/containerd/v2/cmd/containerd \
-    github.com/containerd/containerd/v2/cmd/ctr \
-    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2) >"$log" 2>&1 || fail "$module" github.com/containerd/containerd/v2 "$log"
+  (cd "$PEERS_SRC/$module" && "$@") >"$log" 2>&1 || fail "$module" "$pinned" "$log"
   echo "$stamp" >"$CACHE_DIR/$module.stamp"
-  echo "build-peers: containerd built in $((SECONDS - started)) s"
+  echo "build-peers: $what built in $((SECONDS - started)) s"
 }
 
-build_critools() {
-  local module=critools stamp log="$CACHE_DIR/critools.log"
-  local binaries=(crictl critest)
-  stamp="$(stamp_of "$module" "${binaries[@]}")"
-  if up_to_date "$module" "$stamp" "${binaries[@]}"; then echo "build-peers: cri-tools up to date"; return; fi
-  echo "build-peers: building crictl and critest"
-  local started=$SECONDS
-  (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly go build -o "$BIN_DIR/" sigs.k8s.io/cri-tools/cmd/crictl \
-    && GOFLAGS=-mod=readonly go test -c -o "$BIN_DIR/critest" sigs.k8s.io/cri-tools/cmd/critest) >"$log" 2>&1 || fail "$module" sigs.k8s.io/cri-tools "$log"
-  echo "$stamp" >"$CACHE_DIR/$module.stamp"
-  echo "build-peers: cri-tools built in $((SECONDS - started)) s"
+compile_critools() {
+  go build -o "$BIN_DIR/" sigs.k8s.io/cri-tools/cmd/crictl && go test -c -o "$BIN_DIR/critest" sigs.k8s.io/cri-tools/cmd/critest
 }
 
-build_jaeger() {
-  local module=jaeger stamp log="$CACHE_DIR/jaeger.log"
-  local binaries=(jaeger)
-  stamp="$(stamp_of "$module" "${binaries[@]}")"
-  if up_to_date "$module" "$stamp" "${binaries[@]}"; then echo "build-peers: jaeger up to date"; return; fi
-  echo "build-peers: building jaeger (a few minutes cold)"
-  local started=$SECONDS
-  (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly go build -o "$BIN_DIR/" github.com/jaegertracing/jaeger/cmd/jaeger) >"$log" 2>&1 \
-    || fail "$module" github.com/jaegertracing/jaeger "$log"
-  echo "$stamp" >"$CACHE_DIR/$module.stamp"
-  echo "build-peers: jaeger built in $((SECONDS - started)) s"
-}
-
-build_prometheus() {
-  local module=prometheus stamp log="$CACHE_DIR/prometheus.log"
-  local binaries=(prometheus promtool)
-  stamp="$(stamp_of "$module" "${binaries[@]}")"
-  if up_to_date "$module" "$stamp" "${binaries[@]}"; then echo "build-peers: prometheus up to date"; return; fi
-  echo "build-peers: building prometheus and promtool (a few minutes cold)"
-  local started=$SECONDS
-  (cd "$PEERS_SRC/$module" && GOFLAGS=-mod=readonly go build -o "$BIN_DIR/" github.com/prometheus/prometheus/cmd/prometheus \
-    github.com/prometheus/prometheus/cmd/promtool) >"$log" 2>&1 || fail "$module" github.com/prometheus/prometheus "$log"
-  echo "$stamp" >"$CACHE_DIR/$module.stamp"
-  echo "build-peers: prometheus built in $((SECONDS - started)) s"
-}
-
-build_containerd
-build_critools
-build_jaeger
-build_prometheus
+export GOFLAGS=-mod=readonly
+build_peer containerd github.com/containerd/containerd/v2 "containerd, ctr, containerd-shim-runc-v2" containerd ctr containerd-shim-runc-v2 -- \
+  env CGO_ENABLED=1 go build -tags "$CONTAINERD_TAGS" -o "$BIN_DIR/" github.com/containerd/containerd/v2/cmd/containerd \
+  github.com/containerd/containerd/v2/cmd/ctr github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+build_peer critools sigs.k8s.io/cri-tools "crictl and critest" crictl critest -- compile_critools
+build_peer jaeger github.com/jaegertracing/jaeger jaeger jaeger -- go build -o "$BIN_DIR/" github.com/jaegertracing/jaeger/cmd/jaeger
+build_peer prometheus github.com/prometheus/prometheus "prometheus and promtool" prometheus promtool -- \
+  go build -o "$BIN_DIR/" github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
 echo "build-peers: done ($BIN_DIR)"

@@ -6,6 +6,7 @@ import {
 import { ERROR_KIND_TRAILER, type AnyMessage } from '../grpc/wire.js';
 import { DEFAULT_SOCKET } from '../config.js';
 import { errorMessage } from '../core/errors.js';
+import { DAEMON_EXPORTS_TRACES_TRAILER } from '../telemetry/traceparent.js';
 import { GrpcCallError, GrpcConnection, GrpcStatus } from './grpcConnection.js';
 
 /** The daemon socket a client command talks to: --socket, else KTS_SOCKET, else the default. */
@@ -21,6 +22,8 @@ export interface KtsClient {
   task: Record<string, Unary>;
   admin: Record<string, Unary>;
   adminStream(method: string, request: object, onMessage: (message: Record<string, unknown>) => void): Promise<void>;
+  /** Whether a reply said the daemon exports spans (DAEMON_EXPORTS_TRACES_TRAILER), so a root span sent to it is not lost. */
+  daemonExportsTraces(): boolean;
   close(): void;
 }
 
@@ -83,16 +86,19 @@ function friendly(error: unknown, socket: string): unknown {
 export function connectClient(socket: string, metadata: Record<string, string> = {}): KtsClient {
   const connection = new GrpcConnection(socket);
   const { services, typeNamed } = compiled();
+  let daemonExports = false;
+  const note = (trailers: Record<string, unknown>) => (daemonExports ||= trailers[DAEMON_EXPORTS_TRACES_TRAILER] !== undefined);
   const typesOf = (method: CompiledMethod) => ({ request: typeNamed(method.requestType), response: typeNamed(method.responseType) });
 
   const unary = async (method: CompiledMethod, request: object, deadlineMs: number): Promise<Record<string, unknown>> => {
     const { request: requestType, response: responseType } = typesOf(method);
     let response: Record<string, unknown> | undefined;
     try {
-      await connection.call(method.path, encodeMessage(requestType, request), {
+      note((await connection.call(method.path, encodeMessage(requestType, request), {
         metadata, deadlineMs, onMessage: (bytes) => (response = decodeMessage(responseType, bytes)),
-      });
+      })).trailers);
     } catch (error) {
+      if (error instanceof GrpcCallError) note(error.trailers);
       throw friendly(error, socket);
     }
     if (!response) throw new ClientError(`${method.path}: the daemon sent no reply`);
@@ -118,6 +124,7 @@ export function connectClient(socket: string, metadata: Record<string, string> =
         if (!(error instanceof GrpcCallError && error.code === GrpcStatus.CANCELLED)) throw friendly(error, socket);
       }
     },
+    daemonExportsTraces: () => daemonExports,
     close() {
       connection.close();
     },

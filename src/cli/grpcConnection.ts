@@ -55,8 +55,8 @@ export class GrpcConnection {
 
   constructor(private readonly socket: string) {}
 
-  /** Sends `request` to the method at `path`; resolves when the server ends the call with OK. */
-  call(path: string, request: Buffer, options: CallOptions): Promise<void> {
+  /** Sends `request` to the method at `path`; resolves, with how it ended, when the server ends the call with OK. */
+  call(path: string, request: Buffer, options: CallOptions): Promise<CallStatus> {
     return new Promise((resolve, reject) => {
       let stream: ClientHttp2Stream;
       try {
@@ -69,7 +69,7 @@ export class GrpcConnection {
         // A session the server is closing (it sent GOAWAY) takes no new stream.
         return reject(new GrpcCallError(GrpcStatus.UNAVAILABLE, causeOf(error as Error)));
       }
-      followCall(stream, options, (status) => (status.code === GrpcStatus.OK ? resolve() : reject(new GrpcCallError(status.code, status.details, status.trailers))));
+      followCall(stream, options, (status) => (status.code === GrpcStatus.OK ? resolve(status) : reject(new GrpcCallError(status.code, status.details, status.trailers))));
       stream.end(frame(request));
     });
   }

@@ -29,7 +29,7 @@ let globalSocket: string | undefined;
  * The command's own trace: every call it makes carries this traceparent, and its root span is exported
  * when it ends (endCommandTrace). Absent with OTEL_SDK_DISABLED=true, and for `kts daemon`.
  */
-let commandTrace: { name: string; traceparent: string; startUnixMs: number; socket?: string } | undefined;
+let commandTrace: { name: string; traceparent: string; startUnixMs: number; socket?: string; daemonExports?: boolean } | undefined;
 
 /** Runs a client command against the daemon; errors become one line on stderr and exit code 1. */
 async function withClient<T>(options: { socket?: string }, work: (client: KtsClient) => Promise<T>): Promise<T> {
@@ -39,6 +39,7 @@ async function withClient<T>(options: { socket?: string }, work: (client: KtsCli
   try {
     return await work(client);
   } finally {
+    if (commandTrace && client.daemonExportsTraces()) commandTrace.daemonExports = true;
     client.close();
   }
 }
@@ -516,7 +517,7 @@ export async function main(argv: string[]): Promise<void> {
 /**
  * Exports the root span of a command that reached the daemon: itself when OTEL_EXPORTER_OTLP_* asks it to
  * (loading the tracing SDK only then), otherwise through the daemon (Admin.RecordClientSpan), which exports
- * it if it exports its own spans. Never fails the command: a daemon that cannot take it is not asked twice.
+ * it, when its replies said it exports its own spans. Never fails the command: a daemon that cannot take it is not asked twice.
  */
 async function endCommandTrace(error: string | undefined, grpcCode?: number): Promise<void> {
   const trace = commandTrace;
@@ -532,6 +533,8 @@ async function endCommandTrace(error: string | undefined, grpcCode?: number): Pr
     exportForeignSpans([clientRootSpan(record)]);
     return shutdownTracing();
   }
+  // A daemon that exports nothing would drop it: no call for it (a few ms of every command).
+  if (!trace.daemonExports) return;
   const client = connectClient(trace.socket);
   await client.admin.RecordClientSpan!(record, { deadlineMs: 1000 }).catch(() => undefined).finally(() => client.close());
 }

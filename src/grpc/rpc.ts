@@ -1,8 +1,9 @@
-import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
+import { Metadata, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { ROOT_CONTEXT, SpanKind } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
 import type { Logger } from 'pino';
 import { observed } from '../telemetry/rpcObserver.js';
+import { DAEMON_EXPORTS_TRACES_TRAILER, tracingExports } from '../telemetry/traceparent.js';
 import { extractContext, withSpan } from '../telemetry/tracing.js';
 import { toServiceError } from './grpcErrors.js';
 
@@ -62,6 +63,13 @@ export interface UnaryOptions {
  */
 export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (request: Req, call: CallInfo) => Promise<Res>, options: UnaryOptions = {}) {
   handler = observed(fullMethod, handler); // the daemon's RED metrics: each call counted by result and timed
+  // A client tells by it that the spans it sends the daemon (Admin.RecordClientSpan) are exported.
+  const exportsTraces = tracingExports(process.env);
+  const replyTrailer = (traceId: string): Metadata => {
+    const trailer = options.trailer?.(traceId) ?? new Metadata();
+    if (exportsTraces) trailer.set(DAEMON_EXPORTS_TRACES_TRAILER, '1');
+    return trailer;
+  };
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const headers = metadataRecord(call.metadata);
     const info = callInfo(fullMethod, headers, call.getPeer());
@@ -76,14 +84,13 @@ export function unary<Req, Res>(fullMethod: string, logger: Logger, handler: (re
     }).then(
       (response) => {
         beforeReply(fullMethod);
-        callback(null, response, options.trailer?.(traceId));
+        callback(null, response, replyTrailer(traceId));
       },
       (error) => {
         const serviceError = toServiceError(error);
         if (serviceError.code === 13) logger.error({ err: error, method: fullMethod }, 'request failed unexpectedly');
         else logger.debug({ method: fullMethod, code: serviceError.code, message: serviceError.message }, 'request rejected');
-        const trailer = options.trailer?.(traceId);
-        if (trailer) serviceError.metadata.merge(trailer);
+        serviceError.metadata.merge(replyTrailer(traceId));
         callback(serviceError);
       },
     );

@@ -11,3 +11,6 @@ export function tracingExports(env: NodeJS.ProcessEnv): boolean {
 export function newTraceparent(): string {
   return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
 }
+
+/** A trailer the daemon puts on its replies when it exports spans: `kts` then sends it its command's root span. */
+export const DAEMON_EXPORTS_TRACES_TRAILER = 'kts-exports-traces';
