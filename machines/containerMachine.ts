@@ -272,6 +272,7 @@ export const containerMachine = setup({
     },
     // Creating the container (bundle, rootfs, runtime create) was decided; parts of it may exist.
     creating: {
+      tags: ['active'],
       on: {
         ContainerCreated: { target: 'created', actions: 'recordPid' },
         ContainerCreateFailed: { target: 'failed', actions: 'recordFailure' },
@@ -279,7 +280,7 @@ export const containerMachine = setup({
     },
     // The container's init process exists, paused before the user's program runs.
     created: {
-      tags: ['live'],
+      tags: ['live', 'active'],
       on: {
         ContainerStartRequested: { target: 'starting' },
         ContainerKillRequested: { target: 'created' },
@@ -289,6 +290,7 @@ export const containerMachine = setup({
     },
     // Starting the user's program was decided; it may or may not run yet.
     starting: {
+      tags: ['active'],
       on: {
         ContainerStarted: { target: 'running', actions: 'recordStart' },
         ContainerStartFailed: { target: 'stopped', actions: 'recordFailure' },
@@ -296,7 +298,7 @@ export const containerMachine = setup({
     },
     // The container's init process runs the user's program; exec processes may run beside it.
     running: {
-      tags: ['live'],
+      tags: ['live', 'active'],
       on: {
         ContainerExited: { target: 'stopped', actions: 'recordExit' },
         ContainerKillRequested: { target: 'running' },

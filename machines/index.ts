@@ -23,6 +23,21 @@ export function acceptsEvent<TEvent extends EventObject>(snapshot: { can(event: 
 }
 
 /**
+ * Whether `state` (a stored row's state, where no actor runs) carries `tag` in `machine`: the rows
+ * ask the machine, as the entities do with `hasTag`. Tags: a sandbox is `running` (ready,
+ * unhealthy) or `exited` (stopped and after); a container is `live` (its init process exists) and
+ * `active` (not yet ended: it may still write output).
+ */
+export function stateHasTag(machine: AnyStateMachine, state: string, tag: string): boolean {
+  return machine.states[state]?.tags.includes(tag) ?? false;
+}
+
+/** Whether `state` is `machine`'s final state (a removed sandbox, a deleted container). */
+export function isFinalState(machine: AnyStateMachine, state: string): boolean {
+  return machine.states[state]?.type === 'final';
+}
+
+/**
  * Folds `events` into an actor of `machine` (fresh, or restored from the snapshot `from`) and
  * returns its last snapshot; throws on the first event it rejects.
  */

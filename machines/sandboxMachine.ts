@@ -303,16 +303,18 @@ export const sandboxMachine = setup({
     },
     // No sandbox process runs; its files and record remain.
     stopped: {
+      tags: ['exited'],
       on: { SandboxShutdownRequested: { target: 'shuttingDown' } },
     },
     // Removing the sandbox's processes, mounts and files was decided; some may remain.
     shuttingDown: {
+      tags: ['exited'],
       on: {
         SandboxRemoved: { target: 'removed' },
         SandboxShutdownFailed: { target: 'stopped', actions: 'recordFailure' },
       },
     },
     // Nothing of the sandbox remains on the host but its event log.
-    removed: { type: 'final' },
+    removed: { type: 'final', tags: ['exited'] },
   },
 });

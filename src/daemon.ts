@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { adminService, rotatableContainerLogs, sweepBundles } from './api/adminService.js';
+import { adminService } from './api/adminService.js';
 import { loadGrpcDefinitions } from './grpc/protos.js';
 import { setBeforeReply } from './grpc/rpc.js';
 import { RecoveryGate } from './api/recoveryGate.js';
@@ -22,6 +22,7 @@ import { KTS_VERSION } from './version.js';
 import { unavailable } from './core/errors.js';
 import type { Sandboxer } from './core/sandboxer.js';
 import { PriorityGate, withStartAdmission } from './engine/admission.js';
+import { ContainerBundles, rotatableContainerLogs, sweepBundles } from './engine/bundles.js';
 import { armCrashPointsFromEnv, crashPoint, withEffectCrashPoints, withNetworkCrashPoints } from './engine/crashPoints.js';
 import { openDaemonEngine, type RecoveryReport } from './engine/recovery.js';
 import { ImageStore } from './images/imageStore.js';
@@ -72,6 +73,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     execSpecDir: path.join(config.root, 'exec-specs'), outputHolds: new FifoReaderHolds(),
   });
   engineRecovery.addSweep('bundle', (known) => sweepBundles(store, config.root, known));
+  const images = new ImageStore({
+    imagesDir: config.images.dir, cacheDir: path.join(config.root, 'image-cache'),
+    maxLayerBytes: config.images.maxLayerBytes, maxLayerEntries: config.images.maxLayerEntries,
+  });
+  const bundles = new ContainerBundles({ engine, images, rootDir: config.root, logger });
+  const stopRemovingBundles = bundles.removeWhenDeleted();
   // Served while it recovers: each call is refused with UNAVAILABLE and a retry hint until recovery is done.
   const definitions = loadGrpcDefinitions();
   const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
@@ -91,10 +98,6 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   metrics?.recordRecovery((performance.now() - recoveryStarted) / 1000, recovery);
   logger.info({ ...recovery, db: config.db }, 'recovered state from the event log');
 
-  const images = new ImageStore({
-    imagesDir: config.images.dir, cacheDir: path.join(config.root, 'image-cache'),
-    maxLayerBytes: config.images.maxLayerBytes, maxLayerEntries: config.images.maxLayerEntries,
-  });
   gate.open(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
   const taskServices = [
     { definition: definitions.taskV3, implementation: taskService(engine, logger, 'containerd.task.v3.Task') },
@@ -103,7 +106,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   for (const task of taskServices) gate.open(task.definition, task.implementation);
   const closing = new AbortController();
   gate.open(definitions.admin, adminService({
-    engine, logger, images, rootDir: config.root, closing: closing.signal,
+    engine, bundles, logger, images, closing: closing.signal,
     daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
   }));
   const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs);
@@ -125,6 +128,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     recovery,
     async close() {
       clearInterval(healthTimer);
+      stopRemovingBundles();
       process.off('unhandledRejection', keepServing);
       await stopSweeping();
       logRotation.stop();

@@ -9,6 +9,7 @@ import { dist, IMAGES_DIR } from './daemon.mjs';
 import { runTimed } from './spawn.mjs';
 
 const { ImageStore } = await dist('src/images/imageStore.js');
+const { defaultImagesConfig } = await dist('src/images/config.js');
 
 export async function prepareRawRunc() {
   const dir = mkdtempSync(path.join(tmpdir(), 'kts-bench-runc-'));
@@ -16,7 +17,9 @@ export async function prepareRawRunc() {
   const bundle = path.join(dir, 'bundle');
   const log = path.join(dir, 'runc.log');
   mkdirSync(bundle);
-  const image = await new ImageStore({ imagesDir: IMAGES_DIR, cacheDir: path.join(dir, 'images') }).resolve('busybox:latest');
+  // The daemon's default layer limits: the store refuses to unpack without them.
+  const { maxLayerBytes, maxLayerEntries } = defaultImagesConfig(dir);
+  const image = await new ImageStore({ imagesDir: IMAGES_DIR, cacheDir: path.join(dir, 'images'), maxLayerBytes, maxLayerEntries }).resolve('busybox:latest');
   execFileSync('runc', ['spec', '--bundle', bundle]);
   const spec = JSON.parse(readFileSync(path.join(bundle, 'config.json'), 'utf8'));
   spec.root = { path: image.rootfsDir, readonly: true };

@@ -87,7 +87,8 @@ export function waitContainer(core: EngineCore, containerId: string): Promise<{ 
   const container = core.container(containerId);
   return core.waiters.waitUntil(
     container.streamId,
-    () => container.context.exitedAt !== null || ['failed', 'deleted'].includes(container.state),
+    // Not active: it exited, or never ran (a failed create), or is gone.
+    () => !container.hasTag('active'),
     () => ({ exitStatus: container.context.exitStatus ?? 255, exitedAt: container.context.exitedAt ?? new Date().toISOString() }),
   );
 }
@@ -106,7 +107,7 @@ export async function deleteContainer(core: EngineCore, containerId: string, met
 /** Delete without queueing; the caller holds the sandbox's turn. Deleting a deleted container is a no-op. */
 export async function deleteContainerNow(core: EngineCore, container: ContainerEntity, meta: CommandMeta): Promise<void> {
   const { sandboxId, containerId } = container.context;
-  if (container.state === 'deleted') return;
+  if (container.ended) return;
   await containerBracket(core, container, meta, {
     ...(container.state !== 'deleting' && { intent: { type: 'ContainerDeleteRequested' } }),
     effect: async () => {

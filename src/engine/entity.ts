@@ -13,6 +13,8 @@ export interface CommandMeta {
 export interface EntitySnapshot<TContext> {
   value: unknown;
   context: TContext;
+  /** 'done' once the machine is in its final state. */
+  status: string;
   can(event: { type: string }): boolean;
   hasTag(tag: string): boolean;
 }
@@ -77,7 +79,12 @@ export class Entity<TContext, TEvent extends { type: string }> {
     return acceptsEvent(this.snapshot, event);
   }
 
-  /** Whether the current state carries `tag` (the machines' `live`, `running`). */
+  /** The machine is in its final state: a removed sandbox, a deleted container. */
+  get ended(): boolean {
+    return this.snapshot.status === 'done';
+  }
+
+  /** Whether the current state carries `tag` (the machines' `running`, `exited`, `live`, `active`). */
   hasTag(tag: string): boolean {
     return this.snapshot.hasTag(tag);
   }

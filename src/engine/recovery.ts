@@ -75,12 +75,12 @@ export class Recovery {
   private loadEntities(): void {
     for (const streamId of this.core.store.listStreams('sandbox-')) {
       const sandbox = Entity.load<SandboxContext, SandboxEvent>(streamId, sandboxMachine, this.core.store, sandboxProjection);
-      if (sandbox.state === 'removed' || sandbox.state === 'absent') sandbox.stop();
+      if (sandbox.ended || sandbox.streamVersion === 0) sandbox.stop();
       else this.core.sandboxes.set(sandbox.context.sandboxId, sandbox);
     }
     for (const streamId of this.core.store.listStreams('container-')) {
       const container = Entity.load<ContainerContext, ContainerEvent>(streamId, containerMachine, this.core.store, containerProjection);
-      if (container.state === 'deleted' || container.state === 'absent' || !this.core.sandboxes.has(container.context.sandboxId)) container.stop();
+      if (container.ended || container.streamVersion === 0 || !this.core.sandboxes.has(container.context.sandboxId)) container.stop();
       else this.core.containers.set(container.context.containerId, container);
     }
   }

@@ -39,7 +39,7 @@ export async function createSandbox(core: EngineCore, input: CreateSandboxInput,
     checkNetworkChoice(input, core.options.sandboxers[input.kind]!, core.options.runCni === true && core.options.networks !== undefined);
     // As CRI: one live pod per (name, namespace, uid, attempt). No await between this check and the set below.
     const attempt = input.attempt ?? 0;
-    const twin = [...core.sandboxes.values()].find((sandbox) => sandbox.state !== 'removed' && sandbox.context.name === input.name
+    const twin = [...core.sandboxes.values()].find((sandbox) => !sandbox.ended && sandbox.context.name === input.name
       && sandbox.context.namespace === input.namespace && sandbox.context.uid === input.uid && (sandbox.context.attempt ?? 0) === attempt);
     if (twin) throw alreadyExists(`pod ${input.namespace}/${input.name} (uid "${input.uid}", attempt ${attempt}) already exists as pod ${twin.context.sandboxId}`);
     const entity: SandboxEntity = new Entity(streamId, sandboxMachine, core.store, sandboxProjection);
@@ -117,7 +117,7 @@ export function waitSandbox(core: EngineCore, sandboxId: string): Promise<{ exit
   const sandbox = core.sandbox(sandboxId);
   return core.waiters.waitUntil(
     sandbox.streamId,
-    () => ['stopped', 'removed', 'shuttingDown'].includes(sandbox.state),
+    () => sandbox.hasTag('exited'),
     () => ({ exitStatus: sandbox.context.exitStatus ?? 0, exitedAt: sandbox.context.exitedAt }),
   );
 }

@@ -117,3 +117,14 @@ export function serverStream<Req, Res>(fullMethod: string, logger: Logger, handl
     );
   };
 }
+
+/** Resolves when a server stream's client goes away or `closing` (the daemon's stop) aborts, whichever comes first. */
+export function streamEnded(call: ServerWritableStream<unknown, object>, closing: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (closing?.aborted) return resolve();
+    // The daemon's signal outlives the call: its listener goes with the call.
+    const ended = () => { closing?.removeEventListener('abort', ended); resolve(); };
+    for (const event of ['cancelled', 'close', 'finish']) call.once(event, ended);
+    closing?.addEventListener('abort', ended, { once: true });
+  });
+}

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tailStart } from './adminService.js';
+import { tailStart } from './logStream.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'kts-tail-'));
 let n = 0;
