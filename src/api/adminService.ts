@@ -6,7 +6,7 @@ import type { MountSpec } from '../core/sandboxer.js';
 import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
 import type { ContainerBundles, RunContainerInput } from '../engine/bundles.js';
 import type { Engine } from '../engine/engine.js';
-import { containerStats, history, inspect, liveContainers, liveSandboxes, logHead, podStats, resolveRef, type Inspection, type StatsOf } from '../engine/queries.js';
+import { containerStats, eventMatcher, history, inspect, liveContainers, liveSandboxes, logHead, podStats, resolveRef, type Inspection, type StatsOf } from '../engine/queries.js';
 import { serverStream, streamEnded, unary } from '../grpc/rpc.js';
 import type { ImageStore } from '../images/imageStore.js';
 import { validateOciSpec } from '../oci/containerSpec.js';
@@ -86,9 +86,10 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
     ListContainers: rpc<{ sandboxId: string }, object>('ListContainers', async (request) => ({
       containers: liveContainers(store, request.sandboxId || undefined).map(containerMessage),
     })),
-    History: rpc<{ ref: string }, object>('History', async (request) => {
+    History: rpc<{ ref: string; types: string[]; since: string }, object>('History', async (request) => {
       const { sandboxId, events, chain } = history(store, request.ref);
-      return { sandboxId, events: events.map(eventMessage), chainOk: chain.ok, chainError: chain.ok ? '' : `broken at sequence ${chain.brokenAtSequence}: ${chain.reason}` };
+      const shown = eventMatcher(store, { types: request.types, since: request.since }, engine.kinds);
+      return { sandboxId, events: events.filter(shown).map(eventMessage), chainOk: chain.ok, chainError: chain.ok ? '' : `broken at sequence ${chain.brokenAtSequence}: ${chain.reason}` };
     }),
     Inspect: rpc<{ ref: string }, object>('Inspect', async (request) => inspectMessage(inspect(store, request.ref))),
     Resolve: rpc<{ ref: string }, object>('Resolve', async (request) => {
@@ -115,7 +116,7 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
       const { eventCount, brokenAtSequence, reason, streamId, type, problem } = chain;
       return { ok: false, eventCount, brokenAtSequence, reason, brokenStreamId: streamId, brokenType: type, problem };
     }),
-    WatchEvents: stream<{ afterSequence: number }, object>('WatchEvents', (call) => watchEvents(store, call, options.closing)),
+    WatchEvents: stream<WatchEventsRequest, object>('WatchEvents', (call) => watchEvents(store, call, eventMatcher(store, call.request, engine.kinds), options.closing)),
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => bundles.run(runContainerInput(request), meta)),
     Exec: rpc<ExecRequest, object>('Exec', async (request, { meta }) => bundles.exec(request, meta)),
     Logs: stream<LogsRequest, object>('Logs', (call) => streamLogs(store, call, options.closing)),
@@ -197,12 +198,14 @@ function parseRootfsMount(text: string, index: number): MountSpec {
 
 interface ExecRequest { containerId: string; args: string[]; env: Record<string, string>; stdin: Buffer }
 
-async function watchEvents(store: EventStore, call: ServerWritableStream<{ afterSequence: number }, object>, closing?: AbortSignal): Promise<void> {
+interface WatchEventsRequest { afterSequence: number; pod: string; types: string[]; kind: string }
+
+async function watchEvents(store: EventStore, call: ServerWritableStream<WatchEventsRequest, object>, shown: (event: StoredEvent) => boolean, closing?: AbortSignal): Promise<void> {
   let last = call.request.afterSequence;
   const send = (event: StoredEvent) => {
     if (event.sequence <= last) return;
     last = event.sequence;
-    call.write(eventMessage(event));
+    if (shown(event)) call.write(eventMessage(event));
   };
   const unsubscribe = store.onAppended((events) => events.forEach(send));
   try {

@@ -22,6 +22,9 @@ function wholeNumber(flag: string, text: string, min = 0): number {
   return value;
 }
 
+/** `a,b, c` as ['a', 'b', 'c']; nothing given is the empty list. */
+const commaList = (text: string | undefined) => (text ?? '').split(',').map((item) => item.trim()).filter((item) => item !== '');
+
 /** --socket given before the command (kts --socket P pods), as crictl takes --runtime-endpoint. */
 let globalSocket: string | undefined;
 
@@ -318,9 +321,12 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
     .description('every transition of a pod and its containers from the event log, and whether the hash chain verifies')
     .argument('<pod>', 'pod id, name, namespace/name, or one of its container ids')
     .option('--json', 'print the events as a JSON array')
+    .option('--type <types>', 'only these event types, comma-separated, exact or a prefix ending in * (e.g. "Container*,SandboxStarted")')
+    .option('--since <time>', 'only events since an RFC3339 time or a duration ago (10m, 1h)')
     .addOption(socketOption())
-    .action(async (ref: string, options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {
-      const history = await client.admin.History!({ ref });
+    .addHelpText('after', '\nExamples:\n  kts history busybox-pod\n  kts history busybox-pod --type "Container*" --since 1h')
+    .action(async (ref: string, options: { json?: boolean; type?: string; since?: string; socket?: string }) => withClient(options, async (client) => {
+      const history = await client.admin.History!({ ref, types: commaList(options.type), since: options.since === undefined ? '' : sinceTime(options.since) });
       const events = (history.events as Array<Record<string, string | number>>).map((e) => ({ ...e, payload: JSON.parse(String(e.payloadJson)) as unknown })) as Array<Record<string, unknown>>;
       if (options.json) return void out(JSON.stringify({ sandboxId: history.sandboxId, chainOk: history.chainOk, events }, null, 2) + '\n');
       out(formatTable(['SEQ', 'TIME', 'STREAM', 'EVENT', 'FROM → TO', 'CAUSE', 'TRACE ID'],
@@ -346,12 +352,16 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
     }));
 
   cli.command('events')
-    .description('stream events as they are recorded (JSON lines)')
+    .description('stream events as they are recorded (JSON lines), from the log first when --after is given')
     .option('--after <sequence>', 'start after this sequence number (0 = from the beginning)', '0')
+    .option('--pod <pod>', 'only this pod\'s events and its containers\' (id, name or namespace/name)')
+    .option('--type <types>', 'only these event types, comma-separated, exact or a prefix ending in * (e.g. "Sandbox*")')
+    .option('--kind <kind>', 'only events of pods of this sandbox kind (runc, vmm, wasm)')
     .addOption(socketOption())
-    .action(async (options: { after: string; socket?: string }) => {
-      const afterSequence = wholeNumber('--after', options.after);
-      await withClient(options, (client) => client.adminStream('WatchEvents', { afterSequence }, (event) => out(JSON.stringify(event) + '\n')));
+    .addHelpText('after', '\nExamples:\n  kts events\n  kts events --after 0 --pod busybox-pod --type "Container*"\n  kts events --kind vmm --type SandboxStarted,SandboxStartFailed')
+    .action(async (options: { after: string; pod?: string; type?: string; kind?: string; socket?: string }) => {
+      const request = { afterSequence: wholeNumber('--after', options.after), pod: options.pod ?? '', types: commaList(options.type), kind: options.kind ?? '' };
+      await withClient(options, (client) => client.adminStream('WatchEvents', request, (event) => out(JSON.stringify(event) + '\n')));
     });
 
   statsCommands(cli);

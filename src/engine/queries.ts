@@ -1,6 +1,7 @@
-import { containerMachine, isFinalState, sandboxMachine, stateHasTag, type SandboxContext, type SandboxEvent } from '../../machines/index.js';
+import { containerMachine, isFinalState, nodeMachine, sandboxMachine, stateHasTag, type SandboxContext, type SandboxEvent } from '../../machines/index.js';
 import { invalidArgument, notFound } from '../core/errors.js';
 import { validateId } from '../core/ids.js';
+import { parseRfc3339Nanos } from '../host/criLog.js';
 import type { ChainVerification, ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
 import type { ContainerStats } from '../core/sandboxer.js';
 import type { Engine } from './engine.js';
@@ -104,6 +105,44 @@ export function history(store: EventStore, ref: string): { sandboxId: string; ev
   const streams = [sandboxStream(sandbox.id), ...store.listContainers(sandbox.id).map((row) => containerStream(row.id))];
   const events = streams.flatMap((streamId) => store.readStream(streamId)).sort((a, b) => a.sequence - b.sequence);
   return { sandboxId: sandbox.id, events, chain: store.verifyChain({ since: 'checkpoint', streams }) };
+}
+
+/** `kts events` and `kts history` filters; every one given must match. */
+export interface EventFilter {
+  /** A pod ref (as `kts history` takes): its events and its containers'. */
+  pod?: string;
+  /** Event types, exact or a prefix ending in `*` (`Container*`). */
+  types?: string[];
+  /** Only events of pods of this sandbox kind. */
+  kind?: string;
+  /** RFC3339: only events recorded at or after it. */
+  since?: string;
+}
+
+/** Every event type the machines know: a filter naming another is a typo, refused rather than matching nothing. */
+const EVENT_TYPES: string[] = [...new Set<string>([...sandboxMachine.root.events, ...containerMachine.root.events, ...nodeMachine.root.events])];
+
+/** The filter as a test of one event; a filter that cannot match (unknown type or kind, bad time, no such pod) is refused. */
+export function eventMatcher(store: EventStore, filter: EventFilter, kinds: readonly string[]): (event: StoredEvent) => boolean {
+  const types = filter.types ?? [];
+  for (const type of types) {
+    const known = type.endsWith('*') ? EVENT_TYPES.some((name) => name.startsWith(type.slice(0, -1))) : EVENT_TYPES.includes(type);
+    if (!known) throw invalidArgument(`no event type matches "${type}"; types are e.g. ${EVENT_TYPES.slice(0, 4).join(', ')}, or a prefix such as "Container*"`);
+  }
+  if (filter.kind && !kinds.includes(filter.kind)) throw invalidArgument(`unknown sandbox kind "${filter.kind}"; this daemon has ${kinds.join(', ')}`);
+  const since = filter.since ? parseRfc3339Nanos(filter.since) : undefined;
+  if (filter.since && since === undefined) throw invalidArgument(`since ${JSON.stringify(filter.since)} is not an RFC3339 time`);
+  const podId = filter.pod ? resolveSandboxRef(store, filter.pod).id : undefined;
+  const sandboxOf = (streamId: string) => streamId.startsWith('sandbox-') ? streamId.slice('sandbox-'.length)
+    : streamId.startsWith('container-') ? store.getContainer(streamId.slice('container-'.length))?.sandboxId : undefined;
+  return (event) => {
+    if (types.length > 0 && !types.some((type) => (type.endsWith('*') ? event.type.startsWith(type.slice(0, -1)) : event.type === type))) return false;
+    if (since !== undefined && (parseRfc3339Nanos(event.time) ?? 0n) < since) return false;
+    if (podId === undefined && !filter.kind) return true;
+    const sandboxId = sandboxOf(event.streamId);
+    if (podId !== undefined && sandboxId !== podId) return false;
+    return !filter.kind || (sandboxId !== undefined && store.getSandbox(sandboxId)?.kind === filter.kind);
+  };
 }
 
 /** The newest event of the log, if any. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { SandboxEvent } from '../../machines/sandboxMachine.js';
 import { isKtsError } from '../core/errors.js';
 import { givenClosedAfterEach, readySandbox, runningContainer, sandboxCreated } from './engine.testkit.js';
-import { history, inspect, liveContainers, liveSandboxes, resolveRef } from './queries.js';
+import { eventMatcher, history, inspect, liveContainers, liveSandboxes, resolveRef } from './queries.js';
 
 // What kts asks of the log, over the engine specs' real SQLite file.
 const given = givenClosedAfterEach();
@@ -37,5 +37,23 @@ describe('queries', () => {
     const { events, chain } = history(store, 'pod-p1');
     expect(events.map((event) => event.type)).toEqual(['SandboxCreated', 'SandboxShutdownRequested', 'SandboxRemoved']);
     expect(chain.ok).toBe(true);
+  });
+
+  it('filters events by pod (its containers\' too), type (exact or prefix*), kind and time; refuses a filter that cannot match', () => {
+    const { store } = given({ sandboxes: { p1: readySandbox('p1'), p2: readySandbox('p2') }, containers: { c1: runningContainer('c1', 'p1') } });
+    const all = store.readAll();
+    const shown = (filter: Parameters<typeof eventMatcher>[1]) => all.filter(eventMatcher(store, filter, ['fake', 'runc'])).map((event) => `${event.streamId} ${event.type}`);
+    expect(shown({ pod: 'pod-p1', types: ['Container*', 'SandboxStarted'] })).toEqual([
+      'sandbox-p1 SandboxStarted', 'container-c1 ContainerCreateRequested', 'container-c1 ContainerCreated', 'container-c1 ContainerStartRequested', 'container-c1 ContainerStarted',
+    ]);
+    expect(shown({ types: ['SandboxCreated'] })).toEqual(['sandbox-p1 SandboxCreated', 'sandbox-p2 SandboxCreated']);
+    expect(shown({ kind: 'runc' })).toEqual([]);
+    expect(shown({ kind: 'fake', types: ['SandboxStarted'] })).toEqual(['sandbox-p1 SandboxStarted', 'sandbox-p2 SandboxStarted']);
+    expect(shown({ since: '2999-01-01T00:00:00Z' })).toEqual([]);
+    expect(shown({ since: '2000-01-01T00:00:00.123456789Z' })).toHaveLength(all.length);
+    expect(() => shown({ types: ['ContainerStart'] })).toThrow(/no event type matches "ContainerStart"/);
+    expect(() => shown({ kind: 'kvm' })).toThrow(/unknown sandbox kind "kvm"; this daemon has fake, runc/);
+    expect(() => shown({ since: 'yesterday' })).toThrow(/not an RFC3339 time/);
+    expect(() => shown({ pod: 'nope' })).toThrow(/no pod or container "nope"/);
   });
 });
