@@ -120,10 +120,14 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => bundles.run(runContainerInput(request), meta)),
     Exec: rpc<ExecRequest, object>('Exec', async (request, { meta }) => bundles.exec(request, meta)),
     Logs: stream<LogsRequest, object>('Logs', (call) => streamLogs(store, call, options.closing)),
-    Prepare: rpc<PrepareRequest, object>('Prepare', async (request, { meta }) => bundles.prepare({
-      sandboxId: request.sandboxId, containerId: request.containerId,
-      spec: validateOciSpec(parseJson('spec_json', request.specJson || ''), 'spec_json'), rootfsMounts: request.rootfsJson.map(parseRootfsMount),
-    }, meta)),
+    Prepare: rpc<PrepareRequest, object>('Prepare', async (request, { meta }) => {
+      // An unknown pod is NOT_FOUND before its body is looked at.
+      engine.sandbox(request.sandboxId);
+      return bundles.prepare({
+        sandboxId: request.sandboxId, containerId: request.containerId,
+        spec: validateOciSpec(parseJson('spec_json', request.specJson || ''), 'spec_json'), rootfsMounts: request.rootfsJson.map(parseRootfsMount),
+      }, meta);
+    }),
     Purge: rpc<{ sandboxId: string; containerId: string }, object>('Purge', async (request, { meta }) => {
       engine.sandbox(request.sandboxId);
       await engine.deleteContainer(request.containerId, meta);
