@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import { createActor, getNextSnapshot, type AnyActor, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate';
 import { IllegalTransitionError, acceptsEvent, replay } from '../../machines/index.js';
 import { failedPrecondition } from '../core/errors.js';
@@ -24,6 +25,13 @@ export type ProjectFn<TContext> = (snapshot: EntitySnapshot<TContext>, version: 
 
 const SNAPSHOT_EVERY = 50;
 
+/** A saved snapshot that does not match a replay of its stream's events: it was not used. */
+export interface SnapshotRefusal {
+  streamId: string;
+  version: number;
+  reason: string;
+}
+
 /**
  * One sandbox or container: its xstate actor (the live state) and its stream in the store.
  * `record` is the only way state changes: the event is checked against the machine, appended
@@ -45,18 +53,24 @@ export class Entity<TContext, TEvent extends { type: string }> {
     this.version = restored?.version ?? 0;
   }
 
-  /** Rebuilds an entity from its last snapshot plus the events after it. */
+  /**
+   * Rebuilds an entity by replaying its whole stream. The log decides: a saved snapshot (a table the hash
+   * chain does not cover) is only checked against the replay, and one that differs is reported to
+   * `onRefused`, never believed.
+   */
   static load<TContext, TEvent extends { type: string }>(
     streamId: string,
     machine: AnyStateMachine,
     store: EventStore,
     project: ProjectFn<TContext>,
+    onRefused: (refusal: SnapshotRefusal) => void = () => undefined,
   ): Entity<TContext, TEvent> {
+    const stored = store.readStream(streamId);
+    const snapshot = replayStored(streamId, machine, stored);
     const saved = store.loadSnapshot(streamId);
-    const from = saved ? machine.resolveState(saved.state as never) : undefined;
-    const stored = store.readStream(streamId, { fromVersion: (saved?.version ?? 0) + 1 });
-    const snapshot = replayStored(streamId, machine, stored, from);
-    return new Entity<TContext, TEvent>(streamId, machine, store, project, { snapshot, version: stored.at(-1)?.streamVersion ?? saved?.version ?? 0 });
+    const reason = saved && snapshotMismatch(streamId, machine, stored, saved);
+    if (saved && reason) onRefused({ streamId, version: saved.version, reason });
+    return new Entity<TContext, TEvent>(streamId, machine, store, project, { snapshot, version: stored.at(-1)?.streamVersion ?? 0 });
   }
 
   get snapshot(): EntitySnapshot<TContext> {
@@ -119,10 +133,18 @@ export class Entity<TContext, TEvent extends { type: string }> {
   }
 }
 
+/** Why the snapshot saved at `saved.version` is not what replaying the stream's first events gives; undefined when it is. */
+function snapshotMismatch(streamId: string, machine: AnyStateMachine, stored: StoredEvent[], saved: { version: number; state: unknown }): string | undefined {
+  if (saved.version > stored.length) return `it claims version ${saved.version}, but the stream has ${stored.length} events`;
+  const replayed = machine.getPersistedSnapshot(replayStored(streamId, machine, stored.slice(0, saved.version)));
+  // Compared as stored: through JSON, as saveSnapshot wrote it.
+  return isDeepStrictEqual(JSON.parse(JSON.stringify(replayed)), saved.state) ? undefined : `it differs from the replay of the stream's first ${saved.version} events`;
+}
+
 /** The machines' own replay over stored events; a stored event the machine refuses is FAILED_PRECONDITION naming it. */
-function replayStored(streamId: string, machine: AnyStateMachine, stored: StoredEvent[], from: AnyMachineSnapshot | undefined): AnyMachineSnapshot {
+function replayStored(streamId: string, machine: AnyStateMachine, stored: StoredEvent[]): AnyMachineSnapshot {
   try {
-    return replay(machine, stored.map((event) => ({ type: event.type, ...event.payload })), from);
+    return replay(machine, stored.map((event) => ({ type: event.type, ...event.payload })));
   } catch (error) {
     if (!(error instanceof IllegalTransitionError)) throw error;
     const refused = stored[error.eventIndex]!;

@@ -5,6 +5,7 @@ import type { EventStore } from '../core/store.js';
 import { openSqliteStore } from '../store/sqliteStore.js';
 import { makeTempDir } from '../store/sqliteStore.fixtures.js';
 import { readySandbox, sandboxCreated } from './engine.testkit.js';
+import { checkDerivedState } from './derivedState.js';
 import { Entity } from './entity.js';
 import { sandboxProjection } from './projections.js';
 
@@ -66,6 +67,36 @@ describe('Entity', () => {
     expect([loaded.state, loaded.streamVersion, loaded.context]).toEqual([entity.state, 57, entity.context]);
     loaded.record({ type: 'SandboxStopRequested', timeoutMs: 1 }, { caller: 'spec' });
     expect(loaded.streamVersion).toBe(58);
+  });
+
+  it('given a saved snapshot that was edited, when loaded, then it is refused and the state is the events\' own', () => {
+    openStore();
+    const updates: SandboxEvent[] = Array.from({ length: 50 }, (_, n) => ({ type: 'SandboxUpdated', labels: { n: String(n) } }));
+    const entity = newEntity([...readySandbox('p1'), ...updates]);
+    const refusals: unknown[] = [];
+    Entity.load(STREAM, sandboxMachine, store!, sandboxProjection, (refusal) => refusals.push(refusal)).stop();
+    expect(refusals).toEqual([]);
+    const saved = store!.loadSnapshot(STREAM)!;
+    const forged = structuredClone(saved.state) as { context: SandboxContext };
+    forged.context.labels = { n: 'forged' };
+    store!.saveSnapshot({ streamId: STREAM, version: saved.version, state: forged });
+    const loaded = Entity.load<SandboxContext, SandboxEvent>(STREAM, sandboxMachine, store!, sandboxProjection, (refusal) => refusals.push(refusal));
+    expect(refusals).toEqual([{ streamId: STREAM, version: 50, reason: 'it differs from the replay of the stream\'s first 50 events' }]);
+    expect(loaded.context.labels).toEqual(entity.context.labels);
+  });
+
+  it('given an edited read-model row or snapshot, then the check of derived state names each against a replay of the chain', () => {
+    openStore();
+    newEntity([...readySandbox('p1'), ...Array.from({ length: 50 }, (_, n): SandboxEvent => ({ type: 'SandboxUpdated', labels: { n: String(n) } }))]);
+    expect(checkDerivedState(store!)).toEqual([]);
+    const row = store!.getSandbox('p1')!;
+    store!.appendToStream('sandbox-p2', [{ type: 'SandboxCreated', payload: { ...sandboxCreated('p2'), type: undefined }, stateBefore: 'absent', stateAfter: 'created', caller: 'spec' }],
+      { expectedVersion: 0, projection: { table: 'sandboxes', row: { ...row, id: 'p2', name: 'pod-p2', uid: undefined, state: 'ready', pid: 1 } as never } });
+    store!.saveSnapshot({ streamId: STREAM, version: 50, state: { forged: true } });
+    expect(checkDerivedState(store!)).toEqual([
+      { streamId: STREAM, what: 'snapshot', reason: 'it differs from the replay of the stream\'s first 50 events' },
+      { streamId: 'sandbox-p2', what: 'row', reason: expect.stringMatching(/^its .*state.* differ from what its events give$/) },
+    ]);
   });
 
   it('given a log the machine disagrees with, when loaded, then FAILED_PRECONDITION naming the stored event', () => {

@@ -6,7 +6,8 @@ import { withSpan } from '../telemetry/tracing.js';
 import { deleteContainerNow } from './containerCommands.js';
 import { Engine } from './engine.js';
 import { EngineCore, exitFields, type ContainerEntity, type EngineOptions, type SandboxEntity } from './engineCore.js';
-import { Entity, type CommandMeta } from './entity.js';
+import { rowMismatch } from './derivedState.js';
+import { Entity, type CommandMeta, type SnapshotRefusal } from './entity.js';
 import { watchContainer, watchExec, watchSandbox } from './exitWatchers.js';
 import { OrphanSweep } from './orphanSweep.js';
 import { containerProjection, sandboxProjection } from './projections.js';
@@ -18,6 +19,8 @@ export interface RecoveryReport {
   /** Events recovery itself recorded (finished or rolled-back intents, reattaches, exits seen late). */
   eventsRecorded: number;
   failures: string[];
+  /** Saved snapshots and read-model rows of live entities that do not match their events (edited?): not believed. */
+  mismatches: string[];
 }
 
 /** Every event recovery records says what it decided and why; `kts history` shows it as the cause. */
@@ -45,7 +48,7 @@ export class Recovery {
   recover(): Promise<RecoveryReport> {
     return withSpan('daemon.recover', {}, async (span) => {
       const before = this.core.store.headSequence();
-      this.loadEntities();
+      const mismatches = this.loadEntities();
       const failures: string[] = [];
       for (const sandbox of [...this.core.sandboxes.values()]) {
         const sandboxId = sandbox.context.sandboxId;
@@ -56,7 +59,7 @@ export class Recovery {
         });
       }
       failures.push(...(await withSpan('recovery.sweep_orphans', {}, () => this.orphans.sweepOrphans())));
-      const report = { sandboxes: this.core.sandboxes.size, containers: this.core.containers.size, eventsRecorded: this.core.store.headSequence() - before, failures };
+      const report = { sandboxes: this.core.sandboxes.size, containers: this.core.containers.size, eventsRecorded: this.core.store.headSequence() - before, failures, mismatches };
       span.setAttributes({ 'kts.recovery.sandboxes': report.sandboxes, 'kts.recovery.containers': report.containers, 'kts.recovery.events_recorded': report.eventsRecorded, 'kts.recovery.failures': failures.length });
       return report;
     });
@@ -72,17 +75,38 @@ export class Recovery {
     return this.orphans.sweepEvery(intervalMs);
   }
 
-  private loadEntities(): void {
-    for (const streamId of this.core.store.listStreams('sandbox-')) {
-      const sandbox = Entity.load<SandboxContext, SandboxEvent>(streamId, sandboxMachine, this.core.store, sandboxProjection);
-      if (sandbox.ended || sandbox.streamVersion === 0) sandbox.stop();
-      else this.core.sandboxes.set(sandbox.context.sandboxId, sandbox);
+  /** Every live entity replayed from its stream; what its saved snapshot or read-model row says otherwise is reported, not believed. */
+  private loadEntities(): string[] {
+    const { store, logger } = this.core;
+    const mismatches: string[] = [];
+    const mismatch = (streamId: string, what: string, reason: string) => {
+      mismatches.push(`${streamId}: ${what}: ${reason}`);
+      logger.error({ stream_id: streamId, reason }, `the ${what} does not match the stream's events (edited?); kts goes by the events`);
+    };
+    const refused = (refusal: SnapshotRefusal) => mismatch(refusal.streamId, 'saved snapshot', refusal.reason);
+    for (const streamId of store.listStreams('sandbox-')) {
+      const sandbox = Entity.load<SandboxContext, SandboxEvent>(streamId, sandboxMachine, store, sandboxProjection, refused);
+      if (sandbox.ended || sandbox.streamVersion === 0) {
+        sandbox.stop();
+        continue;
+      }
+      this.core.sandboxes.set(sandbox.context.sandboxId, sandbox);
+      const row = store.getSandbox(sandbox.context.sandboxId);
+      const reason = row ? rowMismatch(sandboxProjection(sandbox.snapshot, sandbox.streamVersion).row, row) : 'missing';
+      if (reason) mismatch(streamId, 'read-model row', reason);
     }
-    for (const streamId of this.core.store.listStreams('container-')) {
-      const container = Entity.load<ContainerContext, ContainerEvent>(streamId, containerMachine, this.core.store, containerProjection);
-      if (container.ended || container.streamVersion === 0 || !this.core.sandboxes.has(container.context.sandboxId)) container.stop();
-      else this.core.containers.set(container.context.containerId, container);
+    for (const streamId of store.listStreams('container-')) {
+      const container = Entity.load<ContainerContext, ContainerEvent>(streamId, containerMachine, store, containerProjection, refused);
+      if (container.ended || container.streamVersion === 0 || !this.core.sandboxes.has(container.context.sandboxId)) {
+        container.stop();
+        continue;
+      }
+      this.core.containers.set(container.context.containerId, container);
+      const row = store.getContainer(container.context.containerId);
+      const reason = row ? rowMismatch(containerProjection(container.snapshot, container.streamVersion).row, row) : 'missing';
+      if (reason) mismatch(streamId, 'read-model row', reason);
     }
+    return mismatches;
   }
 
   private async reconcileSandbox(sandbox: SandboxEntity): Promise<void> {
