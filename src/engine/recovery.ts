@@ -2,6 +2,7 @@ import { containerMachine, type ContainerContext, type ContainerEvent } from '..
 import { sandboxMachine, type SandboxContext, type SandboxEvent } from '../../machines/sandboxMachine.js';
 import { errorMessage } from '../core/errors.js';
 import type { KnownResources } from '../core/sandboxer.js';
+import type { ContainerRow, Projection, SandboxRow } from '../core/store.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { deleteContainerNow } from './containerCommands.js';
 import { Engine } from './engine.js';
@@ -84,6 +85,10 @@ export class Recovery {
       logger.error({ stream_id: streamId, reason }, `the ${what} does not match the stream's events (edited?); kts goes by the events`);
     };
     const refused = (refusal: SnapshotRefusal) => mismatch(refusal.streamId, 'saved snapshot', refusal.reason);
+    const checkRow = (streamId: string, expected: Projection, row: SandboxRow | ContainerRow | undefined) => {
+      const reason = row ? rowMismatch(expected.row, row) : 'missing';
+      if (reason) mismatch(streamId, 'read-model row', reason);
+    };
     for (const streamId of store.listStreams('sandbox-')) {
       const sandbox = Entity.load<SandboxContext, SandboxEvent>(streamId, sandboxMachine, store, sandboxProjection, refused);
       if (sandbox.ended || sandbox.streamVersion === 0) {
@@ -91,9 +96,7 @@ export class Recovery {
         continue;
       }
       this.core.sandboxes.set(sandbox.context.sandboxId, sandbox);
-      const row = store.getSandbox(sandbox.context.sandboxId);
-      const reason = row ? rowMismatch(sandboxProjection(sandbox.snapshot, sandbox.streamVersion).row, row) : 'missing';
-      if (reason) mismatch(streamId, 'read-model row', reason);
+      checkRow(streamId, sandboxProjection(sandbox.snapshot, sandbox.streamVersion), store.getSandbox(sandbox.context.sandboxId));
     }
     for (const streamId of store.listStreams('container-')) {
       const container = Entity.load<ContainerContext, ContainerEvent>(streamId, containerMachine, store, containerProjection, refused);
@@ -102,9 +105,7 @@ export class Recovery {
         continue;
       }
       this.core.containers.set(container.context.containerId, container);
-      const row = store.getContainer(container.context.containerId);
-      const reason = row ? rowMismatch(containerProjection(container.snapshot, container.streamVersion).row, row) : 'missing';
-      if (reason) mismatch(streamId, 'read-model row', reason);
+      checkRow(streamId, containerProjection(container.snapshot, container.streamVersion), store.getContainer(container.context.containerId));
     }
     return mismatches;
   }
