@@ -93,6 +93,31 @@ export interface Snapshot {
   state: unknown;
 }
 
+/** One retention prune: the events up to `upToSequence` went to `archive`; the log now starts after it. */
+export interface PruneRecord {
+  upToSequence: number;
+  /** Hash of the event at upToSequence: the first event kept names it as its prev hash. */
+  hash: string;
+  /** Events this prune moved out. */
+  eventCount: number;
+  /** Versions, at upToSequence, of the streams that go on past it (the node's). */
+  streamVersions: Record<string, number>;
+  archive: string;
+  time: string;
+  /** sha256 (hex) of the public key the record is signed with, and the Ed25519 signature (base64) of its canonical JSON. */
+  keyId: string;
+  signature: string;
+}
+
+/** A pod whose events a prune moved to an archive. */
+export interface ArchivedPod {
+  sandboxId: string;
+  name: string;
+  namespace: string;
+  archive: string;
+  upToSequence: number;
+}
+
 export interface EventStore {
   appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult;
   readStream(streamId: string, options?: { fromVersion?: number }): StoredEvent[];
@@ -120,5 +145,14 @@ export interface EventStore {
    * with `readAll({ afterSequence })`.
    */
   onAppended(listener: (events: StoredEvent[]) => void): () => void;
+  /**
+   * Retention: in one transaction, records `prune` and the pods it archives, and removes the events up to
+   * its sequence (already written to its archive) with those pods' rows and the streams' snapshots.
+   */
+  prune(prune: PruneRecord, pods: ArchivedPod[]): void;
+  /** Every prune, oldest first. */
+  listPrunes(): PruneRecord[];
+  /** A pod whose history went to an archive, by id or name (or namespace/name). */
+  findArchivedPod(ref: string): ArchivedPod | undefined;
   close(): void;
 }

@@ -144,6 +144,11 @@ export class EngineSpecification {
   private mark = 0;
   private outcome: { result?: unknown; error?: unknown } = {};
 
+  /** The SQLite file under the store, for specs that open it as an attacker or an offline reader would. */
+  get storePath(): string {
+    return this.temp.dbPath;
+  }
+
   /** Writes `given` to the log as earlier commands would have, without running any effect. */
   static given(given: Given = {}): EngineSpecification {
     const spec = new EngineSpecification();

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ChainProblem, ChainVerification } from '../core/store.js';
 import { stableStringify } from './canonicalJson.js';
+import { lastPrune } from './prunes.js';
 import type { EventRecord } from './rows.js';
 
 /** prev_hash of the first event ever appended. */
@@ -40,7 +41,10 @@ export interface ChainCheckpoint {
  * The same walk over only the events after `checkpoint` (all of them without one), trusting what the
  * checkpoint vouches for; with the chain intact, the checkpoint at its new head.
  */
-export function verifyChainAfter(db: Database.Database, checkpoint: ChainCheckpoint | undefined, limit = -1): { verification: ChainVerification; checkpoint?: ChainCheckpoint } {
+export function verifyChainAfter(db: Database.Database, since: ChainCheckpoint | undefined, limit = -1): { verification: ChainVerification; checkpoint?: ChainCheckpoint } {
+  // A pruned log starts after its last prune, whose record vouches for the hash and stream versions there.
+  const pruned = since ? undefined : lastPrune(db);
+  const checkpoint = since ?? (pruned && { sequence: pruned.upToSequence, hash: pruned.hash, eventCount: 0, streamVersions: new Map(Object.entries(pruned.streamVersions)) });
   // LIMIT -1 is SQLite for "no limit".
   const rows = db.prepare<[number, number], EventRecord>('SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?').iterate(checkpoint?.sequence ?? 0, limit);
   const streamVersions = new Map(checkpoint?.streamVersions);
@@ -67,11 +71,12 @@ export function verifyChainAfter(db: Database.Database, checkpoint: ChainCheckpo
 export function verifyStreamsOf(db: Database.Database, streams: string[], eventCount: number): ChainVerification {
   const ofStream = db.prepare<[string], EventRecord>('SELECT * FROM events WHERE stream_id = ? ORDER BY stream_version');
   const hashAt = db.prepare<[number], { hash: string }>('SELECT hash FROM events WHERE sequence = ?');
+  const pruned = lastPrune(db);
   for (const streamId of streams) {
     let version = 0;
     for (const row of ofStream.all(streamId)) {
       version += 1;
-      const before = row.sequence === 1 ? undefined : hashAt.get(row.sequence - 1);
+      const before = row.sequence === 1 ? undefined : row.sequence - 1 === pruned?.upToSequence ? pruned : hashAt.get(row.sequence - 1);
       const previous = row.sequence === 1 ? undefined : { sequence: row.sequence - 1, hash: before?.hash ?? '(missing)' };
       const found = findBreak(row, previous, new Map([[row.stream_id, version - 1]]));
       if (found) return { ok: false, eventCount, brokenAtSequence: row.sequence, streamId: row.stream_id, type: row.type, ...found };

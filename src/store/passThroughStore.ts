@@ -17,5 +17,8 @@ export class PassThroughEventStore implements EventStore {
   getContainer(id: string) { return this.inner.getContainer(id); }
   listContainers(sandboxId?: string) { return this.inner.listContainers(sandboxId); }
   onAppended(...args: Parameters<EventStore['onAppended']>) { return this.inner.onAppended(...args); }
+  prune(...args: Parameters<EventStore['prune']>) { this.inner.prune(...args); }
+  listPrunes() { return this.inner.listPrunes(); }
+  findArchivedPod(ref: string) { return this.inner.findArchivedPod(ref); }
   close() { this.inner.close(); }
 }

@@ -5,11 +5,13 @@ import { KtsError, conflict, errorMessage, failedPrecondition, invalidArgument }
 import type {
   AppendOptions,
   AppendResult,
+  ArchivedPod,
   ChainVerification,
   ContainerRow,
   EventStore,
   NewEvent,
   Projection,
+  PruneRecord,
   SandboxRow,
   Snapshot,
   StoredEvent,
@@ -17,6 +19,7 @@ import type {
 import { stableStringify } from './canonicalJson.js';
 import { GENESIS_HASH, eventHash, verifyChainAfter, verifyChainOf, verifyStreamsOf, type ChainCheckpoint } from './eventChain.js';
 import { defaultMigrationsDir, migrate } from './migrate.js';
+import { applyPrune, findArchivedPod, lastPrune, listPrunes } from './prunes.js';
 import { corruptStore, isCorruption, refuseIfCorrupt, sqliteCode, translateSqliteError } from './sqliteErrors.js';
 import {
   type ContainerRecord,
@@ -132,6 +135,7 @@ class SqliteEventStore implements EventStore {
   private readonly statements: Statements;
   private readonly appendInTransaction: Database.Transaction<SqliteEventStore['writeEvents']>;
   private readonly snapshotInTransaction: Database.Transaction<SqliteEventStore['writeSnapshot']>;
+  private readonly pruneInTransaction: Database.Transaction<(prune: PruneRecord, pods: ArchivedPod[]) => void>;
   /** Called after commit, outside the transaction: at most once per append, lost on a crash. */
   private readonly appendedListeners = new Set<AppendedListener>();
 
@@ -142,6 +146,7 @@ class SqliteEventStore implements EventStore {
     this.statements = prepareStatements(db);
     this.appendInTransaction = db.transaction(this.writeEvents.bind(this));
     this.snapshotInTransaction = db.transaction(this.writeSnapshot.bind(this));
+    this.pruneInTransaction = db.transaction((prune: PruneRecord, pods: ArchivedPod[]) => applyPrune(db, prune, pods));
   }
 
   appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult {
@@ -163,7 +168,7 @@ class SqliteEventStore implements EventStore {
   }
 
   headSequence(): number {
-    return this.statements.headSequence.get()?.head ?? 0;
+    return this.statements.headSequence.get()?.head ?? lastPrune(this.db)?.upToSequence ?? 0;
   }
 
   listStreams(prefix: string): string[] {
@@ -212,6 +217,20 @@ class SqliteEventStore implements EventStore {
     return records.map(containerFromRecord);
   }
 
+  prune(prune: PruneRecord, pods: ArchivedPod[]): void {
+    this.write(() => this.pruneInTransaction.immediate(prune, pods));
+    // The chain now starts at the prune: what this process verified before it no longer exists.
+    this.chainCheckpoint = undefined;
+  }
+
+  listPrunes(): PruneRecord[] {
+    return listPrunes(this.db);
+  }
+
+  findArchivedPod(ref: string): ArchivedPod | undefined {
+    return findArchivedPod(this.db, ref);
+  }
+
   onAppended(listener: AppendedListener): () => void {
     this.appendedListeners.add(listener);
     return () => this.appendedListeners.delete(listener);
@@ -237,7 +256,9 @@ class SqliteEventStore implements EventStore {
     if (version !== options.expectedVersion) {
       throw conflict(`stream ${streamId} is at version ${version}, but the writer expected ${options.expectedVersion}`);
     }
-    const head = this.statements.head.get();
+    // A log pruned to nothing goes on from its last prune, never from genesis again.
+    const pruned = lastPrune(this.db);
+    const head = this.statements.head.get() ?? (pruned && { sequence: pruned.upToSequence, hash: pruned.hash });
     let previous = { sequence: head?.sequence ?? 0, hash: head?.hash ?? GENESIS_HASH };
     const time = new Date().toISOString();
     const records = pending.map(({ event, payloadJson }, index) => {
