@@ -5,6 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SandboxEvent } from '../../machines/sandboxMachine.js';
+import { history } from '../engine/queries.js';
 import { givenClosedAfterEach, readySandbox, runningContainer, sandboxCreated } from '../engine/engine.testkit.js';
 import { eventHash } from '../store/eventChain.js';
 import { verifyStoreFile } from '../store/sqliteStore.js';
@@ -32,6 +33,7 @@ describe('retention', () => {
     expect(store.readAll().map((event) => event.sequence)).toEqual([7, 8, 9, 10, 11, 12, 13]);
     expect(store.listSandboxes().map((row) => row.id)).toEqual(['live']);
     expect(store.findArchivedPod('pod-old1')).toMatchObject({ sandboxId: 'old1', archive: prune!.archive, upToSequence: 6 });
+    expect(() => history(store, 'default/pod-old2')).toThrow(`pod old2 (default/pod-old2) was archived by retention: its events, up to sequence 6, are in ${prune!.archive}`);
     expect(store.verifyChain()).toEqual({ ok: true, eventCount: 7 });
     expect(store.verifyChain({ since: 'checkpoint', streams: ['sandbox-live', 'container-c1'] }).ok).toBe(true);
     // The log goes on from where it was: the next event is 14, linked to 13.

@@ -60,6 +60,10 @@ export function resolveRef(store: EventStore, ref: string): { sandbox: SandboxRo
       throw invalidArgument(`id prefix "${ref}" is ambiguous: ${candidates.map((c) => c.containerId ? `container ${c.containerId}` : `pod ${c.sandbox.id}`).join(', ')}`);
     }
   }
+  const archived = store.findArchivedPod(ref);
+  if (archived) {
+    throw notFound(`pod ${archived.sandboxId} (${archived.namespace}/${archived.name}) was archived by retention: its events, up to sequence ${archived.upToSequence}, are in ${archived.archive} (kts audit verify --file checks it)`);
+  }
   throw notFound(`no pod or container "${ref}"`);
 }
 
