@@ -14,6 +14,10 @@ C_HELPERS=(
   "src/backends/runc/console.c:kts-console"
   "src/host/log-pump.c:kts-log-pump"
 )
+# N-API addons the daemon loads (require): one .c file each, against node's headers (Debian's nodejs package).
+NODE_ADDONS=(
+  "src/host/peercred.c:kts-peercred.node"
+)
 RUST_HELPERS=(
   "src/backends/wasm/runner:kts-wasm-runner"
   "src/images/unpack:kts-unpack"
@@ -25,6 +29,18 @@ for entry in "${C_HELPERS[@]}"; do
   [[ -f "$src" ]] || continue
   if [[ ! -x "$out" || "$src" -nt "$out" ]]; then
     cc -O2 -Wall -Wextra -o "$out.tmp" "$src"
+    mv -f "$out.tmp" "$out"
+    echo "built $out"
+  fi
+done
+
+# The headers of the node that runs kts: /usr/include/node for Debian's (and NodeSource's) /usr/bin/node.
+NODE_INCLUDE="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")/include/node"
+for entry in "${NODE_ADDONS[@]}"; do
+  src="${entry%%:*}" out="dist/native/${entry##*:}"
+  if [[ ! -f "$out" || "$src" -nt "$out" ]]; then
+    [[ -f "$NODE_INCLUDE/node_api.h" ]] || { echo "build-native: node's headers ($NODE_INCLUDE/node_api.h) are needed to build $out" >&2; exit 1; }
+    cc -O2 -Wall -Wextra -shared -fPIC -I"$NODE_INCLUDE" -o "$out.tmp" "$src"
     mv -f "$out.tmp" "$out"
     echo "built $out"
   fi

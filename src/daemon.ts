@@ -1,8 +1,10 @@
 import { rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server } from '@grpc/grpc-js';
 import { adminService } from './api/adminService.js';
+import { listenWithPeerCredentials } from './api/grpcListener.js';
+import type { PeerReader } from './grpc/caller.js';
 import { loadGrpcDefinitions } from './grpc/protos.js';
 import { setBeforeReply } from './grpc/rpc.js';
 import { RecoveryGate } from './api/recoveryGate.js';
@@ -16,6 +18,7 @@ import { VmmSandboxer } from './backends/vmm/vmmSandboxer.js';
 import { WasmSandboxer } from './backends/wasm/wasmSandboxer.js';
 import { startLogRotation } from './host/logRotation.js';
 import { FifoReaderHolds } from './host/fifoReaderHolds.js';
+import { peerCredentialReader } from './host/peerCredentials.js';
 import { ensurePrivateDir, restrictSocket, type PrivateDirOutcome } from './host/privateDirs.js';
 import { DEFAULT_SOCKET, type DaemonConfig } from './config.js';
 import { KTS_VERSION } from './version.js';
@@ -50,6 +53,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   for (const outcome of [privateDirs.root, privateDirs.images, privateDirs.socketDir]) reportPrivateDir(outcome, logger);
   initTracing();
   await refuseIfServed(config.listen);
+  // Loaded before anything is served: a daemon that cannot say who called it does not serve.
+  const readPeer = peerCredentialReader();
   const metrics = config.metrics.listen ? new DaemonMetrics({ dbPath: config.db }) : undefined;
   const opened = withRedaction(openSqliteStore(config.db), { annotations: config.audit.redactAnnotations, labels: config.audit.redactLabels });
   const store = metrics ? metrics.instrument(opened) : opened;
@@ -84,14 +89,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const server = new Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
   const gate = new RecoveryGate(RECOVERY_RETRY_AFTER_MS);
   for (const definition of [definitions.sandboxController, definitions.taskV3, definitions.taskV2, definitions.admin]) server.addService(definition, gate.handlersFor(definition));
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${config.listen}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
-  );
+  const listener = await listenWithPeerCredentials(server, config.listen, readPeer, logger);
   // Bound under umask 077, so it was never open to others; this sets the final mode (and group).
   await restrictSocket(config.listen, config.socketGroup, { socketDirIsOurs: privateDirs.socketDirIsOurs });
   const recoveryStarted = performance.now();
   const recovery = await engineRecovery.recover().catch(async (error: unknown) => {
-    server.forceShutdown();
+    await listener.close(async () => server.forceShutdown());
     await rm(config.listen, { force: true });
     throw error;
   });
@@ -109,7 +112,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     engine, bundles, logger, images, closing: closing.signal,
     daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
   }));
-  const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs);
+  const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs, readPeer);
   const logRotation = startLogRotation({
     intervalMs: config.logs.rotateIntervalSeconds * 1000, maxBytes: config.logs.maxBytes,
     files: () => rotatableContainerLogs(engine.store, config.root),
@@ -137,7 +140,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       metrics?.close();
       // Open event and log streams end now; a request still running gets the grace period, then its call is cut.
       closing.abort();
-      await shutdownWithin(server, SHUTDOWN_GRACE_MS);
+      await listener.close(() => shutdownWithin(server, SHUTDOWN_GRACE_MS));
       await ttrpcServer.close();
       await engine.close();
       await Promise.all(Object.values(backends).map((sandboxer) => sandboxer.close()));
@@ -166,10 +169,10 @@ async function shutdownWithin(server: Server, graceMs: number): Promise<void> {
  * served by the daemon itself, or with task_relay by a relay that outlives it (taskRelay.ts) in front
  * of the daemon's own `-direct` socket.
  */
-async function serveTaskTtrpc(config: DaemonConfig, taskServices: TtrpcService[], logger: Logger, socketDirIsOurs: boolean): Promise<TtrpcServer> {
+async function serveTaskTtrpc(config: DaemonConfig, taskServices: TtrpcService[], logger: Logger, socketDirIsOurs: boolean, readPeer: PeerReader): Promise<TtrpcServer> {
   const taskSocket = taskTtrpcSocket(config.listen);
   const ownSocket = config.taskRelay ? `${taskSocket}-direct` : taskSocket;
-  const server = await serveTtrpc(ownSocket, taskServices, logger);
+  const server = await serveTtrpc(ownSocket, taskServices, logger, readPeer);
   await restrictSocket(ownSocket, config.socketGroup, { socketDirIsOurs });
   if (!config.taskRelay) return server;
   await ensureTaskRelay({

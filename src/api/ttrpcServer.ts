@@ -11,6 +11,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Metadata, type ServerUnaryCall, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation, type sendUnaryData } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import protobuf from 'protobufjs';
+import { tagConnection, type PeerReader } from '../grpc/caller.js';
 import { capMessage } from '../grpc/grpcErrors.js';
 
 const HEADER_BYTES = 10;
@@ -58,13 +59,17 @@ export interface TtrpcServer {
   close(): Promise<void>;
 }
 
-/** Serves `services` on a unix socket at `socketPath` (a stale file there is replaced). */
-export async function serveTtrpc(socketPath: string, services: TtrpcService[], logger: Logger): Promise<TtrpcServer> {
+/**
+ * Serves `services` on a unix socket at `socketPath` (a stale file there is replaced). Each connection
+ * is tagged with its peer's credentials (`readPeer`), which its calls record as the gRPC server's do.
+ */
+export async function serveTtrpc(socketPath: string, services: TtrpcService[], logger: Logger, readPeer: PeerReader = () => undefined): Promise<TtrpcServer> {
   const methods = methodTable(services);
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
+    tagConnection(socket, readPeer(socket));
     socket.on('error', (error) => logger.debug({ err: error }, 'ttrpc connection failed'));
     readFrames(socket, (streamId, type, body) => {
       if (type !== TTRPC_TYPE_REQUEST) return; // data frames only belong to streaming calls, which nothing here serves
@@ -147,7 +152,7 @@ function handleRequest(socket: Socket, streamId: number, body: Buffer, methods: 
       logger.debug({ key }, 'ttrpc metadata key refused');
     }
   }
-  const call = { request: decoded, metadata, getPeer: () => 'ttrpc' } as unknown as ServerUnaryCall<unknown, unknown>;
+  const call = { request: decoded, metadata, getPeer: () => socket.remoteAddress ?? 'ttrpc' } as unknown as ServerUnaryCall<unknown, unknown>;
   method.handler(call, (error: ServiceError | Partial<ServiceError> | null, value?: unknown) => {
     if (error) return reply(socket, streamId, { code: error.code ?? INTERNAL, message: error.details ?? error.message ?? 'error' });
     let payload: Buffer;

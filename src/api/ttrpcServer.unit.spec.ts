@@ -6,6 +6,8 @@ import type { ServerUnaryCall, UntypedServiceImplementation, sendUnaryData } fro
 import protobuf from 'protobufjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { notFound } from '../core/errors.js';
+import { peerCredentialReader } from '../host/peerCredentials.js';
+import { formatCaller } from '../grpc/caller.js';
 import { silentLogger } from '../telemetry/logger.js';
 import { toServiceError } from '../grpc/grpcErrors.js';
 import { loadGrpcDefinitions, protoTypes } from '../grpc/protos.js';
@@ -64,19 +66,22 @@ describe('the Task API over ttrpc', () => {
   let dir: string;
   let server: TtrpcServer;
   const seen: Array<{ id: string; namespace: string }> = [];
+  const callers: string[] = [];
 
   beforeEach(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'kts-ttrpc-'));
     seen.length = 0;
+    callers.length = 0;
     const implementation: UntypedServiceImplementation = {
       Pids: (call: ServerUnaryCall<{ id: string }, unknown>, callback: sendUnaryData<unknown>) => {
         seen.push({ id: call.request.id, namespace: String(call.metadata.get('containerd-namespace')[0] ?? '') });
+        callers.push(formatCaller('containerd.task.v3.Task/Pids', call.getPeer(), {}));
         if (call.request.id === 'missing') return callback(toServiceError(notFound('container missing not found')));
         if (call.request.id === 'crowded') return callback(null, { processes: Array.from({ length: 800_000 }, (_, i) => ({ pid: 4_000_000 + i })) });
         callback(null, { processes: [{ pid: 41 }, { pid: 42 }] });
       },
     };
-    server = await serveTtrpc(path.join(dir, 'task.sock'), [{ definition: loadGrpcDefinitions().taskV3, implementation }], silentLogger());
+    server = await serveTtrpc(path.join(dir, 'task.sock'), [{ definition: loadGrpcDefinitions().taskV3, implementation }], silentLogger(), peerCredentialReader());
   });
   afterEach(async () => {
     await server.close();
@@ -96,6 +101,15 @@ describe('the Task API over ttrpc', () => {
     expect(PidsResponse().toObject(PidsResponse().decode(first!.payload))).toEqual({ processes: [{ pid: 41 }, { pid: 42 }] });
     expect(second).toMatchObject({ streamId: 3, type: 2, code: 0 });
     expect(seen).toEqual([{ id: 'web', namespace: 'k8s.io' }, { id: 'db', namespace: '' }]);
+  });
+
+  it('names the caller of each call by its connection\'s credentials from the kernel (here: this process)', async () => {
+    const socket = connect(path.join(dir, 'task.sock'));
+    const answered = replies(socket, 1);
+    socket.write(pidsRequest(1, 'web'));
+    await answered;
+    socket.destroy();
+    expect(callers).toEqual([`grpc containerd.task.v3.Task/Pids uid=${process.getuid!()} gid=${process.getgid!()} pid=${process.pid} comm=node agent=unknown`]);
   });
 
   it('turns an error into a status with the gRPC code, and an unknown method into UNIMPLEMENTED', async () => {

@@ -1,10 +1,13 @@
 import { createRequire } from 'node:module';
+import { userInfo } from 'node:os';
 import {
   compiledTypes, decodeMessage, encodeMessage, packAny, POD_SANDBOX_CONFIG_TYPE, POD_SANDBOX_CONFIG_TYPE_URL,
   type CompiledMethod, type CompiledProtos, type MessageType, type PodSandboxConfigInput, type TypeDefinition,
 } from '../grpc/protoCodec.js';
 import { ERROR_KIND_TRAILER, type AnyMessage } from '../grpc/wire.js';
 import { DEFAULT_SOCKET } from '../config.js';
+import { OS_USER_METADATA } from '../grpc/caller.js';
+import { KTS_VERSION } from '../version.js';
 import { errorMessage } from '../core/errors.js';
 import { DAEMON_EXPORTS_TRACES_TRAILER } from '../telemetry/traceparent.js';
 import { GrpcCallError, GrpcConnection, GrpcStatus } from './grpcConnection.js';
@@ -82,9 +85,24 @@ function friendly(error: unknown, socket: string): unknown {
   return new ClientError(error.details || error.message, error.code);
 }
 
-/** `metadata` goes with every call (the command's traceparent). */
-export function connectClient(socket: string, metadata: Record<string, string> = {}): KtsClient {
+/**
+ * What every call tells the daemon about its client: kts's user agent and the OS user it runs as.
+ * Both are claims the daemon records beside the uid and pid the kernel gives it.
+ */
+function clientMetadata(): Record<string, string> {
+  let user = '';
+  try {
+    user = userInfo().username;
+  } catch {
+    // A uid without a passwd entry has no name to send.
+  }
+  return { 'user-agent': `kts/${KTS_VERSION}`, ...(user && { [OS_USER_METADATA]: user }) };
+}
+
+/** `commandMetadata` goes with every call (the command's traceparent), beside clientMetadata(). */
+export function connectClient(socket: string, commandMetadata: Record<string, string> = {}): KtsClient {
   const connection = new GrpcConnection(socket);
+  const metadata = { ...clientMetadata(), ...commandMetadata };
   const { services, typeNamed } = compiled();
   let daemonExports = false;
   const note = (trailers: Record<string, unknown>) => (daemonExports ||= trailers[DAEMON_EXPORTS_TRACES_TRAILER] !== undefined);

@@ -10,6 +10,7 @@ import { ago, formatTable } from './format.js';
 import { containerFilter, cpuPercent, formatBytes, podFilter, UsageError, type ContainerRow, type PodRow, type StatsSample } from './listings.js';
 import { KTS_VERSION } from '../version.js';
 import { sinceTime } from './since.js';
+import { callerSummary, parseCaller } from '../grpc/caller.js';
 import { newTraceparent, tracingExports } from '../telemetry/traceparent.js';
 import { buildTimeline, renderTimeline } from './timeline.js';
 
@@ -324,13 +325,13 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
     .option('--type <types>', 'only these event types, comma-separated, exact or a prefix ending in * (e.g. "Container*,SandboxStarted")')
     .option('--since <time>', 'only events since an RFC3339 time or a duration ago (10m, 1h)')
     .addOption(socketOption())
-    .addHelpText('after', '\nExamples:\n  kts history busybox-pod\n  kts history busybox-pod --type "Container*" --since 1h')
+    .addHelpText('after', '\nCAUSE is the call (or the daemon\'s own reason) that recorded the event. CALLER is who made the call:\nthe uid and pid the kernel gave for its connection, its command name, and the user agent it sent\n(--json has the whole caller string, with gid, the OS user the client claimed and containerd\'s namespace).\n\nExamples:\n  kts history busybox-pod\n  kts history busybox-pod --type "Container*" --since 1h')
     .action(async (ref: string, options: { json?: boolean; type?: string; since?: string; socket?: string }) => withClient(options, async (client) => {
       const history = await client.admin.History!({ ref, types: commaList(options.type), since: options.since === undefined ? '' : sinceTime(options.since) });
       const events = (history.events as Array<Record<string, string | number>>).map((e) => ({ ...e, payload: JSON.parse(String(e.payloadJson)) as unknown })) as Array<Record<string, unknown>>;
       if (options.json) return void out(JSON.stringify({ sandboxId: history.sandboxId, chainOk: history.chainOk, events }, null, 2) + '\n');
-      out(formatTable(['SEQ', 'TIME', 'STREAM', 'EVENT', 'FROM → TO', 'CAUSE', 'TRACE ID'],
-        events.map((e) => [String(e.sequence), String(e.time), String(e.streamId), String(e.type), `${e.stateBefore} → ${e.stateAfter}`, String(e.caller).split(' peer=')[0]!, String(e.traceId) || '-'])));
+      out(formatTable(['SEQ', 'TIME', 'STREAM', 'EVENT', 'FROM → TO', 'CAUSE', 'CALLER', 'TRACE ID'],
+        events.map((e) => [String(e.sequence), String(e.time), String(e.streamId), String(e.type), `${e.stateBefore} → ${e.stateAfter}`, parseCaller(String(e.caller)).cause, callerSummary(String(e.caller)), String(e.traceId) || '-'])));
       out(history.chainOk ? 'hash chain: verified\n' : `hash chain: BROKEN (${history.chainError})\n`);
       if (!history.chainOk) process.exitCode = 3;
     }));

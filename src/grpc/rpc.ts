@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { observed } from '../telemetry/rpcObserver.js';
 import { DAEMON_EXPORTS_TRACES_TRAILER, tracingExports } from '../telemetry/traceparent.js';
 import { extractContext, withSpan } from '../telemetry/tracing.js';
+import { formatCaller } from './caller.js';
 import { toServiceError } from './grpcErrors.js';
 
 export interface CallInfo {
@@ -20,10 +21,9 @@ function metadataRecord(metadata: Metadata): Record<string, string> {
   return record;
 }
 
+/** `peer` is grpc-js's getPeer(): the token the daemon gave the call's connection (caller.ts). */
 function callInfo(fullMethod: string, headers: Record<string, string>, peer: string): CallInfo {
-  const namespace = headers['containerd-namespace'] ?? '';
-  const agent = headers['user-agent'] ?? 'unknown';
-  return { namespace, meta: { caller: `grpc ${fullMethod} peer=${peer} agent=${agent.split(' ')[0]}${namespace ? ` ns=${namespace}` : ''}` } };
+  return { namespace: headers['containerd-namespace'] ?? '', meta: { caller: formatCaller(fullMethod, peer, headers) } };
 }
 
 /**
