@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { headFileOf } from './audit/config.js';
 import { loadConfig } from './config.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'kts-config-host-'));
@@ -23,7 +24,7 @@ describe('daemon config: runc root, socket group, [logs], [audit]', () => {
     const config = loadConfig(undefined, { root: '/srv/kts' });
     expect(config.socketGroup).toBeNull();
     expect(config.logs).toEqual({ maxBytes: 10 * 1024 * 1024, rotateIntervalSeconds: 1 });
-    expect(config.audit).toEqual({ redactAnnotations: [], redactLabels: [] });
+    expect(config.audit).toEqual({ redactAnnotations: [], redactLabels: [], checkpointEvery: 1000, keyFile: '/srv/kts/audit/ed25519.key' });
   });
 
   it('reads socket_group, [logs] and [audit]', () => {
@@ -34,7 +35,13 @@ describe('daemon config: runc root, socket group, [logs], [audit]', () => {
     ].join('\n')));
     expect(config.socketGroup).toBe('kts');
     expect(config.logs).toEqual({ maxBytes: 1048576, rotateIntervalSeconds: 5 });
-    expect(config.audit).toEqual({ redactAnnotations: ['secret.example/token', 'vault.example/*'], redactLabels: ['password'] });
+    expect(config.audit).toMatchObject({ redactAnnotations: ['secret.example/token', 'vault.example/*'], redactLabels: ['password'] });
+  });
+
+  it('reads [audit] checkpoint_every and key_file; head.json lives beside the key', () => {
+    const config = loadConfig(configFile('[audit]\ncheckpoint_every = 50\nkey_file = "/etc/kts/audit.key"\n'));
+    expect(config.audit).toMatchObject({ checkpointEvery: 50, keyFile: '/etc/kts/audit.key' });
+    expect(headFileOf(config.audit.keyFile)).toBe('/etc/kts/head.json');
   });
 
   it.each([
@@ -45,6 +52,8 @@ describe('daemon config: runc root, socket group, [logs], [audit]', () => {
     ['[audit]\nredact_annotations = "token"', 'audit.redact_annotations must be an array'],
     ['[audit]\nredact_labels = ["a*b"]', 'audit.redact_labels must be an array of keys or "prefix*" patterns'],
     ['[audit]\nredact_env = []', 'unknown key "audit.redact_env"'],
+    ['[audit]\ncheckpoint_every = 0', 'audit.checkpoint_every must be a positive integer'],
+    ['[audit]\nkey_file = ""', 'audit.key_file must be a non-empty string'],
   ])('refuses %s', (text, message) => {
     expect(() => loadConfig(configFile(text))).toThrow(message);
   });

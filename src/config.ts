@@ -6,6 +6,7 @@ import { applyHypervisorToml, defaultHypervisorConfig, type HypervisorConfig } f
 import { optionalPositiveInteger, optionalString, optionalTable, rejectUnknownKeys } from './core/configTable.js';
 import { invalidArgument } from './core/errors.js';
 import { SANDBOX_KINDS } from './core/sandboxer.js';
+import { applyAuditToml, defaultAuditConfig, type AuditConfig } from './audit/config.js';
 import { applyImagesToml, defaultImagesConfig, type ImagesConfig } from './images/config.js';
 import { applyNetworkToml, defaultNetworkConfig, type NetworkConfig } from './network/config.js';
 import { applyMetricsToml, type MetricsConfig } from './telemetry/metricsConfig.js';
@@ -14,7 +15,7 @@ import { applyMetricsToml, type MetricsConfig } from './telemetry/metricsConfig.
  * Daemon configuration, validated once at start: the top-level keys and the small tables here; each
  * component's own table (its type, defaults and validation) beside the component: `[hypervisor]` in
  * backends/vmm/config.ts, `[runc]` in backends/runc/config.ts, `[images]` in images/config.ts, `[network]` in
- * network/config.ts, `[metrics]` in telemetry/metricsConfig.ts.
+ * network/config.ts, `[metrics]` in telemetry/metricsConfig.ts, `[audit]` in audit/config.ts.
  */
 export interface DaemonConfig {
   /** Unix socket the daemon serves gRPC on (Sandbox Controller, Task v2/v3, kts admin). */
@@ -53,14 +54,6 @@ export interface LogsConfig {
   rotateIntervalSeconds: number;
 }
 
-/** `[audit]`: what is kept out of the append-only event log. */
-export interface AuditConfig {
-  /** Annotation keys (exact, or `prefix*`) whose values are stored as "<redacted>". */
-  redactAnnotations: string[];
-  /** The same for labels. */
-  redactLabels: string[];
-}
-
 export const DEFAULT_SOCKET = '/run/kts/kts.sock';
 export const DEFAULT_ROOT = '/var/lib/kts';
 export const DEFAULT_CONFIG_PATH = '/etc/kts/config.toml';
@@ -87,7 +80,7 @@ export function defaultConfig(root = DEFAULT_ROOT): DaemonConfig {
     socketGroup: null,
     taskRelay: false,
     logs: { maxBytes: 10 * 1024 * 1024, rotateIntervalSeconds: 1 },
-    audit: { redactAnnotations: [], redactLabels: [] },
+    audit: defaultAuditConfig(root),
   };
 }
 
@@ -180,21 +173,6 @@ function applyLogsToml(logs: LogsConfig, table: Record<string, unknown>): void {
   logs.maxBytes = optionalPositiveInteger(table, 'max_bytes', 'logs.') ?? logs.maxBytes;
   logs.rotateIntervalSeconds = optionalPositiveInteger(table, 'rotate_interval_seconds', 'logs.') ?? logs.rotateIntervalSeconds;
   if (logs.maxBytes < 4096) throw invalidArgument('config: logs.max_bytes must be at least 4096');
-}
-
-function applyAuditToml(audit: AuditConfig, table: Record<string, unknown>): void {
-  rejectUnknownKeys(table, 'audit', ['redact_annotations', 'redact_labels']);
-  audit.redactAnnotations = optionalKeyPatterns(table, 'redact_annotations') ?? audit.redactAnnotations;
-  audit.redactLabels = optionalKeyPatterns(table, 'redact_labels') ?? audit.redactLabels;
-}
-
-/** Keys or `prefix*` patterns; a `*` anywhere else would suggest a glob we do not implement. */
-function optionalKeyPatterns(table: Record<string, unknown>, key: string): string[] | undefined {
-  const value = table[key];
-  if (value === undefined) return undefined;
-  const valid = Array.isArray(value) && value.every((item) => typeof item === 'string' && item.length > 0 && !item.slice(0, -1).includes('*'));
-  if (!valid) throw invalidArgument(`config: audit.${key} must be an array of keys or "prefix*" patterns`);
-  return value as string[];
 }
 
 function validate(config: DaemonConfig): void {

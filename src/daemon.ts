@@ -32,6 +32,9 @@ import { ImageStore } from './images/imageStore.js';
 import { openPodNetworks } from './network/podNetworks.js';
 import { withRedaction } from './store/redactingStore.js';
 import { openSqliteStore } from './store/sqliteStore.js';
+import { openAuditKey } from './audit/auditKey.js';
+import { startCheckpointWriter, type CheckpointWriter } from './audit/checkpointWriter.js';
+import { headFileOf } from './audit/config.js';
 import type { EventStore } from './core/store.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { DaemonMetrics } from './telemetry/metrics.js';
@@ -58,6 +61,11 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const metrics = config.metrics.listen ? new DaemonMetrics({ dbPath: config.db }) : undefined;
   const opened = withRedaction(openSqliteStore(config.db), { annotations: config.audit.redactAnnotations, labels: config.audit.redactLabels });
   const store = metrics ? metrics.instrument(opened) : opened;
+  const auditKey = openAuditKey(config.audit.keyFile);
+  const checkpoints = startCheckpointWriter({
+    store, key: auditKey, every: config.audit.checkpointEvery, headFile: headFileOf(config.audit.keyFile), logger,
+    observe: (checkpoint) => metrics?.recordCheckpoint(checkpoint),
+  });
   // Served before recovery so a taken port fails the start before recovery touches the host.
   const metricsServer = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen, logger) : undefined;
   const crashTesting = armCrashPointsFromEnv(process.env);
@@ -109,7 +117,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   for (const task of taskServices) gate.open(task.definition, task.implementation);
   const closing = new AbortController();
   gate.open(definitions.admin, adminService({
-    engine, bundles, logger, images, closing: closing.signal,
+    engine, bundles, logger, images, closing: closing.signal, audit: { publicKey: auditKey.publicKey, headFile: headFileOf(config.audit.keyFile) },
     daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
   }));
   const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs, readPeer);
@@ -144,11 +152,22 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       await ttrpcServer.close();
       await engine.close();
       await Promise.all(Object.values(backends).map((sandboxer) => sandboxer.close()));
+      // After the last append: the head the next start (and any auditor) finds is signed.
+      checkpointAtShutdown(checkpoints, logger);
       store.close();
       await rm(config.listen, { force: true });
       await shutdownTracing();
     },
   };
+}
+
+function checkpointAtShutdown(checkpoints: CheckpointWriter, logger: Logger): void {
+  checkpoints.stop();
+  try {
+    checkpoints.checkpointHead();
+  } catch (error) {
+    logger.error({ err: error }, 'audit checkpoint at shutdown failed: the newest events are not signed');
+  }
 }
 
 /** The retry hint (grpc-retry-pushback-ms) of a call refused while the daemon recovers. */

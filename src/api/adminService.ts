@@ -1,6 +1,12 @@
 import path from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { once } from 'node:events';
 import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { checkAudit, type AuditReport } from '../audit/auditCheck.js';
+import { readHeadFile } from '../audit/checkpoints.js';
+import { exportTrailer } from '../audit/exportSlice.js';
+import { eventLine } from '../audit/retention.js';
 import { invalidArgument } from '../core/errors.js';
 import type { MountSpec } from '../core/sandboxer.js';
 import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
@@ -31,6 +37,8 @@ export interface AdminOptions {
   daemonInfo?: { version: string; kinds: string[]; defaultKind: string; config: object; startedAt: string };
   /** Aborted when the daemon stops: open event and log streams end then (a shutdown must not wait for them). */
   closing?: AbortSignal;
+  /** What Verify checks the checkpoints against: the audit public key and the head file. */
+  audit?: { publicKey: KeyObject; headFile: string };
 }
 
 function eventMessage(event: StoredEvent) {
@@ -110,12 +118,11 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
       exportForeignSpans([clientRootSpan(request)]);
       return {};
     }, { untraced: true }),
-    Verify: rpc('Verify', async () => {
-      const chain = store.verifyChain();
-      if (chain.ok) return { ok: true, eventCount: chain.eventCount };
-      const { eventCount, brokenAtSequence, reason, streamId, type, problem } = chain;
-      return { ok: false, eventCount, brokenAtSequence, reason, brokenStreamId: streamId, brokenType: type, problem };
-    }),
+    Verify: rpc('Verify', async () => verifyMessage(checkAudit(store, {
+      publicKey: options.audit?.publicKey, noKeyReason: 'the daemon has no audit key',
+      ...(options.audit && { headFile: { path: options.audit.headFile, checkpoint: readHeadFile(options.audit.headFile, false) } }),
+    }))),
+    Export: stream<ExportRequest, object>('Export', async (call) => exportEvents(store, call, eventMatcher(store, call.request, engine.kinds))),
     WatchEvents: stream<WatchEventsRequest, object>('WatchEvents', (call) => watchEvents(store, call, eventMatcher(store, call.request, engine.kinds), options.closing)),
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => bundles.run(runContainerInput(request), meta)),
     Exec: rpc<ExecRequest, object>('Exec', async (request, { meta }) => bundles.exec(request, meta)),
@@ -201,6 +208,37 @@ function parseRootfsMount(text: string, index: number): MountSpec {
 }
 
 interface ExecRequest { containerId: string; args: string[]; env: Record<string, string>; stdin: Buffer }
+
+/** The chain's own fields as before; with the chain intact but a checkpoint broken, that checkpoint's. */
+function verifyMessage(report: AuditReport) {
+  const auditJson = JSON.stringify(report);
+  const { chain, broken } = report;
+  if (!chain.ok) {
+    const { eventCount, brokenAtSequence, reason, streamId, type, problem } = chain;
+    return { ok: false, eventCount, brokenAtSequence, reason, brokenStreamId: streamId, brokenType: type, problem, auditJson };
+  }
+  if (broken) return { ok: false, eventCount: chain.eventCount, brokenAtSequence: broken.sequence, reason: broken.reason, problem: broken.problem, auditJson };
+  return { ok: true, eventCount: chain.eventCount, auditJson };
+}
+
+interface ExportRequest { pod: string; types: string[]; since: string }
+
+/** The matching events, read in batches, then the trailer naming the checkpoint that covers the last one. */
+async function exportEvents(store: EventStore, call: ServerWritableStream<ExportRequest, object>, shown: (event: StoredEvent) => boolean): Promise<void> {
+  let last = 0;
+  for (let after = 0; ;) {
+    const batch = store.readAll({ afterSequence: after, limit: 1000 });
+    for (const event of batch.filter(shown)) {
+      // Waits for the client: a whole log is never buffered in the daemon; a client gone ends the export.
+      if (!call.write({ json: eventLine(event) })) await Promise.race([once(call, 'drain'), once(call, 'cancelled'), once(call, 'close')]);
+      if (call.cancelled) return;
+      last = event.sequence;
+    }
+    if (batch.length < 1000) break;
+    after = batch.at(-1)!.sequence;
+  }
+  call.write({ json: JSON.stringify(exportTrailer(last, store.listCheckpoints())) });
+}
 
 interface WatchEventsRequest { afterSequence: number; pod: string; types: string[]; kind: string }
 

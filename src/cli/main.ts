@@ -1,10 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { fstatSync } from 'node:fs';
+import { existsSync, fstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
 import { NETWORK_ANNOTATION, NETWORK_CHOICES } from '../core/podNetwork.js';
-import { chainFromVerifyResponse, describeChain } from './chainReport.js';
+import { auditFromVerifyResponse, describeAudit, describeSlice } from './chainReport.js';
+import { checkAudit, type AuditReport, type TrustAnchors } from '../audit/auditCheck.js';
+import { publicKeyFileOf, readPublicKey } from '../audit/auditKey.js';
+import { readHeadFile } from '../audit/checkpoints.js';
+import { headFileOf } from '../audit/config.js';
+import { verifySlice } from '../audit/exportSlice.js';
 import { ClientError, connectClient, encodePodSandboxConfig, socketPath, type KtsClient } from './client.js';
 import { ago, formatTable } from './format.js';
 import { containerFilter, cpuPercent, formatBytes, podFilter, UsageError, type ContainerRow, type PodRow, type StatsSample } from './listings.js';
@@ -120,6 +125,7 @@ Examples:
   kts exec -it <container> -- sh                      a shell on a terminal, as crictl exec -it
   kts stats; kts statsp                               CPU and memory of containers, of pods
   kts history <pod>                                   every transition, with trace ids
+  kts audit verify; kts audit export --pod <pod>      check the log and its signed checkpoints; export a pod's events
   kts stop <pod|container>; kts rm <pod|container>    stop, then remove
   kts version; kts info; kts images                   the daemon: version, config, event log head; its images
 
@@ -368,9 +374,10 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
   statsCommands(cli);
   infoCommands(cli);
 
-  const audit = cli.command('audit').description('check the event log');
-  verifyCommand(audit.command('verify'), 'verify the event log\'s hash chain end to end and name the first bad row; exits 0 if intact, 3 if broken, 1 if it could not check');
+  const audit = cli.command('audit').description('check and export the event log');
+  verifyCommand(audit.command('verify'), 'verify the event log\'s hash chain end to end and its signed checkpoints (each signed by the audit key, each event there still with the signed hash, the log reaching the newest — from the database or head.json), name the first bad sequence, print the head; exits 0 if intact, 3 if broken, 1 if it could not check');
   verifyCommand(cli.command('verify'), 'same as "kts audit verify"');
+  exportCommand(audit.command('export'));
   return cli;
 }
 
@@ -496,16 +503,65 @@ async function readStdin(maxBytes: number): Promise<Buffer> {
 function verifyCommand(command: Command, description: string): void {
   command.description(description)
     .addOption(new Option('--db <file>', 'verify this database file directly, read-only, without a daemon (e.g. one the daemon refuses)').conflicts('socket'))
+    .addOption(new Option('--file <export>', 'verify a slice written by "kts audit export", without a daemon or a database').conflicts(['socket', 'db']))
+    .option('--key <pub>', 'offline: the audit public key (PEM) to check signatures with (default: [audit] key_file + ".pub" of --config)')
+    .option('--head <file>', 'offline: a head.json kept by the daemon (default: head.json beside [audit] key_file, if it exists)')
+    .option('--config <file>', `offline: the daemon's TOML config, for the default --key and --head (default ${DEFAULT_CONFIG_PATH} if it exists)`)
+    .option('--json', 'print the report as JSON (chain, head, newestCheckpoint, checkpointCount, keyId, broken, notes)')
     .addOption(socketOption())
+    .addHelpText('after', [
+      '', 'Examples:', '  kts audit verify', '  kts audit verify --db /backup/kts.db --key /safe/ed25519.key.pub --head /safe/head.json',
+      '  kts audit verify --file pod.jsonl --key /safe/ed25519.key.pub',
+      '', 'Events after the newest checkpoint are vouched for by nothing outside the database: keep head.json, the',
+      '"audit checkpoint" log lines or the kts_audit_checkpoint_info metric elsewhere to catch their removal.',
+    ].join('\n'))
     .action(auditVerify);
 }
 
-async function auditVerify(options: { db?: string; socket?: string }): Promise<void> {
-  const verification = options.db !== undefined
-    ? (await import('../store/sqliteStore.js')).verifyStoreFile(options.db)
-    : await withClient(options, async (client) => chainFromVerifyResponse(await client.admin.Verify!({})));
-  out(describeChain(verification) + '\n');
-  if (!verification.ok) process.exitCode = 3;
+interface VerifyOptions { db?: string; file?: string; key?: string; head?: string; config?: string; json?: boolean; socket?: string }
+
+async function auditVerify(options: VerifyOptions): Promise<void> {
+  if (options.file !== undefined) {
+    const slice = verifySlice(readFileSync(options.file, 'utf8'), readPublicKey(offlineKeyPath(options)));
+    out(options.json ? JSON.stringify(slice, null, 2) + '\n' : describeSlice(slice));
+    if (!slice.ok) process.exitCode = 3;
+    return;
+  }
+  const report: AuditReport = options.db !== undefined
+    ? (await import('../store/sqliteStore.js')).readStoreFile(options.db, (store) => checkAudit(store, offlineAnchors(options)))
+    : await withClient(options, async (client) => auditFromVerifyResponse(await client.admin.Verify!({})));
+  out(options.json ? JSON.stringify(report, null, 2) + '\n' : describeAudit(report));
+  if (!report.ok) process.exitCode = 3;
+}
+
+const configuredKeyFile = (options: VerifyOptions) => loadConfig(options.config).audit.keyFile;
+const offlineKeyPath = (options: VerifyOptions) => options.key ?? publicKeyFileOf(configuredKeyFile(options));
+
+/** The key and head file given, or the configured ones where they exist (a key named but missing is an error). */
+function offlineAnchors(options: VerifyOptions): TrustAnchors {
+  const keyPath = offlineKeyPath(options);
+  const headPath = options.head ?? headFileOf(configuredKeyFile(options));
+  const publicKey = options.key !== undefined || existsSync(keyPath) ? readPublicKey(keyPath) : undefined;
+  return { publicKey, noKeyReason: `no public key at ${keyPath} (give --key)`, headFile: { path: headPath, checkpoint: readHeadFile(headPath, options.head !== undefined) } };
+}
+
+function exportCommand(command: Command): void {
+  command.description('write the events (of a pod, of some types, since a time) as JSON lines with their hashes, then the signed checkpoint that covers them; "kts audit verify --file" checks the result offline')
+    .option('--pod <pod>', 'only events of this pod and its containers')
+    .option('--type <types>', 'only these event types, comma-separated; a trailing * matches a prefix')
+    .option('--since <time>', 'only events since an RFC3339 time or a duration ago (10m, 1h)')
+    .option('--out <file>', 'write to this file (default: stdout)')
+    .addOption(socketOption())
+    .addHelpText('after', '\nExamples:\n  kts audit export --pod busybox-pod --out pod.jsonl\n  kts audit verify --file pod.jsonl --key /var/lib/kts/audit/ed25519.key.pub')
+    .action(async (options: { pod?: string; type?: string; since?: string; out?: string; socket?: string }) => {
+      const request = { pod: options.pod ?? '', types: commaList(options.type), since: options.since === undefined ? '' : sinceTime(options.since) };
+      const lines: string[] = [];
+      await withClient(options, (client) => client.adminStream('Export', request, (line) => {
+        if (options.out === undefined) out(`${String(line.json)}\n`);
+        else lines.push(String(line.json));
+      }));
+      if (options.out !== undefined) writeFileSync(options.out, lines.map((line) => `${line}\n`).join(''), { mode: 0o600 });
+    });
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -118,6 +118,19 @@ export interface ArchivedPod {
   upToSequence: number;
 }
 
+/**
+ * A signed head of the log (src/audit/checkpoints.ts): the event at `sequence` had `hash` when the daemon
+ * signed it at `time`. Kept in the database and, the newest, outside it, so a cut or rewritten log shows.
+ */
+export interface AuditCheckpoint {
+  sequence: number;
+  hash: string;
+  time: string;
+  /** sha256 (hex) of the audit public key, and the Ed25519 signature (base64) of the checkpoint's canonical JSON. */
+  keyId: string;
+  signature: string;
+}
+
 export interface EventStore {
   appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult;
   readStream(streamId: string, options?: { fromVersion?: number }): StoredEvent[];
@@ -154,5 +167,9 @@ export interface EventStore {
   listPrunes(): PruneRecord[];
   /** A pod whose history went to an archive, by id or name (or namespace/name). */
   findArchivedPod(ref: string): ArchivedPod | undefined;
+  /** Records a signed checkpoint (append-only; one per sequence, a second for the same sequence is a conflict). */
+  appendCheckpoint(checkpoint: AuditCheckpoint): void;
+  /** Every checkpoint, oldest first. */
+  listCheckpoints(): AuditCheckpoint[];
   close(): void;
 }

@@ -20,5 +20,7 @@ export class PassThroughEventStore implements EventStore {
   prune(...args: Parameters<EventStore['prune']>) { this.inner.prune(...args); }
   listPrunes() { return this.inner.listPrunes(); }
   findArchivedPod(ref: string) { return this.inner.findArchivedPod(ref); }
+  appendCheckpoint(...args: Parameters<EventStore['appendCheckpoint']>) { this.inner.appendCheckpoint(...args); }
+  listCheckpoints() { return this.inner.listCheckpoints(); }
   close() { this.inner.close(); }
 }

@@ -6,6 +6,7 @@ import type {
   AppendOptions,
   AppendResult,
   ArchivedPod,
+  AuditCheckpoint,
   ChainVerification,
   ContainerRow,
   EventStore,
@@ -17,9 +18,10 @@ import type {
   StoredEvent,
 } from '../core/store.js';
 import { stableStringify } from './canonicalJson.js';
-import { GENESIS_HASH, eventHash, verifyChainAfter, verifyChainOf, verifyStreamsOf, type ChainCheckpoint } from './eventChain.js';
+import { GENESIS_HASH, eventHash, verifyChainAfter, verifyStreamsOf, type ChainCheckpoint } from './eventChain.js';
 import { defaultMigrationsDir, migrate } from './migrate.js';
 import { applyPrune, findArchivedPod, lastPrune, listPrunes } from './prunes.js';
+import { insertCheckpoint, listCheckpoints } from './checkpoints.js';
 import { corruptStore, isCorruption, refuseIfCorrupt, sqliteCode, translateSqliteError } from './sqliteErrors.js';
 import {
   type ContainerRecord,
@@ -99,6 +101,14 @@ function openFailure(error: unknown, path: string): KtsError {
  * Like any reader of a WAL database, SQLite creates the empty `-wal`/`-shm` beside it if they are missing.
  */
 export function verifyStoreFile(path: string): ChainVerification {
+  return readStoreFile(path, (store) => store.verifyChain());
+}
+
+/**
+ * Opens the store file at `path` read-only (as verifyStoreFile does) and passes it to `read` as an
+ * EventStore whose writes all fail: what `kts audit verify --db` checks the checkpoints with.
+ */
+export function readStoreFile<T>(path: string, read: (store: EventStore) => T): T {
   let db: Database.Database;
   try {
     db = new Database(path, { readonly: true, fileMustExist: true });
@@ -108,7 +118,7 @@ export function verifyStoreFile(path: string): ChainVerification {
   try {
     const events = db.prepare<[], { found: number }>("SELECT count(*) AS found FROM sqlite_schema WHERE type = 'table' AND name = 'events'").get();
     if (!events?.found) throw failedPrecondition(`${path} is an SQLite database but not a kts event store (it has no events table)`);
-    return verifyChainOf(db);
+    return read(new SqliteEventStore(db, path));
   } catch (error) {
     throw openFailure(error, path);
   } finally {
@@ -229,6 +239,14 @@ class SqliteEventStore implements EventStore {
 
   findArchivedPod(ref: string): ArchivedPod | undefined {
     return findArchivedPod(this.db, ref);
+  }
+
+  appendCheckpoint(checkpoint: AuditCheckpoint): void {
+    this.write(() => insertCheckpoint(this.db, checkpoint));
+  }
+
+  listCheckpoints(): AuditCheckpoint[] {
+    return listCheckpoints(this.db);
   }
 
   onAppended(listener: AppendedListener): () => void {

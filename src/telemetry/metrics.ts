@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { containerMachine, sandboxMachine } from '../../machines/index.js';
 import { SANDBOX_KINDS } from '../core/sandboxer.js';
 import { errorMessage } from '../core/errors.js';
-import type { EventStore, StoredEvent } from '../core/store.js';
+import type { AuditCheckpoint, EventStore, StoredEvent } from '../core/store.js';
 import { withCommitTiming, type CommitResult } from '../store/timedStore.js';
 import { KTS_VERSION } from '../version.js';
 import type { Health } from './metricsServer.js';
@@ -93,6 +93,13 @@ export class DaemonMetrics {
   private readonly recoveryFailures = new Gauge({
     name: 'kts_recovery_failures', help: 'Sandboxes (or the orphan sweep) recovery could not reconcile when this daemon started.', registers: [this.registry],
   });
+  private readonly checkpointSequence = new Gauge({
+    name: 'kts_audit_checkpoint_sequence', help: 'Sequence of the newest signed checkpoint of the event log (kts audit verify checks the log reaches it).', registers: [this.registry],
+  });
+  private readonly checkpointInfo = new Gauge({
+    name: 'kts_audit_checkpoint_info', help: 'Always 1; its labels are the newest signed checkpoint (sequence, hash, time, key_id, signature), for a system that keeps them outside the node.',
+    labelNames: ['sequence', 'hash', 'time', 'key_id', 'signature'], registers: [this.registry],
+  });
   private unsubscribe?: () => void;
   private stopObservingRpcs?: () => void;
   private store?: EventStore;
@@ -132,6 +139,14 @@ export class DaemonMetrics {
       if (result === 'ok') this.lastFailedCommit = undefined;
       else if (STORE_FAILURES.has(result)) this.lastFailedCommit = result;
     });
+  }
+
+  /** The newest checkpoint replaces the one before: one series, so a scraper's history holds every one it saw. */
+  recordCheckpoint(checkpoint: AuditCheckpoint): void {
+    this.checkpointSequence.set(checkpoint.sequence);
+    this.checkpointInfo.reset();
+    const { sequence, hash, time, keyId, signature } = checkpoint;
+    this.checkpointInfo.set({ sequence: String(sequence), hash, time, key_id: keyId, signature }, 1);
   }
 
   recordRecovery(seconds: number, report: { failures: readonly string[] }): void {
