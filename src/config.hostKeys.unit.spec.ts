@@ -24,7 +24,9 @@ describe('daemon config: runc root, socket group, [logs], [audit]', () => {
     const config = loadConfig(undefined, { root: '/srv/kts' });
     expect(config.socketGroup).toBeNull();
     expect(config.logs).toEqual({ maxBytes: 10 * 1024 * 1024, rotateIntervalSeconds: 1 });
-    expect(config.audit).toEqual({ redactAnnotations: [], redactLabels: [], checkpointEvery: 1000, keyFile: '/srv/kts/audit/ed25519.key' });
+    expect(config.audit).toEqual({
+      redactAnnotations: [], redactLabels: [], checkpointEvery: 1000, keyFile: '/srv/kts/audit/ed25519.key', retainDays: 0, retainEvents: 0, archiveDir: '/srv/kts/audit/archive',
+    });
   });
 
   it('reads socket_group, [logs] and [audit]', () => {
@@ -44,6 +46,11 @@ describe('daemon config: runc root, socket group, [logs], [audit]', () => {
     expect(headFileOf(config.audit.keyFile)).toBe('/etc/kts/head.json');
   });
 
+  it('reads [audit] retention: retain_days, retain_events, archive_dir', () => {
+    const config = loadConfig(configFile('[audit]\nretain_days = 30\nretain_events = 100000\narchive_dir = "/backup/kts"\n'));
+    expect(config.audit).toMatchObject({ retainDays: 30, retainEvents: 100000, archiveDir: '/backup/kts' });
+  });
+
   it.each([
     ['socket_group = ""', 'socket_group must be a group name or a numeric gid'],
     ['[logs]\nmax_bytes = 100', 'logs.max_bytes must be at least 4096'],
@@ -54,6 +61,8 @@ describe('daemon config: runc root, socket group, [logs], [audit]', () => {
     ['[audit]\nredact_env = []', 'unknown key "audit.redact_env"'],
     ['[audit]\ncheckpoint_every = 0', 'audit.checkpoint_every must be a positive integer'],
     ['[audit]\nkey_file = ""', 'audit.key_file must be a non-empty string'],
+    ['[audit]\nretain_days = -1', 'audit.retain_days must be a whole number (0: off), not -1'],
+    ['[audit]\nretain_events = "1000"', 'audit.retain_events must be a whole number (0: off), not "1000"'],
   ])('refuses %s', (text, message) => {
     expect(() => loadConfig(configFile(text))).toThrow(message);
   });

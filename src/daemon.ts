@@ -35,6 +35,7 @@ import { openSqliteStore } from './store/sqliteStore.js';
 import { openAuditKey } from './audit/auditKey.js';
 import { startCheckpointWriter, type CheckpointWriter } from './audit/checkpointWriter.js';
 import { headFileOf } from './audit/config.js';
+import { startRetention } from './audit/retention.js';
 import type { EventStore } from './core/store.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { DaemonMetrics } from './telemetry/metrics.js';
@@ -129,6 +130,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   logger.info({ socket: config.listen, root: config.root, kinds: Object.keys(sandboxers) }, 'kts daemon serving');
   const healthTimer = setInterval(() => void engine.checkHealth(), config.hypervisor.healthIntervalSeconds * 1000);
   const stopSweeping = engineRecovery.sweepEvery(config.sweepIntervalSeconds * 1000);
+  const { retainDays, retainEvents, archiveDir } = config.audit;
+  const stopRetention = startRetention(store, { retainDays, retainEvents }, { archiveDir, signer: auditKey, intervalMs: config.sweepIntervalSeconds * 1000, logger });
   // The last guard of "never die of the host's state": a rejection nothing handled is a bug to log, not a node to take down.
   const keepServing = (reason: unknown) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it); the daemon keeps serving');
   process.on('unhandledRejection', keepServing);
@@ -142,6 +145,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       stopRemovingBundles();
       process.off('unhandledRejection', keepServing);
       await stopSweeping();
+      await stopRetention();
       logRotation.stop();
       chainCheck.stop();
       await metricsServer?.close();

@@ -3,14 +3,15 @@ import type { KeyObject } from 'node:crypto';
 import { once } from 'node:events';
 import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { checkAudit, type AuditReport } from '../audit/auditCheck.js';
+import { checkAudit, withDerived, type AuditReport } from '../audit/auditCheck.js';
 import { readHeadFile } from '../audit/checkpoints.js';
 import { exportTrailer } from '../audit/exportSlice.js';
-import { eventLine } from '../audit/retention.js';
+import { eventLine } from '../audit/records.js';
 import { invalidArgument } from '../core/errors.js';
 import type { MountSpec } from '../core/sandboxer.js';
 import type { ContainerRow, EventStore, SandboxRow, StoredEvent } from '../core/store.js';
 import type { ContainerBundles, RunContainerInput } from '../engine/bundles.js';
+import { checkDerivedState } from '../engine/derivedState.js';
 import type { Engine } from '../engine/engine.js';
 import { containerStats, eventMatcher, history, inspect, liveContainers, liveSandboxes, logHead, podStats, resolveRef, type Inspection, type StatsOf } from '../engine/queries.js';
 import { serverStream, streamEnded, unary } from '../grpc/rpc.js';
@@ -118,10 +119,11 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
       exportForeignSpans([clientRootSpan(request)]);
       return {};
     }, { untraced: true }),
-    Verify: rpc('Verify', async () => verifyMessage(checkAudit(store, {
+    // The chain and its checkpoints, then every snapshot and read-model row against a replay of the chain.
+    Verify: rpc('Verify', async () => verifyMessage(withDerived(checkAudit(store, {
       publicKey: options.audit?.publicKey, noKeyReason: 'the daemon has no audit key',
       ...(options.audit && { headFile: { path: options.audit.headFile, checkpoint: readHeadFile(options.audit.headFile, false) } }),
-    }))),
+    }), checkDerivedState(store)))),
     Export: stream<ExportRequest, object>('Export', async (call) => exportEvents(store, call, eventMatcher(store, call.request, engine.kinds))),
     WatchEvents: stream<WatchEventsRequest, object>('WatchEvents', (call) => watchEvents(store, call, eventMatcher(store, call.request, engine.kinds), options.closing)),
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => bundles.run(runContainerInput(request), meta)),

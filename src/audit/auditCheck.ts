@@ -2,6 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import type { AuditCheckpoint, ChainVerification, EventStore } from '../core/store.js';
 import { keyIdOf } from './auditKey.js';
 import { signatureProblem } from './checkpoints.js';
+import { pruneSignatureProblem } from './records.js';
 
 /** What checking the log against its checkpoints reads of it: the daemon's store, or a store file opened read-only. */
 export type AuditedLog = Pick<EventStore, 'verifyChain' | 'headSequence' | 'readAll' | 'listCheckpoints' | 'listPrunes'>;
@@ -33,6 +34,13 @@ export interface AuditReport {
   broken?: { sequence: number; problem: CheckpointProblem; reason: string };
   /** What the report does not cover. */
   notes: string[];
+  /** Snapshots and read-model rows that disagree with a replay of the chain (checked by the caller: derivedState.ts). */
+  derived?: Array<{ streamId: string; what: string; reason: string }>;
+}
+
+/** The report with the derived-state check's findings: any makes it not ok. */
+export function withDerived(report: AuditReport, derived: NonNullable<AuditReport['derived']>): AuditReport {
+  return { ...report, derived, ok: report.ok && derived.length === 0 };
 }
 
 type SourcedCheckpoint = AuditCheckpoint & { source: string };
@@ -49,6 +57,12 @@ export function checkAudit(log: AuditedLog, trust: TrustAnchors): AuditReport {
   const matching = checkpoints.filter((checkpoint) => hashAt(log, checkpoint.sequence) === checkpoint.hash).map((checkpoint) => checkpoint.sequence);
   const lastMatchingBefore = (sequence: number) => Math.max(prunedUpTo, ...matching.filter((matched) => matched < sequence));
   let broken: AuditReport['broken'];
+  for (const prune of trust.publicKey ? log.listPrunes() : []) {
+    const unsigned = pruneSignatureProblem(prune, trust.publicKey!);
+    if (unsigned && (!broken || prune.upToSequence < broken.sequence)) {
+      broken = { sequence: prune.upToSequence, problem: 'bad_signature', reason: `the prune record up to sequence ${prune.upToSequence} (archive ${prune.archive}): ${unsigned}` };
+    }
+  }
   for (const checkpoint of checkpoints) {
     const found = checkpointBreak(log, checkpoint, { head, prunedUpTo, publicKey: trust.publicKey, lastMatchingBefore });
     // Oldest first; of cuts found at the same place, the newest checkpoint says how much is missing.

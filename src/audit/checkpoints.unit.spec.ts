@@ -6,7 +6,7 @@ import { openAuditKey, readPublicKey } from './auditKey.js';
 import { checkAudit } from './auditCheck.js';
 import { readHeadFile, signCheckpoint, signatureProblem, writeHeadFile } from './checkpoints.js';
 import { exportTrailer, verifySlice } from './exportSlice.js';
-import { eventLine } from './retention.js';
+import { eventLine } from './records.js';
 import { openSqliteStore } from '../store/sqliteStore.js';
 
 const dir = () => mkdtempSync(path.join(tmpdir(), 'kts-audit-'));

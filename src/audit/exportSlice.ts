@@ -1,9 +1,10 @@
 import type { KeyObject } from 'node:crypto';
-import type { AuditCheckpoint } from '../core/store.js';
+import type { AuditCheckpoint, PruneRecord } from '../core/store.js';
 import { eventHash } from '../store/eventChain.js';
 import type { EventRecord } from '../store/rows.js';
 import { keyIdOf } from './auditKey.js';
 import { parseCheckpoint, signatureProblem } from './checkpoints.js';
+import { pruneSignatureProblem } from './records.js';
 
 /**
  * `kts audit export` writes JSON lines: each event as an archive holds it (retention.ts eventLine: every
@@ -15,6 +16,8 @@ import { parseCheckpoint, signatureProblem } from './checkpoints.js';
 export interface ExportTrailer {
   checkpoint: AuditCheckpoint | null;
   note?: string;
+  /** A retention archive ends in its signed prune record instead (retention.ts). */
+  prune?: PruneRecord;
 }
 
 /** The trailer for a slice ending at `lastSequence` (0: nothing matched), from the checkpoints oldest first. */
@@ -68,6 +71,7 @@ export function verifySlice(text: string, publicKey: KeyObject): SliceReport {
 }
 
 function checkTrailer(report: SliceReport, trailer: ExportTrailer, last: EventRecord | undefined, publicKey: KeyObject, fail: (sequence: number, reason: string) => SliceReport): SliceReport {
+  if (trailer.prune) return checkArchive(report, trailer.prune, last, publicKey, fail);
   const { checkpoint } = trailer;
   if (!checkpoint) return { ...report, notes: [`no covering checkpoint: ${trailer.note ?? 'none given'}; the events are only consistent among themselves`] };
   const unsigned = signatureProblem(checkpoint, publicKey);
@@ -82,6 +86,23 @@ function checkTrailer(report: SliceReport, trailer: ExportTrailer, last: EventRe
   return { ...withCheckpoint, notes: [`events ${lastSequence + 1}..${checkpoint.sequence} are not in the slice, so its events are tied to the signed head through the log (kts audit verify), not by the slice alone`] };
 }
 
+/**
+ * A retention archive: every event from one prune to the next, unbroken, the last one the record's; the
+ * record signed by the trusted key. Then the archive stands on its own, and the log's first kept event
+ * links to the same hash.
+ */
+function checkArchive(report: SliceReport, prune: PruneRecord, last: EventRecord | undefined, publicKey: KeyObject, fail: (sequence: number, reason: string) => SliceReport): SliceReport {
+  const unsigned = pruneSignatureProblem(prune, publicKey);
+  if (unsigned) return fail(prune.upToSequence, `the archive's prune record up to sequence ${prune.upToSequence}: ${unsigned}`);
+  if (report.eventCount !== prune.eventCount || report.linkCount !== prune.eventCount - 1) {
+    return fail(last?.sequence ?? 0, `the prune record says ${prune.eventCount} unbroken events, the archive holds ${report.eventCount} with ${report.linkCount} links: events are missing`);
+  }
+  if (last?.sequence !== prune.upToSequence || last.hash !== prune.hash) {
+    return fail(last?.sequence ?? 0, `the archive ends at event ${last?.sequence} (${last?.hash}), but its prune record signed event ${prune.upToSequence} (${prune.hash})`);
+  }
+  return { ...report, notes: [`a retention archive: events ${prune.upToSequence - prune.eventCount + 1}..${prune.upToSequence}, its prune record signed ${prune.time}`] };
+}
+
 type ParsedLine = { event: EventRecord } | { trailer: ExportTrailer } | undefined;
 
 function parseLine(line: string): ParsedLine {
@@ -94,6 +115,7 @@ function parseLine(line: string): ParsedLine {
   if (typeof value !== 'object' || value === null) return undefined;
   const fields = value as Record<string, unknown>;
   if ('checkpoint' in fields) return parseTrailer(fields);
+  if ('prune' in fields) return parsePruneTrailer(fields.prune);
   return parseEvent(fields);
 }
 
@@ -104,6 +126,15 @@ function parseTrailer(fields: Record<string, unknown>): ParsedLine {
   } catch {
     return undefined;
   }
+}
+
+function parsePruneTrailer(value: unknown): ParsedLine {
+  const fields = (value ?? {}) as Record<string, unknown>;
+  const { upToSequence, hash, eventCount, streamVersions, archive, time, keyId, signature } = fields;
+  const valid = Number.isSafeInteger(upToSequence) && Number.isSafeInteger(eventCount) && typeof streamVersions === 'object' && streamVersions !== null
+    && [hash, archive, time, keyId, signature].every((field) => typeof field === 'string');
+  if (!valid) return undefined;
+  return { trailer: { checkpoint: null, prune: fields as unknown as PruneRecord } };
 }
 
 const nullableString = (value: unknown) => value === null || typeof value === 'string';

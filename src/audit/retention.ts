@@ -3,9 +3,10 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createGzip } from 'node:zlib';
+import type { Logger } from 'pino';
 import { isFinalState, sandboxMachine } from '../../machines/index.js';
 import type { ArchivedPod, EventStore, PruneRecord, StoredEvent } from '../core/store.js';
-import { stableStringify } from '../store/canonicalJson.js';
+import { eventLine, pruneSigningText } from './records.js';
 
 /** `[audit] retain_days` / `retain_events`: 0 is no limit. */
 export interface RetentionPolicy {
@@ -19,21 +20,6 @@ export interface RetentionPolicy {
 export interface RecordSigner {
   keyId: string;
   sign(text: string): string;
-}
-
-/** What a prune record's signature covers: every field but the signature, as canonical JSON. */
-export function pruneSigningText(record: Omit<PruneRecord, 'signature'>): string {
-  const { upToSequence, hash, eventCount, streamVersions, archive, time, keyId } = record;
-  return stableStringify({ kind: 'kts.prune.v1', upToSequence, hash, eventCount, streamVersions, archive, time, keyId });
-}
-
-/** One event as an archive or an export line holds it: every hashed field, the payload as its canonical JSON text. */
-export function eventLine(event: StoredEvent): string {
-  return JSON.stringify({
-    sequence: event.sequence, streamId: event.streamId, streamVersion: event.streamVersion, type: event.type, payloadJson: stableStringify(event.payload),
-    stateBefore: event.stateBefore, stateAfter: event.stateAfter, traceId: event.traceId ?? null, spanId: event.spanId ?? null, caller: event.caller ?? null,
-    time: event.time, prevHash: event.prevHash, hash: event.hash,
-  });
 }
 
 const NODE_STREAM = 'node';
@@ -113,4 +99,28 @@ async function writeArchive(file: string, events: StoredEvent[], record: PruneRe
     await rm(temp, { force: true });
     throw error;
   }
+}
+
+/**
+ * Runs `pruneOnce` every `intervalMs`, one at a time, logging each prune (`audit prune`: what went where)
+ * and each failure (retried at the next round); nothing when the policy keeps everything. Returns a stop
+ * function that waits for a prune in progress.
+ */
+export function startRetention(store: EventStore, policy: RetentionPolicy, options: { archiveDir: string; signer: RecordSigner; intervalMs: number; logger: Logger }): () => Promise<void> {
+  if (policy.retainDays <= 0 && policy.retainEvents <= 0) return async () => undefined;
+  let running: Promise<void> | undefined;
+  const round = () => {
+    // A round still running when the next is due: that one is skipped.
+    if (running) return;
+    running = pruneOnce(store, policy, options).then(
+      (prune) => { if (prune) options.logger.info({ up_to_sequence: prune.upToSequence, events: prune.eventCount, archive: prune.archive, signature: prune.signature }, 'audit prune'); },
+      (error: unknown) => options.logger.error({ err: error }, 'audit prune failed; the next round tries again'),
+    ).finally(() => { running = undefined; });
+  };
+  const timer = setInterval(round, options.intervalMs);
+  round();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
 }

@@ -68,6 +68,7 @@ export function describeAudit(report: AuditReport): string {
     ? `checkpoints: ${report.checkpointCount}, ${key}; newest at sequence ${newest.sequence}, hash ${newest.hash}, signed ${newest.time} (${newest.source})`
     : `checkpoints: none, ${key}`);
   lines.push(report.head ? `head: sequence ${report.head.sequence}, hash ${report.head.hash}, time ${report.head.time}` : 'head: the log is empty');
+  for (const problem of report.derived ?? []) lines.push(`MISMATCH in ${problem.streamId}, its ${problem.what}: ${problem.reason}`);
   for (const note of report.notes) lines.push(`note: ${note}`);
   return lines.join('\n') + '\n';
 }

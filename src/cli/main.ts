@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, fstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { Command, Option } from 'commander';
 import { DEFAULT_CONFIG_PATH, DEFAULT_SOCKET, loadConfig } from '../config.js';
 import { errorMessage } from '../core/errors.js';
 import { NETWORK_ANNOTATION, NETWORK_CHOICES } from '../core/podNetwork.js';
 import { auditFromVerifyResponse, describeAudit, describeSlice } from './chainReport.js';
-import { checkAudit, type AuditReport, type TrustAnchors } from '../audit/auditCheck.js';
+import { checkAudit, withDerived, type AuditReport, type TrustAnchors } from '../audit/auditCheck.js';
 import { publicKeyFileOf, readPublicKey } from '../audit/auditKey.js';
 import { readHeadFile } from '../audit/checkpoints.js';
 import { headFileOf } from '../audit/config.js';
@@ -522,16 +523,24 @@ interface VerifyOptions { db?: string; file?: string; key?: string; head?: strin
 
 async function auditVerify(options: VerifyOptions): Promise<void> {
   if (options.file !== undefined) {
-    const slice = verifySlice(readFileSync(options.file, 'utf8'), readPublicKey(offlineKeyPath(options)));
+    const raw = readFileSync(options.file);
+    // A retention archive is gzipped; an export is plain text.
+    const text = raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw).toString('utf8') : raw.toString('utf8');
+    const slice = verifySlice(text, readPublicKey(offlineKeyPath(options)));
     out(options.json ? JSON.stringify(slice, null, 2) + '\n' : describeSlice(slice));
     if (!slice.ok) process.exitCode = 3;
     return;
   }
-  const report: AuditReport = options.db !== undefined
-    ? (await import('../store/sqliteStore.js')).readStoreFile(options.db, (store) => checkAudit(store, offlineAnchors(options)))
+  const report: AuditReport = options.db !== undefined ? await verifyStoreOffline(options.db, offlineAnchors(options))
     : await withClient(options, async (client) => auditFromVerifyResponse(await client.admin.Verify!({})));
   out(options.json ? JSON.stringify(report, null, 2) + '\n' : describeAudit(report));
   if (!report.ok) process.exitCode = 3;
+}
+
+/** The store file read-only: its chain against the checkpoints and anchors, its snapshots and rows against a replay. */
+async function verifyStoreOffline(db: string, anchors: TrustAnchors): Promise<AuditReport> {
+  const [{ readStoreFile }, { checkDerivedState }] = await Promise.all([import('../store/sqliteStore.js'), import('../engine/derivedState.js')]);
+  return readStoreFile(db, (store) => withDerived(checkAudit(store, anchors), checkDerivedState(store)));
 }
 
 const configuredKeyFile = (options: VerifyOptions) => loadConfig(options.config).audit.keyFile;
