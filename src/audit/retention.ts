@@ -48,7 +48,7 @@ export async function pruneOnce(store: EventStore, policy: RetentionPolicy, opti
   }
   const prunable = (event: StoredEvent) => podOfStream.has(event.streamId) || (event.streamId === NODE_STREAM && oldEnough(event.time));
 
-  const events = takePrefix(store, start, prunable);
+  const events = wholePods(store, takePrefix(store, start, prunable), podOfStream);
   const last = events.at(-1);
   if (!last) return undefined;
   const streamVersions: Record<string, number> = {};
@@ -62,6 +62,28 @@ export async function pruneOnce(store: EventStore, policy: RetentionPolicy, opti
     .map((pod) => ({ sandboxId: pod.id, name: pod.name, namespace: pod.namespace, archive, upToSequence: last.sequence }));
   store.prune(record, archived);
   return record;
+}
+
+/**
+ * The prefix cut back so that no pod is split: a removed pod's events can lie on both sides of the first
+ * live event, and one that goes on past the prefix's end keeps all of its events (and everything after its
+ * first one) in the log. Repeated until no pod in what is left goes past its end.
+ */
+function wholePods(store: EventStore, prefix: StoredEvent[], podOfStream: Map<string, string>): StoredEvent[] {
+  const lastOfStream = new Map<string, number>();
+  const lastSequence = (streamId: string) => {
+    if (!lastOfStream.has(streamId)) lastOfStream.set(streamId, store.readStream(streamId).at(-1)?.sequence ?? 0);
+    return lastOfStream.get(streamId)!;
+  };
+  let events = prefix;
+  for (;;) {
+    const end = events.at(-1)?.sequence ?? 0;
+    const cut = events.find((event) => podOfStream.has(event.streamId) && lastSequence(event.streamId) > end);
+    if (!cut) return events;
+    const pod = podOfStream.get(cut.streamId);
+    const first = events.find((event) => podOfStream.get(event.streamId) === pod)!.sequence;
+    events = events.filter((event) => event.sequence < first);
+  }
 }
 
 /** The events after `start` up to (not including) the first one `prunable` refuses. */

@@ -62,6 +62,19 @@ describe('retention', () => {
     expect(await pruneOnce(spec.store, { retainDays: 1, retainEvents: 0 }, { archiveDir: dir, signer, now: later })).toBeUndefined();
   });
 
+  it('never splits a pod: one removed after a live pod\'s first event stays whole, with everything after it', async () => {
+    const spec = given({ sandboxes: { early: [sandboxCreated('early')], live: [sandboxCreated('live')] } });
+    const { store } = spec;
+    const removeEarly = (await spec.engine()).shutdownSandbox('early', { caller: 'spec' });
+    await removeEarly;
+    // The log: early created (1), live created (2), early's shutdown (3, 4): early goes on past live's first event.
+    expect(store.readAll().map((event) => `${event.sequence} ${event.streamId} ${event.type}`)).toEqual([
+      '1 sandbox-early SandboxCreated', '2 sandbox-live SandboxCreated', '3 sandbox-early SandboxShutdownRequested', '4 sandbox-early SandboxRemoved',
+    ]);
+    expect(await pruneOnce(store, { retainDays: 0, retainEvents: 1 }, { archiveDir: archiveDir(), signer })).toBeUndefined();
+    expect(store.verifyChain()).toEqual({ ok: true, eventCount: 4 });
+  });
+
   it('lets no event the prunes do not cover be deleted, and verifies a pruned store file offline', async () => {
     const spec = given({ sandboxes: { old1: removed('old1'), live: readySandbox('live') } });
     await pruneOnce(spec.store, { retainDays: 0, retainEvents: 1 }, { archiveDir: archiveDir(), signer });

@@ -70,6 +70,11 @@ export function applyPrune(db: Database.Database, prune: PruneRecord, pods: Arch
   if (!last || last.hash !== prune.hash) throw failedPrecondition(`prune up to ${prune.upToSequence}: the log has no event there with hash ${prune.hash}`);
   const { count } = db.prepare<[number, number], { count: number }>('SELECT count(*) AS count FROM events WHERE sequence > ? AND sequence <= ?').get(previous, prune.upToSequence)!;
   if (count !== prune.eventCount) throw failedPrecondition(`prune up to ${prune.upToSequence} claims ${prune.eventCount} events, the log has ${count} after ${previous}`);
+  // A stream that goes on past the prune keeps its numbering only through the record: it must be named there.
+  const split = db.prepare<[number, number, number], { stream_id: string }>(
+    'SELECT DISTINCT stream_id FROM events WHERE sequence > ? AND sequence <= ? AND stream_id IN (SELECT stream_id FROM events WHERE sequence > ?)',
+  ).all(previous, prune.upToSequence, prune.upToSequence).map((row) => row.stream_id).filter((streamId) => !(streamId in prune.streamVersions));
+  if (split.length > 0) throw failedPrecondition(`prune up to ${prune.upToSequence} would split stream ${split.join(', ')}, which goes on past it`);
   db.prepare(`INSERT INTO prunes (up_to_sequence, hash, event_count, stream_versions, archive, time, key_id, signature)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(prune.upToSequence, prune.hash, prune.eventCount, JSON.stringify(prune.streamVersions), prune.archive, prune.time, prune.keyId, prune.signature);
   const insertPod = db.prepare('INSERT INTO archived_pods (sandbox_id, name, namespace, archive, up_to_sequence) VALUES (?, ?, ?, ?, ?)');
