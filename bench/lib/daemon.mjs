@@ -79,14 +79,14 @@ async function waitServing(daemon, socket, exited, deadlineMs) {
 
 /**
  * Starts `node bin/kts.js daemon` on a private root. `config` holds extra TOML (sections after the
- * top-level keys), `runc` extra `[runc]` keys (e.g. `max_concurrent_starts = 0`), `db` an existing event store to recover from, `nodeArgs` flags for node itself
+ * top-level keys), `top` extra top-level keys, `runc` extra `[runc]` keys (e.g. `max_concurrent_starts = 0`), `db` an existing event store to recover from, `nodeArgs` flags for node itself
  * (e.g. --cpu-prof), `nodeBinary` the node to run it with. Resolves once it serves, with `readyMs` (spawn → first answer).
  */
-export async function startDaemon({ name = 'kts-bench', config = '', runc = '', db, env, nodeBinary = process.execPath, nodeArgs = [], stdio = 'ignore', deadlineMs = 60_000 } = {}) {
+export async function startDaemon({ name = 'kts-bench', config = '', top = '', runc = '', db, env, nodeBinary = process.execPath, nodeArgs = [], stdio = 'ignore', deadlineMs = 60_000 } = {}) {
   const root = mkdtempSync(path.join(tmpdir(), `${name}-`));
   const socket = path.join(root, 'kts.sock');
   const configPath = path.join(root, 'config.toml');
-  const topLevel = [`listen = "${socket}"`, `root = "${root}"`, ...(db ? [`db = "${db}"`] : []), 'log_level = "warn"'];
+  const topLevel = [`listen = "${socket}"`, `root = "${root}"`, ...(db ? [`db = "${db}"`] : []), 'log_level = "warn"', ...(top ? [top] : [])];
   writeFileSync(configPath, `${topLevel.join('\n')}\n[runc]\nroot = "${root}/runc"\n${runc}\n[images]\ndir = "${IMAGES_DIR}"\n${config}`);
   const started = startTimer();
   const daemon = spawn(nodeBinary, [...nodeArgs, KTS, 'daemon', '--config', configPath], { stdio, ...(env && { env: { ...process.env, ...env } }) });
