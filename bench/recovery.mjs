@@ -15,11 +15,17 @@ const { openSqliteStore } = await dist('src/store/sqliteStore.js');
 const { Entity } = await dist('src/engine/entity.js');
 const { sandboxMachine } = await dist('machines/sandboxMachine.js');
 const { sandboxProjection } = await dist('src/engine/projections.js');
+const { openAuditKey } = await dist('src/audit/auditKey.js');
+const { withSealedSnapshots } = await dist('src/audit/sealedSnapshots.js');
 
-/** Writes the fixture store: `sandboxes` stopped sandboxes with about `events` events in all. */
-export function buildFixture(db, sandboxes, events) {
+/**
+ * Writes the fixture store: `sandboxes` stopped sandboxes with about `events` events in all, their snapshots
+ * sealed with the audit key at `keyFile` as the daemon seals its own (the daemon is then given that key).
+ */
+export function buildFixture(db, sandboxes, events, keyFile) {
   const updatesEach = Math.max(0, Math.round(events / sandboxes) - 5);
-  const store = openSqliteStore(db, { synchronous: 'OFF' });
+  const raw = openSqliteStore(db, { synchronous: 'OFF' });
+  const store = withSealedSnapshots(raw, openAuditKey(keyFile), () => undefined);
   const meta = { caller: 'bench fixture' };
   for (let i = 0; i < sandboxes; i++) {
     const sandboxId = `bench-${String(i).padStart(5, '0')}`;
@@ -42,9 +48,10 @@ export async function measureRecovery({ sandboxes = 1000, events = 100_000 } = {
   const db = path.join(fixtureDir, 'kts.db');
   try {
     const t0 = Date.now();
-    const written = buildFixture(db, sandboxes, events);
+    const keyFile = path.join(fixtureDir, 'audit', 'ed25519.key');
+    const written = buildFixture(db, sandboxes, events, keyFile);
     const buildMs = Date.now() - t0;
-    const daemon = await startDaemon({ name: 'kts-bench-recovery', db, stdio: 'inherit', deadlineMs: 300_000 });
+    const daemon = await startDaemon({ name: 'kts-bench-recovery', db, config: `[audit]\nkey_file = "${keyFile}"\n`, stdio: 'inherit', deadlineMs: 300_000 });
     // What one sandbox's history costs on a store this size: the first right at serving (it finishes the
     // start's chain check itself), then one more (only the pod's own events and anything new are re-hashed).
     const historyMs = [];

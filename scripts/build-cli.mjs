@@ -23,7 +23,7 @@ const POD_CONFIG_BUNDLE = path.join(OUT_DIR, 'kts-podconfig.cjs');
 const PROTOS_DIR = path.join(OUT_DIR, 'client-protos');
 
 /** main.ts's dynamic imports that only the daemon, the task relay, tracing with an exporter and `verify --db` take. */
-const DAEMON_MODULES = ['../daemon.js', '../api/taskRelay.js', '../telemetry/logger.js', '../telemetry/tracing.js', '../telemetry/clientSpans.js', '../store/sqliteStore.js', '../engine/derivedState.js'];
+const DAEMON_MODULES = ['../daemon.js', '../api/taskRelay.js', '../telemetry/logger.js', '../telemetry/tracing.js', '../telemetry/clientSpans.js', '../store/sqliteStore.js', '../engine/derivedState.js', '../audit/sealedSnapshots.js'];
 /** Packages that must not end up in the bundle: what those load, and grpc-js, which the CLI does without (grpcConnection.ts). */
 const NOT_IN_BUNDLE = /node_modules\/(@grpc\/grpc-js|@grpc\/proto-loader|better-sqlite3|pino|@opentelemetry\/(sdk-|core|exporter-|resources)|xstate|prom-client|yaml)\//;
 

@@ -33,6 +33,7 @@ import { openPodNetworks } from './network/podNetworks.js';
 import { withRedaction } from './store/redactingStore.js';
 import { openSqliteStore } from './store/sqliteStore.js';
 import { openAuditKey } from './audit/auditKey.js';
+import { withSealedSnapshots, withUnsealedSnapshots } from './audit/sealedSnapshots.js';
 import { startCheckpointWriter, type CheckpointWriter } from './audit/checkpointWriter.js';
 import { headFileOf } from './audit/config.js';
 import { startRetention } from './audit/retention.js';
@@ -60,9 +61,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   // Loaded before anything is served: a daemon that cannot say who called it does not serve.
   const readPeer = peerCredentialReader();
   const metrics = config.metrics.listen ? new DaemonMetrics({ dbPath: config.db }) : undefined;
-  const opened = withRedaction(openSqliteStore(config.db), { annotations: config.audit.redactAnnotations, labels: config.audit.redactLabels });
-  const store = metrics ? metrics.instrument(opened) : opened;
   const auditKey = openAuditKey(config.audit.keyFile);
+  const sqlite = openSqliteStore(config.db);
+  // Snapshots sealed beneath redaction: the seal covers the state as stored.
+  const sealed = withSealedSnapshots(sqlite, auditKey, (streamId, reason) =>
+    logger.error({ stream_id: streamId, reason }, 'a saved snapshot was refused (edited, or not sealed by this daemon\'s key); the stream is replayed from its first event'));
+  const opened = withRedaction(sealed, { annotations: config.audit.redactAnnotations, labels: config.audit.redactLabels });
+  const store = metrics ? metrics.instrument(opened) : opened;
   const checkpoints = startCheckpointWriter({
     store, key: auditKey, every: config.audit.checkpointEvery, headFile: headFileOf(config.audit.keyFile), logger,
     observe: (checkpoint) => metrics?.recordCheckpoint(checkpoint),
@@ -118,7 +123,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   for (const task of taskServices) gate.open(task.definition, task.implementation);
   const closing = new AbortController();
   gate.open(definitions.admin, adminService({
-    engine, bundles, logger, images, closing: closing.signal, audit: { publicKey: auditKey.publicKey, headFile: headFileOf(config.audit.keyFile) },
+    engine, bundles, logger, images, closing: closing.signal, audit: { publicKey: auditKey.publicKey, headFile: headFileOf(config.audit.keyFile), asStored: withUnsealedSnapshots(sqlite) },
     daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
   }));
   const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs, readPeer);

@@ -39,7 +39,12 @@ export interface AdminOptions {
   /** Aborted when the daemon stops: open event and log streams end then (a shutdown must not wait for them). */
   closing?: AbortSignal;
   /** What Verify checks the checkpoints against: the audit public key and the head file. */
-  audit?: { publicKey: KeyObject; headFile: string };
+  audit?: {
+    publicKey: KeyObject;
+    headFile: string;
+    /** The log as stored, snapshots unchecked: what Verify replays every stream against (the engine's store refuses bad snapshots instead). */
+    asStored: EventStore;
+  };
 }
 
 function eventMessage(event: StoredEvent) {
@@ -123,7 +128,7 @@ export function adminService(options: AdminOptions): UntypedServiceImplementatio
     Verify: rpc('Verify', async () => verifyMessage(withDerived(checkAudit(store, {
       publicKey: options.audit?.publicKey, noKeyReason: 'the daemon has no audit key',
       ...(options.audit && { headFile: { path: options.audit.headFile, checkpoint: readHeadFile(options.audit.headFile, false) } }),
-    }), checkDerivedState(store)))),
+    }), checkDerivedState(options.audit?.asStored ?? store)))),
     Export: stream<ExportRequest, object>('Export', async (call) => exportEvents(store, call, eventMatcher(store, call.request, engine.kinds))),
     WatchEvents: stream<WatchEventsRequest, object>('WatchEvents', (call) => watchEvents(store, call, eventMatcher(store, call.request, engine.kinds), options.closing)),
     RunContainer: rpc<RunContainerRequest, object>('RunContainer', async (request, { meta }) => bundles.run(runContainerInput(request), meta)),

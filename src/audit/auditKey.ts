@@ -1,4 +1,4 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { errorMessage, failedPrecondition } from '../core/errors.js';
@@ -14,6 +14,11 @@ export interface AuditKey {
   publicKey: KeyObject;
   /** Ed25519 signature (base64) of `text`. */
   sign(text: string): string;
+  /**
+   * HMAC-SHA256 (base64) of `text` under a key derived from the private key: a seal only this daemon checks
+   * (its snapshots), ~30 times cheaper than a signature, for what needs no verification by others.
+   */
+  mac(text: string): string;
 }
 
 export const publicKeyFileOf = (keyFile: string) => `${keyFile}.pub`;
@@ -48,7 +53,12 @@ export function openAuditKey(keyFile: string): AuditKey {
   // Rewritten each start: a lost or stale .pub comes back from the private key.
   writeFileSync(publicKeyFileOf(keyFile), publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644 });
   chmodSync(publicKeyFileOf(keyFile), 0o644);
-  return { keyId: keyIdOf(publicKey), publicKey, sign: (text) => sign(null, Buffer.from(text, 'utf8'), privateKey).toString('base64') };
+  const macKey = createHash('sha256').update(privateKey.export({ type: 'pkcs8', format: 'der' })).update('kts.snapshot-seal.v1').digest();
+  return {
+    keyId: keyIdOf(publicKey), publicKey,
+    sign: (text) => sign(null, Buffer.from(text, 'utf8'), privateKey).toString('base64'),
+    mac: (text) => createHmac('sha256', macKey).update(text, 'utf8').digest('base64'),
+  };
 }
 
 /** An Ed25519 public key from a PEM file (a `.pub` the daemon wrote). */

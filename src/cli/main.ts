@@ -539,8 +539,10 @@ async function auditVerify(options: VerifyOptions): Promise<void> {
 
 /** The store file read-only: its chain against the checkpoints and anchors, its snapshots and rows against a replay. */
 async function verifyStoreOffline(db: string, anchors: TrustAnchors): Promise<AuditReport> {
-  const [{ readStoreFile }, { checkDerivedState }] = await Promise.all([import('../store/sqliteStore.js'), import('../engine/derivedState.js')]);
-  return readStoreFile(db, (store) => withDerived(checkAudit(store, anchors), checkDerivedState(store)));
+  const [{ readStoreFile }, { checkDerivedState }, { withUnsealedSnapshots }] = await Promise.all([
+    import('../store/sqliteStore.js'), import('../engine/derivedState.js'), import('../audit/sealedSnapshots.js'),
+  ]);
+  return readStoreFile(db, (store) => withDerived(checkAudit(store, anchors), checkDerivedState(withUnsealedSnapshots(store))));
 }
 
 const configuredKeyFile = (options: VerifyOptions) => loadConfig(options.config).audit.keyFile;

@@ -133,7 +133,8 @@ export interface AuditCheckpoint {
 
 export interface EventStore {
   appendToStream(streamId: string, events: NewEvent[], options: AppendOptions): AppendResult;
-  readStream(streamId: string, options?: { fromVersion?: number }): StoredEvent[];
+  /** The stream's events from `fromVersion` (1) on, at most `limit` of them. */
+  readStream(streamId: string, options?: { fromVersion?: number; limit?: number }): StoredEvent[];
   readAll(options?: { afterSequence?: number; limit?: number }): StoredEvent[];
   /** The sequence of the last event, 0 for an empty log. */
   headSequence(): number;

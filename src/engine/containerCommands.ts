@@ -31,7 +31,7 @@ export async function createContainer(core: EngineCore, input: CreateContainerIn
     const sandbox = core.sandbox(input.sandboxId);
     if (sandbox.state !== 'ready') throw failedPrecondition(`sandbox ${input.sandboxId} is ${sandbox.state}; containers need a ready sandbox`);
     const streamId = containerStream(input.containerId);
-    if (core.containers.has(input.containerId) || core.store.readStream(streamId).length > 0) {
+    if (core.containers.has(input.containerId) || core.store.readStream(streamId, { limit: 1 }).length > 0) {
       throw alreadyExists(`container ${input.containerId} already exists`);
     }
     const container: ContainerEntity = new Entity(streamId, containerMachine, core.store, containerProjection);

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { AnyStateMachine } from 'xstate';
 import { containerMachine, sandboxMachine } from '../../machines/index.js';
 import type { ContainerRow, EventStore, SandboxRow } from '../core/store.js';
-import { Entity, type ProjectFn } from './entity.js';
+import { replayStored, snapshotMismatch, type EntitySnapshot, type ProjectFn } from './entity.js';
 import { containerProjection, sandboxProjection } from './projections.js';
 
 /**
@@ -35,15 +35,16 @@ export function checkDerivedState(store: EventStore): DerivedProblem[] {
   return problems;
 }
 
+/** The stream replayed from its first event: its saved snapshot (if any) checked against the replay at its version, then its row against the end. */
 function checkStream(store: EventStore, streamId: string, machine: AnyStateMachine, project: ProjectFn<unknown>, row: SandboxRow | ContainerRow | undefined, problems: DerivedProblem[]): string | undefined {
-  const entity = Entity.load(streamId, machine, store, project, (refusal) => problems.push({ streamId, what: 'snapshot', reason: refusal.reason }));
-  try {
-    const expected = project(entity.snapshot, entity.streamVersion)?.row;
-    if (!row) return 'its events have no row';
-    return rowMismatch(expected!, row);
-  } finally {
-    entity.stop();
-  }
+  const stored = store.readStream(streamId);
+  const saved = store.loadSnapshot(streamId);
+  const snapshotReason = saved && snapshotMismatch(streamId, machine, stored, saved);
+  if (snapshotReason) problems.push({ streamId, what: 'snapshot', reason: snapshotReason });
+  const replayed = replayStored(streamId, machine, stored) as unknown as EntitySnapshot<unknown>;
+  const expected = project(replayed, stored.at(-1)?.streamVersion ?? 0)?.row;
+  if (!row) return 'its events have no row';
+  return rowMismatch(expected!, row);
 }
 
 /** The fields where a stored row differs from the one its events give (updatedAt is the time of the write, not of the log). */

@@ -25,12 +25,6 @@ export type ProjectFn<TContext> = (snapshot: EntitySnapshot<TContext>, version: 
 
 const SNAPSHOT_EVERY = 50;
 
-/** A saved snapshot that does not match a replay of its stream's events: it was not used. */
-export interface SnapshotRefusal {
-  streamId: string;
-  version: number;
-  reason: string;
-}
 
 /**
  * One sandbox or container: its xstate actor (the live state) and its stream in the store.
@@ -54,23 +48,21 @@ export class Entity<TContext, TEvent extends { type: string }> {
   }
 
   /**
-   * Rebuilds an entity by replaying its whole stream. The log decides: a saved snapshot (a table the hash
-   * chain does not cover) is only checked against the replay, and one that differs is reported to
-   * `onRefused`, never believed.
+   * Rebuilds an entity from its last snapshot plus the events after it. Snapshots lie outside the hash
+   * chain: the store decides which may be read (the daemon's gives back only those sealed with its audit
+   * key, audit/sealedSnapshots.ts; `kts audit verify` checks every one against a full replay).
    */
   static load<TContext, TEvent extends { type: string }>(
     streamId: string,
     machine: AnyStateMachine,
     store: EventStore,
     project: ProjectFn<TContext>,
-    onRefused: (refusal: SnapshotRefusal) => void = () => undefined,
   ): Entity<TContext, TEvent> {
-    const stored = store.readStream(streamId);
-    const snapshot = replayStored(streamId, machine, stored);
     const saved = store.loadSnapshot(streamId);
-    const reason = saved && snapshotMismatch(streamId, machine, stored, saved);
-    if (saved && reason) onRefused({ streamId, version: saved.version, reason });
-    return new Entity<TContext, TEvent>(streamId, machine, store, project, { snapshot, version: stored.at(-1)?.streamVersion ?? 0 });
+    const from = saved ? machine.resolveState(saved.state as never) : undefined;
+    const stored = store.readStream(streamId, { fromVersion: (saved?.version ?? 0) + 1 });
+    const snapshot = replayStored(streamId, machine, stored, from);
+    return new Entity<TContext, TEvent>(streamId, machine, store, project, { snapshot, version: stored.at(-1)?.streamVersion ?? saved?.version ?? 0 });
   }
 
   get snapshot(): EntitySnapshot<TContext> {
@@ -125,7 +117,7 @@ export class Entity<TContext, TEvent extends { type: string }> {
       projection: this.project(next, this.version + 1),
     });
     this.version = result.nextExpectedVersion;
-    return this.store.readStream(this.streamId, { fromVersion: this.version })[0]!;
+    return this.store.readStream(this.streamId, { fromVersion: this.version, limit: 1 })[0]!;
   }
 
   stop(): void {
@@ -134,7 +126,7 @@ export class Entity<TContext, TEvent extends { type: string }> {
 }
 
 /** Why the snapshot saved at `saved.version` is not what replaying the stream's first events gives; undefined when it is. */
-function snapshotMismatch(streamId: string, machine: AnyStateMachine, stored: StoredEvent[], saved: { version: number; state: unknown }): string | undefined {
+export function snapshotMismatch(streamId: string, machine: AnyStateMachine, stored: StoredEvent[], saved: { version: number; state: unknown }): string | undefined {
   if (saved.version > stored.length) return `it claims version ${saved.version}, but the stream has ${stored.length} events`;
   const replayed = machine.getPersistedSnapshot(replayStored(streamId, machine, stored.slice(0, saved.version)));
   // Compared as stored: through JSON, as saveSnapshot wrote it.
@@ -142,9 +134,9 @@ function snapshotMismatch(streamId: string, machine: AnyStateMachine, stored: St
 }
 
 /** The machines' own replay over stored events; a stored event the machine refuses is FAILED_PRECONDITION naming it. */
-function replayStored(streamId: string, machine: AnyStateMachine, stored: StoredEvent[]): AnyMachineSnapshot {
+export function replayStored(streamId: string, machine: AnyStateMachine, stored: StoredEvent[], from?: AnyMachineSnapshot): AnyMachineSnapshot {
   try {
-    return replay(machine, stored.map((event) => ({ type: event.type, ...event.payload })));
+    return replay(machine, stored.map((event) => ({ type: event.type, ...event.payload })), from);
   } catch (error) {
     if (!(error instanceof IllegalTransitionError)) throw error;
     const refused = stored[error.eventIndex]!;

@@ -8,7 +8,7 @@ import { deleteContainerNow } from './containerCommands.js';
 import { Engine } from './engine.js';
 import { EngineCore, exitFields, type ContainerEntity, type EngineOptions, type SandboxEntity } from './engineCore.js';
 import { rowMismatch } from './derivedState.js';
-import { Entity, type CommandMeta, type SnapshotRefusal } from './entity.js';
+import { Entity, type CommandMeta } from './entity.js';
 import { watchContainer, watchExec, watchSandbox } from './exitWatchers.js';
 import { OrphanSweep } from './orphanSweep.js';
 import { containerProjection, sandboxProjection } from './projections.js';
@@ -20,7 +20,7 @@ export interface RecoveryReport {
   /** Events recovery itself recorded (finished or rolled-back intents, reattaches, exits seen late). */
   eventsRecorded: number;
   failures: string[];
-  /** Saved snapshots and read-model rows of live entities that do not match their events (edited?): not believed. */
+  /** Read-model rows of live entities that do not match their events (edited?): reported; kts goes by the events. */
   mismatches: string[];
 }
 
@@ -76,7 +76,7 @@ export class Recovery {
     return this.orphans.sweepEvery(intervalMs);
   }
 
-  /** Every live entity replayed from its stream; what its saved snapshot or read-model row says otherwise is reported, not believed. */
+  /** Every live entity rebuilt from the log; a read-model row that says otherwise is reported, not believed. */
   private loadEntities(): string[] {
     const { store, logger } = this.core;
     const mismatches: string[] = [];
@@ -84,13 +84,12 @@ export class Recovery {
       mismatches.push(`${streamId}: ${what}: ${reason}`);
       logger.error({ stream_id: streamId, reason }, `the ${what} does not match the stream's events (edited?); kts goes by the events`);
     };
-    const refused = (refusal: SnapshotRefusal) => mismatch(refusal.streamId, 'saved snapshot', refusal.reason);
     const checkRow = (streamId: string, expected: Projection, row: SandboxRow | ContainerRow | undefined) => {
       const reason = row ? rowMismatch(expected.row, row) : 'missing';
       if (reason) mismatch(streamId, 'read-model row', reason);
     };
     for (const streamId of store.listStreams('sandbox-')) {
-      const sandbox = Entity.load<SandboxContext, SandboxEvent>(streamId, sandboxMachine, store, sandboxProjection, refused);
+      const sandbox = Entity.load<SandboxContext, SandboxEvent>(streamId, sandboxMachine, store, sandboxProjection);
       if (sandbox.ended || sandbox.streamVersion === 0) {
         sandbox.stop();
         continue;
@@ -99,7 +98,7 @@ export class Recovery {
       checkRow(streamId, sandboxProjection(sandbox.snapshot, sandbox.streamVersion), store.getSandbox(sandbox.context.sandboxId));
     }
     for (const streamId of store.listStreams('container-')) {
-      const container = Entity.load<ContainerContext, ContainerEvent>(streamId, containerMachine, store, containerProjection, refused);
+      const container = Entity.load<ContainerContext, ContainerEvent>(streamId, containerMachine, store, containerProjection);
       if (container.ended || container.streamVersion === 0 || !this.core.sandboxes.has(container.context.sandboxId)) {
         container.stop();
         continue;

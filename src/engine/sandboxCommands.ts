@@ -33,7 +33,7 @@ export async function createSandbox(core: EngineCore, input: CreateSandboxInput,
   }
   await core.serial(input.sandboxId, async () => {
     const streamId = sandboxStream(input.sandboxId);
-    if (core.sandboxes.has(input.sandboxId) || core.store.readStream(streamId).length > 0) {
+    if (core.sandboxes.has(input.sandboxId) || core.store.readStream(streamId, { limit: 1 }).length > 0) {
       throw alreadyExists(`sandbox ${input.sandboxId} already exists`);
     }
     checkNetworkChoice(input, core.options.sandboxers[input.kind]!, core.options.runCni === true && core.options.networks !== undefined);

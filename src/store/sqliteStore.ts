@@ -168,8 +168,9 @@ class SqliteEventStore implements EventStore {
     return { nextExpectedVersion: last.streamVersion, lastSequence: last.sequence };
   }
 
-  readStream(streamId: string, options: { fromVersion?: number } = {}): StoredEvent[] {
-    return this.statements.readStream.all(streamId, options.fromVersion ?? 1).map(eventFromRecord);
+  readStream(streamId: string, options: { fromVersion?: number; limit?: number } = {}): StoredEvent[] {
+    // LIMIT -1 is SQLite for "no limit".
+    return this.statements.readStream.all(streamId, options.fromVersion ?? 1, options.limit ?? -1).map(eventFromRecord);
   }
 
   readAll(options: { afterSequence?: number; limit?: number } = {}): StoredEvent[] {
@@ -355,8 +356,8 @@ function prepareStatements(db: Database.Database) {
        VALUES (@sequence, @stream_id, @stream_version, @type, @payload, @state_before, @state_after,
          @trace_id, @span_id, @caller, @time, @prev_hash, @hash)`,
     ),
-    readStream: db.prepare<[string, number], EventRecord>(
-      'SELECT * FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version',
+    readStream: db.prepare<[string, number, number], EventRecord>(
+      'SELECT * FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?',
     ),
     readAll: db.prepare<[number, number], EventRecord>('SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?'),
     headSequence: db.prepare<[], { head: number | null }>('SELECT MAX(sequence) AS head FROM events'),
