@@ -173,7 +173,8 @@ async function recovery(sandboxes, events, afterServingS) {
   const db = path.join(dir, 'kts.db');
   const socket = path.join(dir, 'kts.sock');
   try {
-    const written = buildFixture(db, sandboxes, events);
+    // Sealed with the key the daemon finds at its root's default key_file.
+    const written = buildFixture(db, sandboxes, events, path.join(dir, 'audit', 'ed25519.key'));
     const configPath = path.join(dir, 'config.toml');
     writeFileSync(configPath, `listen = "${socket}"\nroot = "${dir}"\ndb = "${db}"\nlog_level = "warn"\n[runc]\nroot = "${dir}/runc"\n[images]\ndir = "${IMAGES_DIR}"\n`);
     const ids = Array.from({ length: sandboxes }, (_, i) => `bench-${String(i).padStart(5, '0')}`);
