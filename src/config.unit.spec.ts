@@ -1,10 +1,11 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from './config.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'kts-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const configFile = (text: string) => {
   const file = path.join(dir, `c-${Math.random().toString(16).slice(2)}.toml`);
   writeFileSync(file, text);

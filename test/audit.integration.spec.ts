@@ -3,7 +3,6 @@
 // a cut tail, a replaced tail, a whole re-hashed chain (even re-signed with another key); an exported
 // slice verifies with the public key alone, and a tampered one is refused.
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -129,7 +128,8 @@ describe.skipIf(skip)(`audit checkpoints and export${skip ? ` (skipped: ${skip})
   });
 
   it('given the rewritten chain re-signed with the attacker\'s own key (table and head.json), when verified with the real key, then it exits 3', () => {
-    const attacker = openAuditKey(path.join(mkdtempSync(path.join(tmpdir(), 'kts-attacker-')), 'ed25519.key'));
+    // The attacker's key lives under the daemon's root, removed with it.
+    const attacker = openAuditKey(path.join(mkdtempSync(path.join(daemon.root, 'attacker-')), 'ed25519.key'));
     const forgedHead = path.join(daemon.root, 'forged-head.json');
     let firstCheckpoint = 0;
     const copy = tamperedCopy(daemon, 'resigned', (db) => {

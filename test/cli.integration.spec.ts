@@ -1,6 +1,6 @@
 // The kts CLI as an operator meets it (issue 14): each bug seen gets its regression test here, run
 // against a real daemon on a real socket.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -137,6 +137,7 @@ describe.skipIf(skip)(`the kts CLI with crictl's habits${skip ? ` (skipped: ${sk
     batch = run(podYaml(dir, 'batch', 'default', { tier: 'back' }), containerYaml(dir, 'job-batch', 'echo done; exit 3', { app: 'shop', role: 'batch' }));
     await until('the batch container to exit', () => ps('-a').find((c) => c.id === batch.containerId && c.state === 'stopped'));
   }, 120_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
   afterAll(() => daemon.cleanup(), 60_000);
 
   it('ps lists what runs; -a adds exited containers; -q prints ids; --state and --name filter', () => {

@@ -1,7 +1,7 @@
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { openAuditKey, readPublicKey } from './auditKey.js';
 import { checkAudit } from './auditCheck.js';
 import { readHeadFile, signCheckpoint, signatureProblem, writeHeadFile } from './checkpoints.js';
@@ -9,7 +9,13 @@ import { exportTrailer, verifySlice } from './exportSlice.js';
 import { eventLine } from './records.js';
 import { openSqliteStore } from '../store/sqliteStore.js';
 
-const dir = () => mkdtempSync(path.join(tmpdir(), 'kts-audit-'));
+const made: string[] = [];
+const dir = () => {
+  const created = mkdtempSync(path.join(tmpdir(), 'kts-audit-'));
+  made.push(created);
+  return created;
+};
+afterEach(() => made.splice(0).forEach((created) => rmSync(created, { recursive: true, force: true })));
 const HASH = 'a'.repeat(64);
 
 describe('audit key and checkpoints', () => {

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { QmpClient } from './qmpClient.js';
 
 /** A QMP peer that greets, accepts capabilities and answers with `reply(command)`. */
@@ -31,6 +31,7 @@ describe('QmpClient', () => {
     server?.close();
     rmSync(socketPath, { force: true });
   });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('negotiates capabilities and returns a command\'s answer, skipping events', async () => {
     server = await fakeQemu(socketPath, (command) => (command === 'query-status' ? { return: { running: true, status: 'running' } } : undefined));
