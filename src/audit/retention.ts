@@ -30,8 +30,9 @@ const READ_BATCH = 1000;
  * which every event is a prunable pod's (removed before the horizon, or any removed pod once the log is
  * over its cap) or the node's own, so a pod is never split and nothing recovery replays goes. The events
  * are written to `<archiveDir>/events-<from>-<to>.jsonl.gz` (their lines, then the signed prune record)
- * and synced before the store drops them in one transaction; a crash between leaves a complete archive
- * that the next prune writes again. Returns the prune, or undefined when nothing may go.
+ * and synced before the store drops them in one transaction; a crash between leaves an archive of events
+ * the log still holds (no record names it), and the next prune writes its own. Returns the prune, or
+ * undefined when nothing may go.
  */
 export async function pruneOnce(store: EventStore, policy: RetentionPolicy, options: { archiveDir: string; signer: RecordSigner; now?: Date }): Promise<PruneRecord | undefined> {
   const now = options.now ?? new Date();
