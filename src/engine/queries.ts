@@ -18,10 +18,6 @@ export const isRemoved = (row: SandboxRow) => isFinalState(sandboxMachine, row.s
 export const isDeleted = (row: ContainerRow) => isFinalState(containerMachine, row.state);
 /** The container has not ended yet: its process may still write output. */
 export const isActive = (row: ContainerRow) => stateHasTag(containerMachine, row.state, 'active');
-/** The container's init process exists (created or running). */
-export const isLiveRow = (row: ContainerRow) => stateHasTag(containerMachine, row.state, 'live');
-/** The pod's process runs (ready or unhealthy). */
-export const isRunningRow = (row: SandboxRow) => stateHasTag(sandboxMachine, row.state, 'running');
 
 export function liveSandboxes(store: EventStore): SandboxRow[] {
   return store.listSandboxes().filter((row) => !isRemoved(row));
