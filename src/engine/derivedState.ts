@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { AnyStateMachine } from 'xstate';
 import { containerMachine, sandboxMachine } from '../../machines/index.js';
+import { errorMessage } from '../core/errors.js';
 import type { ContainerRow, EventStore, SandboxRow } from '../core/store.js';
 import { replayStored, snapshotMismatch, type EntitySnapshot, type ProjectFn } from './entity.js';
 import { containerProjection, sandboxProjection } from './projections.js';
@@ -11,7 +12,7 @@ import { containerProjection, sandboxProjection } from './projections.js';
  */
 export interface DerivedProblem {
   streamId: string;
-  what: 'snapshot' | 'row';
+  what: 'snapshot' | 'row' | 'events';
   reason: string;
 }
 
@@ -26,8 +27,13 @@ export function checkDerivedState(store: EventStore): DerivedProblem[] {
     const byId = new Map<string, SandboxRow | ContainerRow>(rows.map((row) => [row.id, row]));
     for (const streamId of store.listStreams(prefix)) {
       const id = streamId.slice(prefix.length);
-      const reason = checkStream(store, streamId, machine as AnyStateMachine, project as ProjectFn<unknown>, byId.get(id), problems);
-      if (reason) problems.push({ streamId, what: 'row', reason });
+      try {
+        const reason = checkStream(store, streamId, machine as AnyStateMachine, project as ProjectFn<unknown>, byId.get(id), problems);
+        if (reason) problems.push({ streamId, what: 'row', reason });
+      } catch (error) {
+        // A stream the machine refuses (a tampered payload, say): the chain check names the row; this says the replay failed.
+        problems.push({ streamId, what: 'events', reason: `they cannot be replayed: ${errorMessage(error)}` });
+      }
       byId.delete(id);
     }
     for (const id of byId.keys()) problems.push({ streamId: `${prefix}${id}`, what: 'row', reason: 'a row with no events behind it' });
