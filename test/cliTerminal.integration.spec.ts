@@ -6,7 +6,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { IMAGES_DIR, KTS, REPO, TestDaemon, canRunContainers, consolesUnder, freshPodYaml, ktsInShell, until, writeYaml } from './helpers/daemon.js';
+import { IMAGES_DIR, KTS, REPO, TestDaemon, canRunContainers, consolesUnder, ktsInShell, until, writeYaml } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 
 function canRunTerminals(): string | undefined {
   const base = canRunContainers();

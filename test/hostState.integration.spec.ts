@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestDaemon, canRunContainers, freshPodYaml, mountsUnder, REPO, until } from './helpers/daemon.js';
+import { TestDaemon, canRunContainers, mountsUnder, REPO, until } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 import { controllerClient } from './helpers/protoClient.js';
 
 const skip = canRunContainers();

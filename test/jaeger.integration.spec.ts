@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IMAGES_DIR, KTS, REPO, TestDaemon, canRunContainers, canRunVms, freshPodYaml, until, writeYaml } from './helpers/daemon.js';
+import { IMAGES_DIR, KTS, REPO, TestDaemon, canRunContainers, canRunVms, until, writeYaml } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 import { startJaeger, type Jaeger, type JaegerSpan, type JaegerTrace } from './helpers/jaeger.js';
 import { PEERS_BIN } from './helpers/peers.js';
 

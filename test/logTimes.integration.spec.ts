@@ -6,7 +6,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KTS, REPO, TestDaemon, canRunContainers, freshPodYaml, until, writeYaml } from './helpers/daemon.js';
+import { KTS, REPO, TestDaemon, canRunContainers, until, writeYaml } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 
 const skip = canRunContainers();
 const wasmRunner = path.join(REPO, 'dist/native/kts-wasm-runner');

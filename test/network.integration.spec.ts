@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, canRunContainers, canRunVms, freshPodYaml, isAlive, mountsUnder, qemuProcessesUnder, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, canRunVms, isAlive, mountsUnder, qemuProcessesUnder, until } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 
 const CNI_BIN_DIR = '/usr/lib/cni';
 const GUEST_DIR = process.env.KTS_GUEST_DIR ?? '/var/lib/kts/guest';

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, canRunContainers, freshPodYaml, until } from './helpers/daemon.js';
+import { REPO, TestDaemon, canRunContainers, until } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 
 const skip = canRunContainers();
 const BUSYBOX = path.join(REPO, 'examples/busybox.yaml');

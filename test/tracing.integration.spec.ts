@@ -5,7 +5,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KTS, REPO, TestDaemon, canRunContainers, freshPodYaml, until, writeYaml } from './helpers/daemon.js';
+import { KTS, REPO, TestDaemon, canRunContainers, until, writeYaml } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 import { OtlpReceiver, type ReceivedSpan } from './helpers/otlpReceiver.js';
 import { adminClient, controllerClient } from './helpers/protoClient.js';
 

@@ -7,7 +7,8 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, TestDaemon, freshPodYaml, logText, mountsUnder, until, writeYaml } from './helpers/daemon.js';
+import { REPO, TestDaemon, logText, mountsUnder, until, writeYaml } from './helpers/daemon.js';
+import { freshPodYaml } from './helpers/podYaml.js';
 import { adminClient, controllerClient, taskClient, type ProtoClient } from './helpers/protoClient.js';
 
 const FIRST_WASM_PID = 1 << 22;

@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -193,23 +192,6 @@ export function writeYaml(dir: string, name: string, text: string): string {
 export function qemuProcessesUnder(root: string): number[] {
   const found = spawnSync('pgrep', ['-f', `qemu-system-x86_64.*${root}/`], { encoding: 'utf8' });
   return found.stdout.split('\n').filter(Boolean).map(Number);
-}
-
-/** Where freshPodYaml writes, one directory per test process, removed when it exits. */
-let podYamlDir: string | undefined;
-process.once('exit', () => {
-  if (podYamlDir) rmSync(podYamlDir, { recursive: true, force: true });
-});
-
-/**
- * examples/pod.yaml with a uid of its own, for a test that runs the example pod more than once while
- * an earlier one lives: kts, like CRI, refuses a second live pod with the same metadata.
- */
-export function freshPodYaml(): string {
-  podYamlDir ??= mkdtempSync(path.join(tmpdir(), 'kts-pod-'));
-  const dir = mkdtempSync(path.join(podYamlDir, 'pod-'));
-  const text = readFileSync(path.join(REPO, 'examples/pod.yaml'), 'utf8').replace(/^(\s*uid:\s*).*$/m, `$1busybox-pod-uid-${randomBytes(4).toString('hex')}`);
-  return writeYaml(dir, 'pod.yaml', text);
 }
 
 /** What a container wrote, from the CRI-format log kts keeps (each record's text; a newline after F records). */
