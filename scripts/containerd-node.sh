@@ -122,10 +122,12 @@ start_kts() {
   [[ -f "$REPO/dist/src/cli/main.js" ]] || die "kts is not built: run scripts/setup.sh (or npm run quickstart) first"
   mkdir -p "$DIR/kts" "$(dirname "$KTS_SOCKET")"
   printf '%s\n' "listen = \"$KTS_SOCKET\"" "root = \"$DIR/kts\"" "task_relay = true" "[images]" "dir = \"$IMAGES_DIR\"" "[hypervisor]" "guest_dir = \"$GUEST_DIR\"" "${KTS_CTD_KTS_CONFIG:-}" >"$DIR/kts/config.toml"
+  # The log is appended to across starts: only what this start writes (past $offset) tells it serves.
+  local offset; offset=$(stat -c %s "$DIR/kts/kts.log" 2>/dev/null || echo 0)
   setsid node "$REPO/bin/kts.js" daemon --config "$DIR/kts/config.toml" >>"$DIR/kts/kts.log" 2>&1 </dev/null &
   echo $! >"$DIR/kts/kts.pid"
   local deadline=$((SECONDS + 30))
-  until grep -q 'kts daemon serving' "$DIR/kts/kts.log" 2>/dev/null; do
+  until tail -c "+$((offset + 1))" "$DIR/kts/kts.log" 2>/dev/null | grep -q 'kts daemon serving'; do
     alive "$DIR/kts/kts.pid" || die "kts daemon exited: $(tail -n 3 "$DIR/kts/kts.log")"
     (( SECONDS < deadline )) || die "kts daemon did not serve within 30 s (log: $DIR/kts/kts.log)"
     sleep 0.2

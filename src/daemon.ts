@@ -115,18 +115,19 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   metrics?.recordRecovery((performance.now() - recoveryStarted) / 1000, recovery);
   logger.info({ ...recovery, db: config.db }, 'recovered state from the event log');
 
-  gate.open(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
   const taskServices = [
     { definition: definitions.taskV3, implementation: taskService(engine, logger, 'containerd.task.v3.Task') },
     { definition: definitions.taskV2, implementation: taskService(engine, logger, 'containerd.task.v2.Task') },
   ];
+  // The task API over ttrpc listens before any gate opens: a sandbox made through the gRPC API can at once get its tasks.
+  const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs, readPeer);
+  gate.open(definitions.sandboxController, sandboxControllerService({ engine, logger, defaultKind: config.defaultSandboxKind, sandboxerKinds: config.sandboxerKinds }));
   for (const task of taskServices) gate.open(task.definition, task.implementation);
   const closing = new AbortController();
   gate.open(definitions.admin, adminService({
     engine, bundles, logger, images, closing: closing.signal, audit: { publicKey: auditKey.publicKey, headFile: headFileOf(config.audit.keyFile), asStored: withUnsealedSnapshots(sqlite) },
     daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
   }));
-  const ttrpcServer = await serveTaskTtrpc(config, taskServices, logger, privateDirs.socketDirIsOurs, readPeer);
   const logRotation = startLogRotation({
     intervalMs: config.logs.rotateIntervalSeconds * 1000, maxBytes: config.logs.maxBytes,
     files: () => rotatableContainerLogs(engine.store, config.root),

@@ -1,7 +1,7 @@
 // A containerd-shaped client built from the .proto files alone (no TypeScript of ours): it drives
 // the Sandbox Controller and then the Task v3 API at the address Start returns, as containerd 2.x does.
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdirSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
@@ -112,5 +112,36 @@ describe.skipIf(skip)(`containerd 2.x talking to kts over the .proto files alone
     const history = JSON.parse(daemon.ktsOk('history', '--json', sandboxId)) as { events: Array<{ traceId: string; caller: string }> };
     expect(history.events[0]!.traceId).toBe('0af7651916cd43dd8448eb211c80319c');
     expect(history.events[0]!.caller).toContain('ns=k8s.io');
+  });
+});
+
+describe.skipIf(skip)(`a daemon starting under containerd${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  // As scripts/containerd-node.sh runs it: the task connections go through the relay process.
+  const daemon = new TestDaemon('', { topToml: 'task_relay = true' });
+  afterAll(() => daemon.cleanup());
+
+  // containerd calls the Sandbox API as soon as it answers, then dials the task address Start gave it:
+  // a Sandbox API that answers before the ttrpc socket listens fails that pod's first container.
+  it('given a daemon just started, when its Sandbox API first answers, then its task ttrpc socket already listens', async () => {
+    const starting = daemon.start();
+    // Dialled only once the socket is there: a refused dial puts the channel into a second of backoff.
+    while (!existsSync(daemon.socket)) await new Promise((resolve) => setTimeout(resolve, 2));
+    const controller = controllerClient(daemon.socket);
+    try {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const code = await controller.Status!({ sandbox_id: 'not-there' }).then(() => grpc.status.OK, (error: grpc.ServiceError) => error.code);
+        if (code !== grpc.status.UNAVAILABLE) {
+          expect(code).toBe(grpc.status.NOT_FOUND);
+          break;
+        }
+        if (Date.now() > deadline) throw new Error(`the Sandbox API never answered:\n${daemon.logs}`);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      expect(existsSync(`${daemon.socket}.ttrpc`), 'the ttrpc socket exists when the Sandbox API answers').toBe(true);
+      await starting;
+    } finally {
+      controller.close();
+    }
   });
 });
