@@ -12,6 +12,7 @@ import { sandboxControllerService } from './api/sandboxController.js';
 import { taskService } from './api/taskService.js';
 import { ensureTaskRelay } from './api/taskRelay.js';
 import { serveTtrpc, taskTtrpcSocket, type TtrpcServer, type TtrpcService } from './api/ttrpcServer.js';
+import { describeOciRuntime } from './backends/runc/ociRuntime.js';
 import { RuncSandboxer } from './backends/runc/runcSandboxer.js';
 import { QemuHypervisor } from './backends/vmm/qemu/qemuHypervisor.js';
 import { VmmSandboxer } from './backends/vmm/vmmSandboxer.js';
@@ -77,7 +78,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const crashTesting = armCrashPointsFromEnv(process.env);
   if (crashTesting) setBeforeReply((fullMethod) => crashPoint('reply.before', fullMethod));
   if (crashTesting) logger.warn({ crash_at: process.env.KTS_CRASH_AT }, 'TEST ONLY: crash points armed; this daemon will SIGKILL itself');
-  const runc = new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, logger });
+  // Asked once (`runc --version`): kts info shows it, and each runc pod's SandboxStarted records it.
+  const ociRuntime = describeOciRuntime(config.runc.binary);
+  const runc = new RuncSandboxer({ rootDir: config.root, runcBinary: config.runc.binary, runcRoot: config.runc.root, ociRuntime, logger });
   const backends: Record<string, Sandboxer> = {
     runc: config.runc.maxConcurrentStarts > 0 ? withStartAdmission(runc, new PriorityGate(config.runc.maxConcurrentStarts)) : runc,
     vmm: new VmmSandboxer({ rootDir: config.root, config: config.hypervisor, hypervisor: new QemuHypervisor(config.hypervisor), logger }),
@@ -126,7 +129,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   const closing = new AbortController();
   gate.open(definitions.admin, adminService({
     engine, bundles, logger, images, closing: closing.signal, audit: { publicKey: auditKey.publicKey, headFile: headFileOf(config.audit.keyFile), asStored: withUnsealedSnapshots(sqlite) },
-    daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString() },
+    daemonInfo: { version: KTS_VERSION, kinds: Object.keys(sandboxers), defaultKind: config.defaultSandboxKind, config, startedAt: new Date().toISOString(), ociRuntime: await ociRuntime },
   }));
   const logRotation = startLogRotation({
     intervalMs: config.logs.rotateIntervalSeconds * 1000, maxBytes: config.logs.maxBytes,

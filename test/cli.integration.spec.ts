@@ -1,5 +1,6 @@
 // The kts CLI as an operator meets it (issue 14): each bug seen gets its regression test here, run
 // against a real daemon on a real socket.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -204,6 +205,12 @@ describe.skipIf(skip)(`the kts CLI with crictl's habits${skip ? ` (skipped: ${sk
     expect(info.eventLog.headSequence).toBeGreaterThan(0);
     expect(info.eventLog.headHash).toMatch(/^[0-9a-f]{64}$/);
     expect(daemon.ktsOk('info')).toContain(`Event log head: sequence ${info.eventLog.headSequence}`);
+    // The OCI runtime runc pods run with, as `runc --version` names it; each pod's SandboxStarted records the same.
+    const runcVersion = /runc version (\S+)/.exec(execFileSync('runc', ['--version'], { encoding: 'utf8' }))![1];
+    expect(daemon.ktsOk('info')).toContain(`OCI runtime:    runc ${runcVersion} (runc pods); VM guests: crun where the guest image has it, else runc`);
+    const started = (JSON.parse(daemon.ktsOk('history', '--json', web.podId)) as { events: Array<{ type: string; payload: { backend?: Record<string, unknown> } }> })
+      .events.find((event) => event.type === 'SandboxStarted');
+    expect(started?.payload.backend?.['oci.runtime']).toBe(`runc ${runcVersion}`);
     const images = JSON.parse(daemon.ktsOk('images', '--json')) as Array<{ name: string; tag: string; manifestDigest: string }>;
     expect(images).toContainEqual({ name: 'busybox', tag: 'latest', manifestDigest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) });
     expect(daemon.ktsOk('images')).toMatch(/^IMAGE\s+TAG\s+DIGEST\nbusybox\s+latest\s+sha256:/m);

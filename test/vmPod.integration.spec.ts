@@ -1,5 +1,5 @@
 // microVM sandboxes end to end, under TCG on these machines: a real QEMU per pod, the guest image
-// built by scripts/build-guest.sh, the in-guest agent running busybox with runc inside the VM.
+// built by scripts/build-guest.sh, the in-guest agent running busybox with crun (or runc) inside the VM.
 import { execFileSync } from 'node:child_process';
 import { closeSync, constants, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
@@ -51,7 +51,15 @@ describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : '
     // Inside the VM the kernel is the guest's, not the host's.
     expect(daemon.ktsOk('exec', vmPod.containerId, '--', 'uname', '-r').trim()).not.toBe(execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim());
     const history = JSON.parse(daemon.ktsOk('history', '--json', vmPod.podId)) as { events: Array<{ type: string; payload: { backend?: Record<string, unknown> } }> };
-    expect(history.events.find((e) => e.type === 'SandboxStarted')?.payload.backend?.['hypervisor.accelerator']).toMatch(/^(kvm|tcg)$/);
+    const backend = history.events.find((e) => e.type === 'SandboxStarted')?.payload.backend;
+    expect(backend?.['hypervisor.accelerator']).toMatch(/^(kvm|tcg)$/);
+    // The guest image has crun, so the agent runs containers with it (issue 18: a second under TCG is runc's startup).
+    expect(backend?.['guest.oci_runtime']).toMatch(/^crun \d/);
+    // crun has no `events --stats`: the agent reads the container's cgroup instead.
+    const stats = JSON.parse(daemon.ktsOk('stats', '--json')) as Array<{ id: string; memoryUsageBytes: number; pids: number }>;
+    const ours = stats.find((s) => s.id === vmPod.containerId);
+    expect(ours?.memoryUsageBytes).toBeGreaterThan(0);
+    expect(ours?.pids).toBeGreaterThanOrEqual(1);
   });
 
   it('runs a second VM pod and a runc pod at the same time on the same daemon', async () => {
@@ -299,5 +307,19 @@ describe.skipIf(skip)(`a VM pod driven the way containerd drives it, and its fai
     await controller.Shutdown!({ sandbox_id: sandboxId });
     expect(qemuProcessesUnder(daemon.root)).toEqual([]);
     expect(mountsUnder(daemon.root)).toEqual([]);
+  });
+});
+
+describe.skipIf(skip)(`a microVM guest told to use runc${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const daemon = new TestDaemon(hypervisorToml('boot_deadline_seconds = 120\nguest_oci_runtime = "runc"'));
+  beforeAll(() => daemon.start());
+  afterAll(() => daemon.cleanup());
+
+  it('given guest_oci_runtime = "runc", then the guest runs its container and an exec with runc, and records so', () => {
+    const pod = JSON.parse(daemon.ktsOk('run', '--runtime', 'vmm', '--json', 'examples/pod.yaml', 'examples/busybox.yaml')) as { podId: string; containerId: string };
+    expect(daemon.ktsOk('exec', pod.containerId, '--', 'echo', 'by-runc').trim()).toBe('by-runc');
+    const history = JSON.parse(daemon.ktsOk('history', '--json', pod.podId)) as { events: Array<{ type: string; payload: { backend?: Record<string, unknown> } }> };
+    expect(history.events.find((e) => e.type === 'SandboxStarted')?.payload.backend?.['guest.oci_runtime']).toMatch(/^runc( \d|$)/);
+    daemon.ktsOk('rm', pod.podId);
   });
 });

@@ -10,8 +10,13 @@ export async function vmStartSplit(client, sandboxId, startMs) {
   const backend = JSON.parse(started.payloadJson).backend;
   const bootMs = backend['guest.boot_ms'];
   const podStartMs = backend['guest.pod_start_ms'];
-  return { startMs, bootMs, podStartMs, ownMs: startMs - bootMs - podStartMs, accelerator: backend['hypervisor.accelerator'], acceleratorReason: backend['hypervisor.accelerator_reason'] };
+  return {
+    startMs, bootMs, podStartMs, ownMs: startMs - bootMs - podStartMs, accelerator: backend['hypervisor.accelerator'], acceleratorReason: backend['hypervisor.accelerator_reason'],
+    // The guest's OCI runtime (`crun 1.8.1`); builds before it was recorded ran runc.
+    ociRuntime: backend['guest.oci_runtime'] ?? 'runc (not recorded)',
+  };
 }
 
 /** TOML for the daemon's [hypervisor] section. */
 export const hypervisorConfig = ({ guestDir = '/var/lib/kts/guest', accelerator = 'auto' } = {}) => `[hypervisor]\nguest_dir = "${guestDir}"\naccelerator = "${accelerator}"\n`;
+

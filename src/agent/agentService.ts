@@ -39,6 +39,10 @@ import { applyGuestNetwork, validateGuestNetwork, type GuestNetwork } from './gu
 export interface AgentServiceOptions {
   logger: Logger;
   agentVersion: string;
+  /** The OCI runtime containers run with, as Check reports it ("crun 1.8.1"). */
+  ociRuntime?: () => string;
+  /** The newest runtime-spec version the runtime takes (crun 1.8 refuses containerd 2.4's "1.2.1"); none: any. */
+  ociVersionCeiling?: string;
   /** Guest-local directory for each container's rewritten config.json (`<bundlesDir>/<containerId>/`). */
   bundlesDir: string;
   /** Guest-local FIFOs feeding containers' stdin from the share (`<stdinDir>/<containerId>/`); default beside bundlesDir. */
@@ -128,6 +132,7 @@ class GuestPodAgent {
       podPid: pod?.holderPid ?? 0,
       sandboxId: pod?.sandboxId ?? '',
       podAlive: alive,
+      ociRuntime: this.options.ociRuntime?.() ?? '',
     };
   }
 
@@ -162,7 +167,7 @@ class GuestPodAgent {
     const containerId = validateId('container id', request.containerId);
     const bundle = this.sharePath('bundle', request.bundle);
     const stdio = await this.stdioPaths(request.stdio, containerId, 'init');
-    const spec = guestContainerConfig(await readBundleConfig(bundle), pod.holderPid, bundle, this.shareDir);
+    const spec = guestContainerConfig(await readBundleConfig(bundle), pod.holderPid, bundle, this.shareDir, this.options.ociVersionCeiling);
     const localBundle = await this.writeLocalBundle(containerId, spec);
     try {
       return await this.sandboxer.createContainer({ sandboxId: pod.sandboxId, containerId, bundleDir: localBundle, rootfsMounts: [], stdio });
@@ -346,11 +351,25 @@ async function readBundleConfig(bundle: string): Promise<OciSpec> {
  * pid/net/ipc/uts namespaces with a mount namespace of its own; other namespaces lose any host
  * path (it means nothing here); the rootfs is the share's `<bundle>/rootfs` by absolute path.
  */
-export function guestContainerConfig(spec: OciSpec, holderPid: number, bundle: string, shareDir: string): OciSpec {
+export function guestContainerConfig(spec: OciSpec, holderPid: number, bundle: string, shareDir: string, ociVersionCeiling?: string): OciSpec {
   const rootPath = path.posix.resolve(bundle, spec.root.path);
   if (!rootPath.startsWith(`${shareDir}/`)) throw invalidArgument(`root.path ${JSON.stringify(spec.root.path)} leaves ${shareDir}`);
   const linux = spec.linux ?? {};
-  return { ...spec, root: { ...spec.root, path: rootPath }, linux: { ...linux, namespaces: podNamespaces(linux.namespaces, holderPid) } };
+  const config = { ...spec, root: { ...spec.root, path: rootPath }, linux: { ...linux, namespaces: podNamespaces(linux.namespaces, holderPid) } };
+  if (!ociVersionCeiling || !newerMinor(spec.ociVersion, ociVersionCeiling)) return config;
+  // Labelled down so the runtime takes it; what it does not know of the newer spec it leaves out
+  // (the VM, not the runtime, is the boundary to the host). The version asked for stays on record.
+  return { ...config, ociVersion: ociVersionCeiling, annotations: { ...spec.annotations, [REQUESTED_OCI_VERSION]: String(spec.ociVersion) } };
+}
+
+export const REQUESTED_OCI_VERSION = 'io.kuasar-ts.requested-oci-version';
+
+/** Whether `version`'s major.minor is past `ceiling`'s ("1.2.1" past "1.1.0"); a version that does not parse is left as it is. */
+function newerMinor(version: unknown, ceiling: string): boolean {
+  const parse = (text: unknown) => (typeof text === 'string' ? /^(\d+)\.(\d+)/.exec(text)?.slice(1).map(Number) : undefined);
+  const [asked, most] = [parse(version), parse(ceiling)];
+  if (!asked || !most) return false;
+  return asked[0]! > most[0]! || (asked[0] === most[0] && asked[1]! > most[1]!);
 }
 
 function podNamespaces(requested: unknown, holderPid: number): OciNamespace[] {

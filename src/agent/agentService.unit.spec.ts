@@ -12,7 +12,7 @@ import type { OciSpec } from '../oci/containerSpec.js';
 import { silentLogger } from '../telemetry/logger.js';
 import { activeTraceIds, initTracing, shutdownTracing, withSpan } from '../telemetry/tracing.js';
 import { loadAgentDefinition } from '../agentProtocol/agentProto.js';
-import { agentService, guestContainerConfig } from './agentService.js';
+import { agentService, guestContainerConfig, REQUESTED_OCI_VERSION } from './agentService.js';
 import type { GuestNetwork } from './guestNetwork.js';
 
 const HOLDER_PID = 4242;
@@ -379,5 +379,21 @@ describe('guestContainerConfig', () => {
     const { linux: _linux, ...bare } = hostConfig(['true']);
     const config = guestContainerConfig(bare, 7, '/run/kts/share/c/x', '/run/kts/share');
     expect(config.linux?.namespaces).toHaveLength(5);
+  });
+
+  it.each([
+    ['1.2.1', '1.1.0', { [REQUESTED_OCI_VERSION]: '1.2.1' }],
+    ['2.0.0', '1.1.0', { [REQUESTED_OCI_VERSION]: '2.0.0' }],
+    ['1.1.0', '1.1.0', undefined],
+    ['1.0.2', '1.0.2', undefined],
+    ['not-a-version', 'not-a-version', undefined],
+  ])('given a spec of version %s and a runtime that takes up to 1.1, then it runs as %s', (asked, runs, annotations) => {
+    const config = guestContainerConfig({ ...hostConfig(['true']), ociVersion: asked }, 7, '/run/kts/share/c/x', '/run/kts/share', '1.1.0');
+    expect(config.ociVersion).toBe(runs);
+    expect(config.annotations).toEqual(annotations);
+  });
+
+  it('given no ceiling (runc), then the version is left as it is', () => {
+    expect(guestContainerConfig({ ...hostConfig(['true']), ociVersion: '1.2.1' }, 7, '/run/kts/share/c/x', '/run/kts/share').ociVersion).toBe('1.2.1');
   });
 });

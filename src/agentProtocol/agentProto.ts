@@ -32,6 +32,7 @@ export interface CheckResponse {
   podPid: number;
   sandboxId: string;
   podAlive: boolean;
+  ociRuntime: string;
 }
 
 export interface StartPodRequest {

@@ -35,7 +35,7 @@ export interface AdminOptions {
   logger: Logger;
   images: ImageStore;
   /** What `kts info` and `kts version` show of the daemon. */
-  daemonInfo?: { version: string; kinds: string[]; defaultKind: string; config: object; startedAt: string };
+  daemonInfo?: { version: string; kinds: string[]; defaultKind: string; config: object; startedAt: string; ociRuntime?: string };
   /** Aborted when the daemon stops: open event and log streams end then (a shutdown must not wait for them). */
   closing?: AbortSignal;
   /** What Verify checks the checkpoints against: the audit public key and the head file. */
@@ -271,5 +271,6 @@ function daemonInfo(options: AdminOptions) {
   return {
     version: info?.version ?? '', kinds: info?.kinds ?? [], defaultKind: info?.defaultKind ?? '', configJson: JSON.stringify(info?.config ?? {}),
     headSequence: head.sequence, headHash: head.event?.hash ?? '', headTime: head.event?.time ?? '', startedAt: info?.startedAt ?? '', pid: process.pid,
+    ociRuntime: info?.ociRuntime ?? '',
   };
 }

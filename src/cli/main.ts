@@ -432,6 +432,12 @@ async function sampleStats(read: () => Promise<Record<string, unknown>>, seconds
   return (await rows()).map((row) => ({ ...row, cpuPercent: cpuPercent(first.get(row.id), row) }));
 }
 
+/** `[hypervisor] guest_oci_runtime` as `kts info` says it. */
+function guestOciRuntimeOf(config: unknown): string {
+  const choice = (config as { hypervisor?: { guestOciRuntime?: unknown } } | undefined)?.hypervisor?.guestOciRuntime;
+  return choice === 'auto' || choice === undefined ? 'crun where the guest image has it, else runc' : String(choice);
+}
+
 function infoCommands(cli: Command): void {
   cli.command('version')
     .description('the versions of this client and of the daemon it reaches')
@@ -446,13 +452,14 @@ function infoCommands(cli: Command): void {
     });
 
   cli.command('info')
-    .description('the daemon: version, pid, sandbox kinds, the configuration in effect, the event log\'s head')
-    .option('--json', 'print {version, pid, startedAt, kinds, defaultKind, eventLog: {headSequence, headHash, headTime}, config}')
+    .description('the daemon: version, pid, sandbox kinds, its OCI runtime, the configuration in effect, the event log\'s head')
+    .option('--json', 'print {version, pid, startedAt, kinds, defaultKind, ociRuntime, eventLog: {headSequence, headHash, headTime}, config}')
     .addOption(socketOption())
     .action(async (options: { json?: boolean; socket?: string }) => withClient(options, async (client) => {
       const info = await client.admin.Info!({});
       const result = {
         version: String(info.version), pid: Number(info.pid), startedAt: String(info.startedAt), kinds: (info.kinds as string[]).map(String), defaultKind: String(info.defaultKind),
+        ociRuntime: String(info.ociRuntime ?? ''),
         eventLog: { headSequence: Number(info.headSequence), headHash: String(info.headHash), headTime: String(info.headTime) },
         config: JSON.parse(String(info.configJson || '{}')) as unknown,
       };
@@ -460,6 +467,7 @@ function infoCommands(cli: Command): void {
       out([
         `Version:        ${result.version}`, `Pid:            ${result.pid} (serving since ${result.startedAt})`,
         `Sandbox kinds:  ${result.kinds.join(', ')} (default ${result.defaultKind})`,
+        `OCI runtime:    ${result.ociRuntime || 'unknown'} (runc pods); VM guests: ${guestOciRuntimeOf(result.config)}`,
         `Event log head: sequence ${result.eventLog.headSequence}${result.eventLog.headHash ? `, hash ${result.eventLog.headHash.slice(0, 16)}…, ${result.eventLog.headTime}` : ''}`,
         `Config:         ${JSON.stringify(result.config, null, 2).replace(/\n/g, '\n                ')}`,
       ].join('\n') + '\n');

@@ -1,33 +1,43 @@
-import { failedPrecondition, internal, notFound } from '../../core/errors.js';
+import { failedPrecondition, internal, notFound, type KtsError } from '../../core/errors.js';
 import type { ContainerRuntimeState, ContainerStats } from '../../core/sandboxer.js';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { withSpan } from '../../telemetry/tracing.js';
 import { runCommand, type CommandResult } from '../../host/command.js';
+import { ociRuntimeName, type OciRuntimeName } from './ociRuntime.js';
 
 export interface RuncState {
   status: ContainerRuntimeState;
   pid?: number;
 }
 
-/** runc's own wording for a container id it has no state for. */
-const NOT_EXIST = /does not exist/i;
-/** runc's wording for a container in the wrong state: it is not running, or (start) its init already died or runs. */
-const NOT_RUNNING = /not running|process already finished|cannot start a container that has stopped|cannot start an already running container/i;
+/** runc's own wording for a container id it has no state for, and crun's (its state file is not there). */
+const NOT_EXIST = /does not exist|error opening file `[^`]*\/status`: No such file or directory/i;
+/** runc's and crun's wording for a container in the wrong state: it is not running, or (start) its init already died or runs. */
+const NOT_RUNNING = /not running|process already finished|cannot start a container that has stopped|cannot start an already running container|is not in `created`/i;
 
 /**
  * runc subcommands. create and exec are only built here (they run as children of the sandbox
  * init, which reaps what they leave); the rest run from the daemon directly.
  */
 export class RuncCli {
+  /** runc or crun: the same CLI, except that crun has no `events`. */
+  readonly name: OciRuntimeName;
+
   constructor(
     private readonly binary: string,
     /** runc --root: our containers only, never another runtime's. */
     private readonly root: string,
-  ) {}
+  ) {
+    this.name = ociRuntimeName(binary);
+  }
 
   /** The full argv, program first, for the sandbox init to execute. */
   createArgv(containerId: string, bundleDir: string, pidFile: string, logFile: string): string[] {
     return [this.binary, ...this.global(logFile), 'create', '--bundle', bundleDir, '--pid-file', pidFile, containerId];
+  }
+
+  startArgv(containerId: string, logFile: string): string[] {
+    return [this.binary, ...this.global(logFile), 'start', containerId];
   }
 
   /** With `consoleSocket`, runc makes the process a terminal and sends its master there (kts-console). */
@@ -98,10 +108,15 @@ export class RuncCli {
 
   private check(result: CommandResult, command: string, containerId: string): CommandResult {
     if (result.code === 0) return result;
-    const message = `runc ${command} ${containerId}: ${result.stderr.trim() || `exit status ${result.code}`}`;
-    if (NOT_EXIST.test(result.stderr)) throw notFound(message);
-    if (NOT_RUNNING.test(result.stderr)) throw failedPrecondition(message);
-    throw internal(message);
+    throw this.failure(command, containerId, result.stderr.trim() || `exit status ${result.code}`);
+  }
+
+  /** The error of a failed command, by runc's (or crun's) `reason`: NOT_FOUND, FAILED_PRECONDITION or INTERNAL. */
+  failure(command: string, containerId: string, reason: string): KtsError {
+    const message = `${this.name} ${command} ${containerId}: ${reason}`;
+    if (NOT_EXIST.test(reason)) return notFound(message);
+    if (NOT_RUNNING.test(reason)) return failedPrecondition(message);
+    return internal(message);
   }
 }
 

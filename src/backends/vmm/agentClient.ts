@@ -35,6 +35,8 @@ export interface AgentClientOptions {
 export interface AgentHealth {
   uptimeSeconds: number;
   agentVersion: string;
+  /** The guest's OCI runtime and version ("crun 1.8.1"); empty from an agent that does not say. */
+  ociRuntime: string;
   /** Absent before StartPod. */
   pod?: { sandboxId: string; pid: number; alive: boolean };
 }
@@ -95,7 +97,10 @@ export class AgentClient {
 
   async check(deadlineMs = this.callDeadlineMs): Promise<AgentHealth> {
     const reply = await this.call('Check', {}, deadlineMs);
-    const health: AgentHealth = { uptimeSeconds: reply.number('uptimeSeconds', 0, 1e10), agentVersion: reply.string('agentVersion', 128) };
+    const health: AgentHealth = {
+      uptimeSeconds: reply.number('uptimeSeconds', 0, 1e10), agentVersion: reply.string('agentVersion', 128),
+      ociRuntime: reply.string('ociRuntime', 64, /^[A-Za-z0-9 ._+~-]*$/),
+    };
     const podPid = reply.integer('podPid', 0, MAX_PID);
     if (podPid === 0) return health;
     return { ...health, pod: { sandboxId: reply.string('sandboxId', 128, /^[A-Za-z0-9][A-Za-z0-9_.-]*$/), pid: podPid, alive: reply.boolean('podAlive') } };

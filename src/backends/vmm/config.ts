@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { invalidArgument } from '../../core/errors.js';
 import { optionalString, rejectUnknownKeys, type ConfigTable } from '../../core/configTable.js';
+import { OCI_RUNTIME_CHOICES, type OciRuntimeChoice } from '../runc/ociRuntime.js';
 
 /** `[hypervisor]`: how microVM (vmm) sandboxes are launched. */
 export interface HypervisorConfig {
@@ -31,6 +32,8 @@ export interface HypervisorConfig {
   healthIntervalSeconds: number;
   /** Deadline of one agent call (WaitProcess excepted). */
   agentCallTimeoutSeconds: number;
+  /** The guest's OCI runtime: `auto` (crun when the guest image has it, else runc), `crun` or `runc`. */
+  guestOciRuntime: OciRuntimeChoice;
   /** Verbose guest kernel console. */
   debug: boolean;
   /** The guest's console log is copied to console.log.1 and emptied when it grows past this. */
@@ -57,6 +60,7 @@ export function defaultHypervisorConfig(guestDir: string): HypervisorConfig {
     kvmProbeDeadlineSeconds: 15,
     healthIntervalSeconds: 10,
     agentCallTimeoutSeconds: 30,
+    guestOciRuntime: 'auto',
     debug: false,
     consoleMaxBytes: 1024 * 1024,
     shareStdioMaxBytes: 1024 * 1024,
@@ -69,7 +73,11 @@ const HYPERVISOR_NUMBERS = {
   console_max_bytes: 'consoleMaxBytes', share_stdio_max_bytes: 'shareStdioMaxBytes',
 } as const;
 const HYPERVISOR_STRINGS = { path: 'path', guest_dir: 'guestDir', kernel: 'kernel', initrd: 'initrd', image: 'image' } as const;
-const HYPERVISOR_CHOICES = { machine: ['microvm', 'q35'], accelerator: ['auto', 'kvm', 'tcg'] } as const;
+const HYPERVISOR_CHOICES = {
+  machine: { field: 'machine', choices: ['microvm', 'q35'] },
+  accelerator: { field: 'accelerator', choices: ['auto', 'kvm', 'tcg'] },
+  guest_oci_runtime: { field: 'guestOciRuntime', choices: OCI_RUNTIME_CHOICES },
+} as const;
 
 /** `[hypervisor]` over `current`; a `guest_dir` resets the paths that default to files in it. */
 export function applyHypervisorToml(current: HypervisorConfig, table: ConfigTable): HypervisorConfig {
@@ -84,11 +92,11 @@ export function applyHypervisorToml(current: HypervisorConfig, table: ConfigTabl
     if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw invalidArgument(`config: hypervisor.${key} must be a positive integer`);
     hypervisor[field] = value;
   }
-  for (const [key, choices] of Object.entries(HYPERVISOR_CHOICES)) {
+  for (const [key, { field, choices }] of Object.entries(HYPERVISOR_CHOICES)) {
     const value = table[key];
     if (value === undefined) continue;
     if (!(choices as readonly unknown[]).includes(value)) throw invalidArgument(`config: hypervisor.${key} must be one of ${choices.join(', ')}`);
-    (hypervisor as unknown as Record<string, unknown>)[key] = value;
+    (hypervisor as unknown as Record<string, unknown>)[field] = value;
   }
   if (table.kernel_params !== undefined) {
     if (typeof table.kernel_params !== 'string') throw invalidArgument('config: hypervisor.kernel_params must be a string');

@@ -46,6 +46,8 @@ interface Vm {
   quitByUs: boolean;
   /** Set when this daemon lets go of the VM (removed, or the daemon closes). */
   forgotten: boolean;
+  /** What the agent's first Check said of the guest's OCI runtime ("crun 1.8.1"). */
+  ociRuntime?: string;
 }
 
 const EXIT_POLL_MS = 500;
@@ -90,6 +92,7 @@ export class VmmSandboxer implements Sandboxer {
       const details = {
         'hypervisor.name': this.options.hypervisor.name, 'hypervisor.accelerator': accelerator, 'hypervisor.accelerator_reason': reason,
         'guest.boot_ms': bootMs, 'guest.pod_start_ms': Date.now() - launchedAt - bootMs, 'guest.pod_pid': pod.pid,
+        ...(vm.ociRuntime && { 'guest.oci_runtime': vm.ociRuntime }),
         ...(network && { 'guest.interfaces': describePlan(network) }),
       };
       await writeFile(paths.launchFile, JSON.stringify(details));
@@ -163,8 +166,9 @@ export class VmmSandboxer implements Sandboxer {
       throw internal(`the VM exited while booting; console:\n${await consoleTail(paths)}`);
     });
     try {
-      await withSpan('guest.wait_ready', { attributes: { 'hypervisor.accelerator': accelerator, 'guest.deadline_ms': deadlineSeconds * 1000 } }, () =>
+      const health = await withSpan('guest.wait_ready', { attributes: { 'hypervisor.accelerator': accelerator, 'guest.deadline_ms': deadlineSeconds * 1000 } }, () =>
         Promise.race([vm.agent.waitForReady(deadlineSeconds * 1000), died]));
+      vm.ociRuntime = health.ociRuntime || undefined;
     } catch (error) {
       await this.kill(vm);
       if (errorMessage(error).includes('console:')) throw error;

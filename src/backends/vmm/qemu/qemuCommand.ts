@@ -17,12 +17,14 @@ export interface HostFacts {
 
 /**
  * Kernel parameters kts needs: console on the first serial port, power off (not hang) on panic,
- * no crypto self-tests (0.2 s of boot), the TSC rate under TCG, then the configured ones.
+ * no crypto self-tests (0.2 s of boot), the TSC rate under TCG, the guest's OCI runtime unless `auto`, then
+ * the configured ones.
  */
 export function kernelCommandLine(config: HypervisorConfig, accelerator: Accelerator, host: HostFacts = {}): string {
   const verbosity = config.debug ? 'loglevel=7 kts.debug=1' : 'quiet loglevel=3';
   const tsc = accelerator === 'tcg' && host.tscKhz ? `tsc_early_khz=${host.tscKhz}` : '';
-  return ['console=ttyS0', 'panic=-1', verbosity, 'cryptomgr.notests', tsc, config.kernelParams].filter(Boolean).join(' ');
+  const ociRuntime = config.guestOciRuntime === 'auto' ? '' : `kts.oci_runtime=${config.guestOciRuntime}`;
+  return ['console=ttyS0', 'panic=-1', verbosity, 'cryptomgr.notests', tsc, ociRuntime, config.kernelParams].filter(Boolean).join(' ');
 }
 
 /**
