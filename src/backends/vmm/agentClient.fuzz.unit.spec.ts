@@ -230,6 +230,8 @@ function exitProblem(exit: ProcessExit): string | undefined {
 function healthProblem(health: AgentHealth): string | undefined {
   if (!Number.isFinite(health.uptimeSeconds) || health.uptimeSeconds < 0) return `uptime ${health.uptimeSeconds}`;
   if (typeof health.agentVersion !== 'string' || health.agentVersion.length > 128) return `agent version of ${health.agentVersion.length} characters`;
+  // Recorded on SandboxStarted and printed by kts: a guest must not get a newline, escape or 1 MB string in.
+  if (!/^[A-Za-z0-9 ._+~-]{0,64}$/.test(health.ociRuntime)) return `OCI runtime ${JSON.stringify(health.ociRuntime.slice(0, 80))}`;
   if (health.pod && (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(health.pod.sandboxId) || !isPid(health.pod.pid) || typeof health.pod.alive !== 'boolean')) return `pod ${JSON.stringify(health.pod)}`;
   return undefined;
 }
