@@ -376,7 +376,7 @@ and "kts ps" print), or, for pods, its name or namespace/name. Bad input exits 2
   infoCommands(cli);
 
   const audit = cli.command('audit').description('check and export the event log');
-  verifyCommand(audit.command('verify'), 'verify the event log\'s hash chain end to end and its signed checkpoints (each signed by the audit key, each event there still with the signed hash, the log reaching the newest — from the database or head.json), name the first bad sequence, print the head; exits 0 if intact, 3 if broken, 1 if it could not check');
+  verifyCommand(audit.command('verify'), 'verify the event log\'s hash chain end to end and its signed checkpoints (each signed by the audit key, each event there still with the signed hash, the log reaching the newest — from the database or head.json) and that replaying each stream gives its stored state and sealed snapshots (MISMATCH lines otherwise), name the first bad sequence, print the head; exits 0 if intact, 3 if broken, 1 if it could not check');
   verifyCommand(cli.command('verify'), 'same as "kts audit verify"');
   exportCommand(audit.command('export'));
   return cli;
