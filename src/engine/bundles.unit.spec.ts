@@ -72,25 +72,17 @@ describe('Prepare (a bundle from the caller\'s spec)', () => {
 });
 
 describe('stop (kts stop)', () => {
-  it('sends SIGTERM, and answers the exit status once the container exits within the timeout', async () => {
+  it.each([
+    ['with a timeout, sends SIGTERM, and answers the exit status once the container exits within it', 30, 15, 143],
+    ['with no timeout, kills at once with SIGKILL', 0, 9, 137],
+  ])('%s', async (_name, timeoutSecs, signal, exitStatus) => {
     const spec = given({ sandboxes: { p1: readySandbox('p1') }, containers: { c1: runningContainer('c1', 'p1') } });
     spec.sandboxer.containerStatuses.set('c1', { state: 'running', pid: CONTAINER_PID });
     const { bundles } = await bundlesOver(spec);
-    const stopped = spec.when(() => bundles.stop('c1', 30, META));
+    const stopped = spec.when(() => bundles.stop('c1', timeoutSecs, META));
     await settle();
-    spec.sandboxer.end(String(CONTAINER_PID), { exitStatus: 143, exitedAt: new Date() });
-    (await stopped).thenResult(143);
-    expect(spec.sandboxer.calls.filter((call) => call.method === 'killContainer').map((call) => call.args[2])).toEqual([15]);
-  });
-
-  it('with no timeout, kills at once with SIGKILL', async () => {
-    const spec = given({ sandboxes: { p1: readySandbox('p1') }, containers: { c1: runningContainer('c1', 'p1') } });
-    spec.sandboxer.containerStatuses.set('c1', { state: 'running', pid: CONTAINER_PID });
-    const { bundles } = await bundlesOver(spec);
-    const stopped = spec.when(() => bundles.stop('c1', 0, META));
-    await settle();
-    spec.sandboxer.end(String(CONTAINER_PID), { exitStatus: 137, exitedAt: new Date() });
-    (await stopped).thenResult(137);
-    expect(spec.sandboxer.calls.filter((call) => call.method === 'killContainer').map((call) => call.args[2])).toEqual([9]);
+    spec.sandboxer.end(String(CONTAINER_PID), { exitStatus, exitedAt: new Date() });
+    (await stopped).thenResult(exitStatus);
+    expect(spec.sandboxer.calls.filter((call) => call.method === 'killContainer').map((call) => call.args[2])).toEqual([signal]);
   });
 });
