@@ -4,8 +4,8 @@
 // guest boot (launch until the agent answers), the in-guest pod start, and our own code (the rest);
 // then, in each VM, one container run (RunContainer with start: create + start by the guest's OCI
 // runtime) and one exec (`true`), each timed at the API.
-// Usage: node bench/vm-start.mjs [--runs 10] [--accelerator auto|kvm|tcg]   (root; after npm run build
-// and scripts/build-guest.sh). Prints a table and writes bench/results/vm-start.json.
+// Usage: node bench/vm-start.mjs [--runs 10] [--accelerator auto|kvm|tcg] [--guest-oci-runtime auto|crun|runc]
+//        (root; after npm run build and scripts/build-guest.sh). Prints a table and writes bench/results/vm-start.json.
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,9 +13,10 @@ import { buildTestImages, isMain, SLEEPER, startDaemon, writeResult } from './li
 import { elapsedMs, median, startTimer } from './lib/stats.mjs';
 import { hypervisorConfig, vmStartSplit } from './lib/vm.mjs';
 
-export async function measureVmStart({ runs = 10, accelerator = 'auto', guestDir = '/var/lib/kts/guest' } = {}) {
+export async function measureVmStart({ runs = 10, accelerator = 'auto', guestDir = '/var/lib/kts/guest', guestOciRuntime = 'auto' } = {}) {
   buildTestImages();
-  const daemon = await startDaemon({ name: 'kts-bench-vm', config: hypervisorConfig({ guestDir, accelerator }), stdio: 'inherit' });
+  const config = `${hypervisorConfig({ guestDir, accelerator })}guest_oci_runtime = "${guestOciRuntime}"\n`;
+  const daemon = await startDaemon({ name: 'kts-bench-vm', config, stdio: 'inherit' });
   const { client } = daemon;
   try {
     const samples = [];
@@ -64,8 +65,11 @@ export function printVmStart(result) {
 }
 
 if (isMain(import.meta.url)) {
-  const { values } = parseArgs({ options: { runs: { type: 'string', default: '10' }, accelerator: { type: 'string', default: 'auto' }, 'guest-dir': { type: 'string', default: '/var/lib/kts/guest' } } });
-  const result = await measureVmStart({ runs: Number(values.runs), accelerator: values.accelerator, guestDir: values['guest-dir'] });
+  const { values } = parseArgs({ options: {
+    runs: { type: 'string', default: '10' }, accelerator: { type: 'string', default: 'auto' }, 'guest-dir': { type: 'string', default: '/var/lib/kts/guest' },
+    'guest-oci-runtime': { type: 'string', default: 'auto' },
+  } });
+  const result = await measureVmStart({ runs: Number(values.runs), accelerator: values.accelerator, guestDir: values['guest-dir'], guestOciRuntime: values['guest-oci-runtime'] });
   printVmStart(result);
   writeResult('vm-start', result);
 }
