@@ -12,6 +12,8 @@ import { elapsedMs, sleep, startTimer } from './stats.mjs';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const KTS = path.join(REPO, 'bin/kts.js');
+/** The node flags bin/kts.js's `#!/usr/bin/env -S node …` line gives `kts daemon` (a bounded young generation): the benches run what users run. */
+export const DAEMON_NODE_FLAGS = readFileSync(KTS, 'utf8').split('\n')[0].split(/\s+/).filter((word) => word.startsWith('--'));
 export const IMAGES_DIR = path.join(REPO, '.kts/test-images');
 export const RESULTS_DIR = path.join(REPO, 'bench/results');
 
@@ -89,7 +91,7 @@ export async function startDaemon({ name = 'kts-bench', config = '', top = '', r
   const topLevel = [`listen = "${socket}"`, `root = "${root}"`, ...(db ? [`db = "${db}"`] : []), 'log_level = "warn"', ...(top ? [top] : [])];
   writeFileSync(configPath, `${topLevel.join('\n')}\n[runc]\nroot = "${root}/runc"\n${runc}\n[images]\ndir = "${IMAGES_DIR}"\n${config}`);
   const started = startTimer();
-  const daemon = spawn(nodeBinary, [...nodeArgs, KTS, 'daemon', '--config', configPath], { stdio, ...(env && { env: { ...process.env, ...env } }) });
+  const daemon = spawn(nodeBinary, [...DAEMON_NODE_FLAGS, ...nodeArgs, KTS, 'daemon', '--config', configPath], { stdio, ...(env && { env: { ...process.env, ...env } }) });
   const exited = { code: undefined };
   const exit = new Promise((resolve) => daemon.once('exit', (code, signal) => resolve((exited.code = code ?? signal))));
   let serving;

@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const KTS = path.join(REPO, 'bin/kts.js');
+/** The node flags bin/kts.js's `#!/usr/bin/env -S node …` line gives `kts daemon`: tests run the daemon as users do. */
+export const DAEMON_NODE_FLAGS = readFileSync(KTS, 'utf8').split('\n')[0]!.split(/\s+/).filter((word) => word.startsWith('--'));
 /** Built once per run, before any spec, by test/globalSetup.ts. */
 export const IMAGES_DIR = path.join(REPO, '.kts/test-images');
 
@@ -70,7 +72,7 @@ export class TestDaemon {
   /** `env` is added to the daemon's environment, e.g. `{ KTS_CRASH_AT: 'effect.before:2' }`. */
   async start(env: Record<string, string> = {}): Promise<void> {
     this.output = '';
-    const child = spawn(process.execPath, [KTS, 'daemon', '--config', path.join(this.root, 'config.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, KTS, 'daemon', '--config', path.join(this.root, 'config.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.process = child;
     child.stdout!.on('data', (d) => (this.output += d));
     child.stderr!.on('data', (d) => (this.output += d));
