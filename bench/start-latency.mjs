@@ -212,7 +212,7 @@ export function printStartLatency(result) {
   console.log('\nStart latency, one pod + one container (ms). Serial: one at a time; ∥: all issued at once, each timed from the moment the burst began.');
   console.log(formatTable(['', 'level', 'n', 'p50', 'p90', 'p99', 'n∥', 'p50∥', 'p90∥', 'p99∥', 'last∥'], rows));
   console.log('\nCPU per pod in the parallel burst (ms). "+ n" = the children a process waited for (the bench harness: ctr, runc or kts CLI');
-  console.log('processes; the daemon: mount, runc start; a sandbox init: runc create; containerd: shim start; a shim: runc). "other" = the rest of');
+  console.log('processes; the daemon: mount; a sandbox init: runc create and start; containerd: shim start; a shim: runc). "other" = the rest of');
   console.log('the machine: kernel threads, and anything else running on it.');
   const cpuRows = Object.values(result.subjects).filter((s) => s.parallel.n > 0).map((s) => {
     const { by_process_ms: byProcess, machine_busy_ms: busy, machine_busy_share: share } = s.parallel.cpu;
