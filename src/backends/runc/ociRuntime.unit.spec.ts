@@ -42,11 +42,11 @@ describe('an OCI runtime binary, as kts drives it', () => {
     expect(await describeOciRuntime(path.join(dir, 'not-there'))).toBe('runc');
   });
 
-  it('given crun\'s wording for an unknown container, then state is "none", delete is quiet and start is NOT_FOUND', async () => {
+  it('given crun\'s wording for an unknown container, then state is "none", delete is quiet and kill is NOT_FOUND', async () => {
     const cli = new RuncCli(fakeCrun, path.join(dir, 'root'));
     expect(cli.name).toBe('crun');
     expect(await cli.state('c1')).toBeUndefined();
     await expect(cli.forceDelete('c1')).resolves.toBeUndefined();
-    await expect(cli.start('c1')).rejects.toMatchObject({ kind: 'not_found' });
+    await expect(cli.kill('c1', 9, false)).rejects.toMatchObject({ kind: 'not_found' });
   });
 });

@@ -55,10 +55,6 @@ export class RuncCli {
     return { status: runtimeState(state.status), pid };
   }
 
-  async start(containerId: string): Promise<void> {
-    this.check(await this.run(['start', containerId]), 'start', containerId);
-  }
-
   async kill(containerId: string, signal: number, all: boolean): Promise<void> {
     const args = ['kill', ...(all ? ['--all'] : []), containerId, String(signal)];
     this.check(await this.run(args), 'kill', containerId);

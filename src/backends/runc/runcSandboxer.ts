@@ -272,7 +272,7 @@ export class RuncSandboxer implements Sandboxer {
       if (spec.logPath) logPump = await startLogPump(this.logPumpBinary, { logPath: spec.logPath, dir: container.dir });
       const stdio = logPump ? { ...spec.stdio, ...logPump.stdio } : spec.stdio;
       const pid = await this.runcInSandbox('runc.create', { 'container.id': spec.containerId }, spec.sandboxId,
-        (log) => this.runc.createArgv(spec.containerId, bundle, container.initPid, log), stdio, `${this.runc.name} create ${spec.containerId}`, container.initPid);
+        (log) => this.runc.createArgv(spec.containerId, bundle, container.initPid, log), stdio, (result) => this.commandPid(result, `${this.runc.name} create ${spec.containerId}`, container.initPid));
       return { pid };
     } catch (error) {
       logPump?.stop(); // it ends by itself once its writers are gone; one whose FIFOs runc never opened must be told
@@ -296,16 +296,9 @@ export class RuncSandboxer implements Sandboxer {
     const container = await this.existingContainer(sandboxId, containerId);
     // Run by the pod's init, as create is: a fork of a small C process, not of the daemon (spawn was the
     // daemon's largest self time in a 50-pod burst), and under TCG the guest agent's node is slower still.
-    const result = await withSpan('runc.start', { attributes: { 'container.id': containerId } }, async (span) => {
-      const done = await this.runInSandbox(sandboxId, (log) => {
-        const argv = this.runc.startArgv(containerId, log);
-        span.setAttribute('process.command_args', argv);
-        return argv;
-      }, {});
-      span.setAttribute('process.exit_code', done.status);
-      return done;
+    await this.runcInSandbox('runc.start', { 'container.id': containerId }, sandboxId, (log) => this.runc.startArgv(containerId, log), {}, async (result) => {
+      if (result.status !== 0) throw this.runc.failure('start', containerId, runcLogErrors(result.logText) || result.startError || `exit status ${result.status}`);
     });
-    if (result.status !== 0) throw this.runc.failure('start', containerId, runcLogErrors(result.logText) || result.startError || `exit status ${result.status}`);
     const pid = await readPidFile(container.initPid);
     if (pid === undefined) throw internal(`container ${containerId} has no recorded init pid`);
     return { pid };
@@ -373,7 +366,7 @@ export class RuncSandboxer implements Sandboxer {
     const pidFile = container.execPid(execId);
     if (process.terminal === true) return this.execWithTerminal(sandboxId, containerId, execId, container, processFile, stdio);
     const pid = await this.runcInSandbox('runc.exec', { 'container.id': containerId }, sandboxId,
-      (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio, `${this.runc.name} exec ${containerId} (exec ${execId})`, pidFile);
+      (log) => this.runc.execArgv(containerId, processFile, pidFile, log), stdio, (result) => this.commandPid(result, `${this.runc.name} exec ${containerId} (exec ${execId})`, pidFile));
     return { pid };
   }
 
@@ -392,7 +385,7 @@ export class RuncSandboxer implements Sandboxer {
     try {
       const pidFile = container.execPid(execId);
       const pid = await this.runcInSandbox('runc.exec', { 'container.id': containerId, 'process.terminal': true }, sandboxId,
-        (log) => this.runc.execArgv(containerId, processFile, pidFile, log, socket), {}, `${this.runc.name} exec --tty ${containerId} (exec ${execId})`, pidFile);
+        (log) => this.runc.execArgv(containerId, processFile, pidFile, log, socket), {}, (result) => this.commandPid(result, `${this.runc.name} exec --tty ${containerId} (exec ${execId})`, pidFile));
       return { pid };
     } catch (error) {
       terminal.stop(); // no process will hold the terminal: its console must not wait for one
@@ -430,27 +423,24 @@ export class RuncSandboxer implements Sandboxer {
    */
   async stats(sandboxId: string, containerId: string): Promise<ContainerStats> {
     const container = await this.existingContainer(sandboxId, containerId);
+    const cgroupsPath = await this.cgroupsPathOf(container);
     const [figures, oomKills] = await Promise.all([
-      this.runtimeStats(container, containerId).catch(async (error: unknown) => {
+      this.runtimeStats(cgroupsPath, containerId).catch(async (error: unknown) => {
         if ((await this.runc.state(containerId))?.status !== 'stopped') throw error;
         return { cpuUsageNanos: 0, cpuUserNanos: 0, cpuKernelNanos: 0, memoryUsageBytes: 0, memoryLimitBytes: 0, pidsCurrent: 0, pidsLimit: 0 };
       }),
-      this.oomKills(container),
+      // The `oom_kill` count of the container's memory cgroup (cgroup v1 memory.oom_control, v2 memory.events).
+      memoryCgroupOomKills(cgroupsPath),
     ]);
     return { ...figures, ...(oomKills !== undefined && { oomKills }) };
   }
 
   /** runc's `events --stats`; crun has no such command, so its containers' figures come from their cgroup (v2). */
-  private async runtimeStats(container: ContainerPaths, containerId: string): Promise<ContainerStats> {
+  private async runtimeStats(cgroupsPath: unknown, containerId: string): Promise<ContainerStats> {
     if (this.runc.name !== 'crun') return this.runc.stats(containerId);
-    const figures = await cgroupV2Stats(await this.cgroupsPathOf(container));
+    const figures = await cgroupV2Stats(cgroupsPath);
     if (!figures) throw failedPrecondition(`container ${containerId} has no cgroup to read its stats from`);
     return figures;
-  }
-
-  /** The `oom_kill` count of the container's memory cgroup (cgroup v1 memory.oom_control, v2 memory.events). */
-  private async oomKills(container: ContainerPaths): Promise<number | undefined> {
-    return memoryCgroupOomKills(await this.cgroupsPathOf(container));
   }
 
   private async cgroupsPathOf(container: ContainerPaths): Promise<unknown> {
@@ -500,10 +490,10 @@ export class RuncSandboxer implements Sandboxer {
   }
 
   /**
-   * A runc command run by the pod's init, as one span (`runc.create`, `runc.exec`) that fails with runc's
-   * reason when the command does; the pid the command wrote to `pidFile`.
+   * A runc command run by the pod's init, as one span (`runc.create`, `runc.start`, `runc.exec`) that fails
+   * with runc's reason when `settle` throws on its result; what `settle` makes of it.
    */
-  private runcInSandbox(name: string, attributes: SpanAttributes, sandboxId: string, buildArgv: (logFile: string) => string[], stdio: StdioPaths, what: string, pidFile: string): Promise<number> {
+  private runcInSandbox<T>(name: string, attributes: SpanAttributes, sandboxId: string, buildArgv: (logFile: string) => string[], stdio: StdioPaths, settle: (result: SandboxCommandResult) => Promise<T>): Promise<T> {
     return withSpan(name, { attributes }, async (span) => {
       const result = await this.runInSandbox(sandboxId, (log) => {
         const argv = buildArgv(log);
@@ -511,7 +501,7 @@ export class RuncSandboxer implements Sandboxer {
         return argv;
       }, stdio);
       span.setAttribute('process.exit_code', result.status);
-      return this.commandPid(result, what, pidFile);
+      return settle(result);
     });
   }
 
