@@ -124,7 +124,7 @@ start_kts() {
   printf '%s\n' "listen = \"$KTS_SOCKET\"" "root = \"$DIR/kts\"" "task_relay = true" "[images]" "dir = \"$IMAGES_DIR\"" "[hypervisor]" "guest_dir = \"$GUEST_DIR\"" "${KTS_CTD_KTS_CONFIG:-}" >"$DIR/kts/config.toml"
   # The log is appended to across starts: only what this start writes (past $offset) tells it serves.
   local offset; offset=$(stat -c %s "$DIR/kts/kts.log" 2>/dev/null || echo 0)
-  setsid node --max-semi-space-size=1 "$REPO/bin/kts.js" daemon --config "$DIR/kts/config.toml" >>"$DIR/kts/kts.log" 2>&1 </dev/null &
+  setsid node --max-semi-space-size=1 --v8-pool-size=1 "$REPO/bin/kts.js" daemon --config "$DIR/kts/config.toml" >>"$DIR/kts/kts.log" 2>&1 </dev/null &
   echo $! >"$DIR/kts/kts.pid"
   local deadline=$((SECONDS + 30))
   until tail -c "+$((offset + 1))" "$DIR/kts/kts.log" 2>/dev/null | grep -q 'kts daemon serving'; do

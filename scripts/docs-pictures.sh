@@ -122,7 +122,7 @@ start_kts() {
   printf '%s\n' "listen = \"$KTS_SOCK\"" "root = \"$KTS_DIR\"" '[runc]' "root = \"$KTS_DIR/runc\"" '[images]' "dir = \"$IMAGES_DIR\"" \
     '[hypervisor]' "guest_dir = \"$GUEST_DIR\"" 'accelerator = "auto"' 'boot_deadline_seconds = 120' >"$KTS_DIR/config.toml"
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_BSP_SCHEDULE_DELAY=100 \
-    setsid node --max-semi-space-size=1 "$REPO/bin/kts.js" daemon --config "$KTS_DIR/config.toml" >"$KTS_DIR/kts.log" 2>&1 </dev/null &
+    setsid node --max-semi-space-size=1 --v8-pool-size=1 "$REPO/bin/kts.js" daemon --config "$KTS_DIR/config.toml" >"$KTS_DIR/kts.log" 2>&1 </dev/null &
   echo $! >"$KTS_DIR/kts.pid"
   until_true 30 "the kts daemon serving" grep -q 'kts daemon serving' "$KTS_DIR/kts.log"
   say "kts daemon $(cat "$KTS_DIR/kts.pid") serving $KTS_SOCK"

@@ -40,8 +40,9 @@ import { headFileOf } from './audit/config.js';
 import { startRetention } from './audit/retention.js';
 import type { EventStore } from './core/store.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
-import { DaemonMetrics } from './telemetry/metrics.js';
-import { serveMetrics } from './telemetry/metricsServer.js';
+import type { DaemonMetrics } from './telemetry/metrics.js';
+import type { MetricsAddress } from './telemetry/metricsConfig.js';
+import type { MetricsServer } from './telemetry/metricsServer.js';
 import { initTracing, shutdownTracing } from './telemetry/tracing.js';
 
 export interface RunningDaemon {
@@ -61,7 +62,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
   await refuseIfServed(config.listen);
   // Loaded before anything is served: a daemon that cannot say who called it does not serve.
   const readPeer = peerCredentialReader();
-  const metrics = config.metrics.listen ? new DaemonMetrics({ dbPath: config.db }) : undefined;
+  const metrics = config.metrics.listen ? await loadMetrics(config.db) : undefined;
   const auditKey = openAuditKey(config.audit.keyFile);
   const sqlite = openSqliteStore(config.db);
   // Snapshots sealed beneath redaction: the seal covers the state as stored.
@@ -74,7 +75,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
     observe: (checkpoint) => metrics?.recordCheckpoint(checkpoint),
   });
   // Served before recovery so a taken port fails the start before recovery touches the host.
-  const metricsServer = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen, logger) : undefined;
+  const metricsServer = metrics && config.metrics.listen ? await startMetricsServer(metrics, config.metrics.listen, logger) : undefined;
   const crashTesting = armCrashPointsFromEnv(process.env);
   if (crashTesting) setBeforeReply((fullMethod) => crashPoint('reply.before', fullMethod));
   if (crashTesting) logger.warn({ crash_at: process.env.KTS_CRASH_AT }, 'TEST ONLY: crash points armed; this daemon will SIGKILL itself');
@@ -172,6 +173,17 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = createL
       await shutdownTracing();
     },
   };
+}
+
+// Metrics are off by default: only a daemon with `[metrics] listen` set loads prom-client and node:http.
+async function loadMetrics(dbPath: string): Promise<DaemonMetrics> {
+  const { DaemonMetrics } = await import('./telemetry/metrics.js');
+  return new DaemonMetrics({ dbPath });
+}
+
+async function startMetricsServer(metrics: DaemonMetrics, address: MetricsAddress, logger: Logger): Promise<MetricsServer> {
+  const { serveMetrics } = await import('./telemetry/metricsServer.js');
+  return serveMetrics(metrics.registry, address, logger);
 }
 
 function checkpointAtShutdown(checkpoints: CheckpointWriter, logger: Logger): void {
