@@ -55,6 +55,8 @@ describe.skipIf(skip)(`microVM pods under QEMU${skip ? ` (skipped: ${skip})` : '
     expect(backend?.['hypervisor.accelerator']).toMatch(/^(kvm|tcg)$/);
     // The guest image has crun, so the agent runs containers with it (issue 18: a second under TCG is runc's startup).
     expect(backend?.['guest.oci_runtime']).toMatch(/^crun \d/);
+    // Under emulation the agent's node runs interpreted (kts.agent_jit=off); under KVM with its JIT.
+    expect(backend?.['guest.agent_jit']).toBe(backend?.['hypervisor.accelerator'] === 'tcg' ? 'off' : 'on');
     // crun has no `events --stats`: the agent reads the container's cgroup instead.
     const stats = JSON.parse(daemon.ktsOk('stats', '--json')) as Array<{ id: string; memoryUsageBytes: number; pids: number }>;
     const ours = stats.find((s) => s.id === vmPod.containerId);

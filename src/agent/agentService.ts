@@ -133,6 +133,7 @@ class GuestPodAgent {
       sandboxId: pod?.sandboxId ?? '',
       podAlive: alive,
       ociRuntime: this.options.ociRuntime?.() ?? '',
+      jitless: process.execArgv.includes('--jitless'),
     };
   }
 

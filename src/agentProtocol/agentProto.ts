@@ -33,6 +33,7 @@ export interface CheckResponse {
   sandboxId: string;
   podAlive: boolean;
   ociRuntime: string;
+  jitless: boolean;
 }
 
 export interface StartPodRequest {

@@ -37,6 +37,8 @@ export interface AgentHealth {
   agentVersion: string;
   /** The guest's OCI runtime and version ("crun 1.8.1"); empty from an agent that does not say. */
   ociRuntime: string;
+  /** The agent's node runs without a JIT (asked for under TCG); false from an agent that does not say. */
+  jitless: boolean;
   /** Absent before StartPod. */
   pod?: { sandboxId: string; pid: number; alive: boolean };
 }
@@ -99,7 +101,7 @@ export class AgentClient {
     const reply = await this.call('Check', {}, deadlineMs);
     const health: AgentHealth = {
       uptimeSeconds: reply.number('uptimeSeconds', 0, 1e10), agentVersion: reply.string('agentVersion', 128),
-      ociRuntime: reply.string('ociRuntime', 64, /^[A-Za-z0-9 ._+~-]*$/),
+      ociRuntime: reply.string('ociRuntime', 64, /^[A-Za-z0-9 ._+~-]*$/), jitless: reply.boolean('jitless'),
     };
     const podPid = reply.integer('podPid', 0, MAX_PID);
     if (podPid === 0) return health;

@@ -48,6 +48,8 @@ interface Vm {
   forgotten: boolean;
   /** What the agent's first Check said of the guest's OCI runtime ("crun 1.8.1"). */
   ociRuntime?: string;
+  /** What it said of its own JIT: off under TCG (kts.agent_jit=off). */
+  agentJitless?: boolean;
 }
 
 const EXIT_POLL_MS = 500;
@@ -93,6 +95,7 @@ export class VmmSandboxer implements Sandboxer {
         'hypervisor.name': this.options.hypervisor.name, 'hypervisor.accelerator': accelerator, 'hypervisor.accelerator_reason': reason,
         'guest.boot_ms': bootMs, 'guest.pod_start_ms': Date.now() - launchedAt - bootMs, 'guest.pod_pid': pod.pid,
         ...(vm.ociRuntime && { 'guest.oci_runtime': vm.ociRuntime }),
+        'guest.agent_jit': vm.agentJitless ? 'off' : 'on',
         ...(network && { 'guest.interfaces': describePlan(network) }),
       };
       await writeFile(paths.launchFile, JSON.stringify(details));
@@ -169,6 +172,7 @@ export class VmmSandboxer implements Sandboxer {
       const health = await withSpan('guest.wait_ready', { attributes: { 'hypervisor.accelerator': accelerator, 'guest.deadline_ms': deadlineSeconds * 1000 } }, () =>
         Promise.race([vm.agent.waitForReady(deadlineSeconds * 1000), died]));
       vm.ociRuntime = health.ociRuntime || undefined;
+      vm.agentJitless = health.jitless;
     } catch (error) {
       await this.kill(vm);
       if (errorMessage(error).includes('console:')) throw error;

@@ -47,6 +47,11 @@ describe('the QEMU command line of a microVM sandbox', () => {
     expect(line.endsWith('foo=bar')).toBe(true);
   });
 
+  it('asks for an agent without a JIT under TCG only (code V8 writes is translated again by QEMU), and the configured parameters come after it', () => {
+    expect(kernelCommandLine({ ...defaultHypervisorConfig('/g'), kernelParams: 'foo=bar' }, 'tcg').split(' ').slice(-2)).toEqual(['kts.agent_jit=off', 'foo=bar']);
+    expect(kernelCommandLine(defaultHypervisorConfig('/g'), 'kvm')).not.toContain('kts.agent_jit');
+  });
+
   it('given a pod netns with interfaces, then each gets a tap netdev and a virtio-net NIC with the interface\'s MAC', () => {
     const nics = [{ id: 'net0', tap: 'tap0_kts', mac: '0a:58:0a:58:00:05' }, { id: 'net1', tap: 'tap1_kts', mac: '0a:58:0a:59:00:07' }];
     const args = qemuArgs(defaultHypervisorConfig('/g'), 'tcg', paths, 'x', {}, nics);
