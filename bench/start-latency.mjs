@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Start latency of one pod + one container, side by side, serially N times and P at once:
 //   raw runc      `runc run -d` of a plain busybox bundle: the floor (no pod, no manager)
+//   raw runc c+s  `runc create` then `runc start` of the same bundle: the floor of CRI's create/start split
 //   containerd    containerd 1.6 + containerd-shim-runc-v2: `ctr run -d` (a CLI process per start)
 //   kts runc API  Controller.Create + Start, admin RunContainer over one connected gRPC client
 //   kts runc CLI  `kts run pod.yaml ctr.yaml` (a node process per start: CLI wall time)
@@ -11,7 +12,7 @@
 // at once, each sample = its completion - the moment the burst was issued. One warm-up start each,
 // not counted. Also the daemon's and the machine's CPU time during each burst.
 // Usage: node bench/start-latency.mjs [--serial 100] [--parallel 50] [--vm-serial 5] [--vm-parallel 3]
-//        [--only raw-runc,containerd,kts-runc-api,kts-runc-cli,kts-wasm-api,kts-vm-api] [--accelerator auto|kvm|tcg]
+//        [--only raw-runc,raw-runc-split,containerd,kts-runc-api,kts-runc-cli,kts-wasm-api,kts-vm-api] [--accelerator auto|kvm|tcg]
 //        [--cpu-prof] [--max-concurrent-starts N]   (root; after npm run build; containerd, runc, qemu installed)
 // --max-concurrent-starts sets the daemon's [runc] max_concurrent_starts (default: the daemon's, 2 × CPUs; 0: no limit).
 // Prints tables, writes bench/results/start-latency.json and bench/results/start-latency-cdf.svg.
@@ -32,7 +33,7 @@ import { hypervisorConfig, vmStartSplit } from './lib/vm.mjs';
 const SANDBOX_INIT = path.join(REPO, 'dist/native/kts-sandbox-init');
 const QEMU = '/usr/bin/qemu-system-x86_64';
 
-export const SUBJECTS = ['raw-runc', 'containerd', 'kts-runc-api', 'kts-runc-cli', 'kts-wasm-api', 'kts-vm-api', 'spawn-floor'];
+export const SUBJECTS = ['raw-runc', 'raw-runc-split', 'containerd', 'kts-runc-api', 'kts-runc-cli', 'kts-wasm-api', 'kts-vm-api', 'spawn-floor'];
 
 /** The kts subjects, sharing one daemon; `prepare` runs untimed before a series. */
 function ktsSubjects(daemon, yamlDir) {
@@ -164,7 +165,7 @@ export async function measureStartLatency({ serial = 100, parallel = 50, vmSeria
   const results = {};
   const owned = [];
   try {
-    const floor = only.includes('raw-runc') && (await prepareRawRunc());
+    const floor = (only.includes('raw-runc') || only.includes('raw-runc-split')) && (await prepareRawRunc());
     if (floor) owned.push(floor);
     const peer = only.includes('containerd') && (await startContainerd({ imageLayout: path.join(IMAGES_DIR, 'busybox') }));
     if (peer) owned.push(peer);
@@ -172,6 +173,7 @@ export async function measureStartLatency({ serial = 100, parallel = 50, vmSeria
     if (daemon) owned.push(daemon);
     const subjects = {
       'raw-runc': floor && { label: 'raw runc run -d (floor)', level: 'command', start: (id) => floor.run(id), removeAll: () => floor.removeAll() },
+      'raw-runc-split': floor && { label: 'raw runc create + start (CRI floor)', level: 'command', start: (id) => floor.createStart(id), removeAll: () => floor.removeAll() },
       containerd: peer && {
         label: `containerd ${peer.version} + shim (ctr run -d)`, level: 'CLI', start: (id) => peer.run(id), removeAll: () => peer.removeAll(),
         processes: () => ({ containerd: [peer.pid], shims: peer.shimPids() }),
