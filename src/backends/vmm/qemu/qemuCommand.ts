@@ -22,7 +22,7 @@ export interface HostFacts {
  *
  * kts.agent_jit=off: QEMU's TCG translates each block of guest code once and must translate again any
  * code the guest writes, so V8 compiling JavaScript to machine code (Sparkplug, Turbofan, irregexp) is
- * paid twice under emulation. The agent runs short requests, and interpreted they are 3.5× faster there
+ * paid twice under emulation. The agent runs short requests, and interpreted they are about 3× faster there
  * (issue 18: a container run 2,121 → 658 ms, an exec 894 → 191 ms, boot 0.7 s shorter). Under KVM the
  * JIT costs nothing extra and stays on.
  */
