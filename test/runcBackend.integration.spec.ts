@@ -186,6 +186,37 @@ describe.skipIf(skipReason !== undefined)('runc backend with kts-sandbox-init (r
     expect((await sandboxer.containerStatus(sandboxId, 'c-broken')).state).toBe('absent');
   });
 
+  it('fails a create whose rootfs cannot be mounted with mount\'s own words and leaves nothing behind', async () => {
+    const spec = containerSpec('c-nolower', ['true']);
+    spec.rootfsMounts = [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${join(base, 'no-such-layer')}`, ...spec.rootfsMounts[0]!.options.slice(1)] }];
+    const failure = sandboxer.createContainer(spec);
+    await expect(failure).rejects.toThrow(/mount overlay overlay on .*rootfs: .*mount.*(No such file|does not exist|wrong fs type|special device)/is);
+    expect(await mountPointsUnder(spec.bundleDir)).toEqual([]);
+    expect((await sandboxer.containerStatus(sandboxId, 'c-nolower')).state).toBe('absent');
+  });
+
+  it('mounts an overlay rootfs of many layers whose options nearly fill the page the kernel takes for them', async () => {
+    // Layers of long paths until the options are nearly a page (mount(2) takes at most one): an image of many
+    // layers, as containerd hands over its snapshots.
+    const spec = containerSpec('c-many', ['cat', '/marker'], 'c-many.log');
+    const [, ...upperAndWork] = spec.rootfsMounts[0]!.options;
+    const layers: string[] = [];
+    const optionsWith = (all: string[]) => [`lowerdir=${[...all, lowerDir].join(':')}`, ...upperAndWork];
+    for (let i = 0; optionsWith([...layers, 'x'.repeat(100)]).join(',').length < 4000; i++) {
+      layers.push(join(base, 'layers', 'many', `${String(i).padStart(2, '0')}-${'l'.repeat(80)}`));
+    }
+    for (const layer of layers) mkdirSync(layer, { recursive: true });
+    writeFileSync(join(layers[0]!, 'marker'), 'top layer\n');
+    spec.rootfsMounts = [{ type: 'overlay', source: 'overlay', options: optionsWith(layers) }];
+    expect(spec.rootfsMounts[0]!.options.join(',').length).toBeGreaterThan(3800);
+    const { pid } = await sandboxer.createContainer(spec);
+    await sandboxer.startContainer(sandboxId, 'c-many');
+    expect((await sandboxer.waitProcessExit(sandboxId, pid)).exitStatus).toBe(0);
+    expect(readFileSync(join(base, 'c-many.log'), 'utf8')).toBe('top layer\n');
+    await sandboxer.deleteContainer(sandboxId, 'c-many');
+    expect(await mountPointsUnder(spec.bundleDir)).toEqual([]);
+  });
+
   it('refuses to start a created container whose init died with FAILED_PRECONDITION naming runc\'s reason', async () => {
     const { pid } = await sandboxer.createContainer(containerSpec('c-dead', ['true']));
     process.kill(pid, 'SIGKILL');
