@@ -297,7 +297,7 @@ export class RuncSandboxer implements Sandboxer {
     // Run by the pod's init, as create is: a fork of a small C process, not of the daemon (spawn was the
     // daemon's largest self time in a 50-pod burst), and under TCG the guest agent's node is slower still.
     await this.runcInSandbox('runc.start', { 'container.id': containerId }, sandboxId, (log) => this.runc.startArgv(containerId, log), {}, async (result) => {
-      if (result.status !== 0) throw this.runc.failure('start', containerId, runcLogErrors(result.logText) || result.startError || `exit status ${result.status}`);
+      if (result.status !== 0) throw this.runc.failure('start', containerId, failureReason(result));
     });
     const pid = await readPidFile(container.initPid);
     if (pid === undefined) throw internal(`container ${containerId} has no recorded init pid`);
@@ -512,7 +512,7 @@ export class RuncSandboxer implements Sandboxer {
   /** The pid runc wrote, or the reason it failed in runc's own words. */
   private async commandPid(result: SandboxCommandResult, what: string, pidFile: string): Promise<number> {
     if (result.status !== 0) {
-      const reason = runcLogErrors(result.logText) || result.startError || `exit status ${result.status}`;
+      const reason = failureReason(result);
       if (/container with id exists|already exists/i.test(reason)) throw alreadyExists(`${what}: ${reason}`);
       throw failedPrecondition(`${what} failed: ${reason}`);
     }
@@ -564,4 +564,9 @@ export class RuncSandboxer implements Sandboxer {
     const parents = new Set(text.split('\n').filter((line) => line.length > 0));
     await Promise.all([...parents].map((parent) => removeCgroupDir(parent)));
   }
+}
+
+/** Why a command run by the sandbox init failed: runc's (or crun's) own words, else why it never started, else its status. */
+function failureReason(result: SandboxCommandResult): string {
+  return runcLogErrors(result.logText) || result.startError || `exit status ${result.status}`;
 }

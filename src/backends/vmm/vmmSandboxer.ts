@@ -13,7 +13,7 @@ import type {
 import { rotateIfOver } from '../../host/logRotation.js';
 import { removeTree } from '../../host/mounts.js';
 import { isProcessAlive, parseIdentity, type ProcessIdentity } from '../../host/procfs.js';
-import { AgentClient } from './agentClient.js';
+import { AgentClient, type AgentHealth } from './agentClient.js';
 import type { Accelerator, Hypervisor } from './hypervisor.js';
 import { consoleTail } from './qemu/qemuHypervisor.js';
 import { VmShare, type VmShareOptions } from './share.js';
@@ -46,10 +46,8 @@ interface Vm {
   quitByUs: boolean;
   /** Set when this daemon lets go of the VM (removed, or the daemon closes). */
   forgotten: boolean;
-  /** What the agent's first Check said of the guest's OCI runtime ("crun 1.8.1"). */
-  ociRuntime?: string;
-  /** What it said of its own JIT: off under TCG (kts.agent_jit=off). */
-  agentJitless?: boolean;
+  /** The agent's first Check: the guest's OCI runtime ("crun 1.8.1") and whether its node runs without a JIT. */
+  ready?: AgentHealth;
 }
 
 const EXIT_POLL_MS = 500;
@@ -94,8 +92,8 @@ export class VmmSandboxer implements Sandboxer {
       const details = {
         'hypervisor.name': this.options.hypervisor.name, 'hypervisor.accelerator': accelerator, 'hypervisor.accelerator_reason': reason,
         'guest.boot_ms': bootMs, 'guest.pod_start_ms': Date.now() - launchedAt - bootMs, 'guest.pod_pid': pod.pid,
-        ...(vm.ociRuntime && { 'guest.oci_runtime': vm.ociRuntime }),
-        'guest.agent_jit': vm.agentJitless ? 'off' : 'on',
+        ...(vm.ready?.ociRuntime && { 'guest.oci_runtime': vm.ready.ociRuntime }),
+        'guest.agent_jit': vm.ready?.jitless ? 'off' : 'on',
         ...(network && { 'guest.interfaces': describePlan(network) }),
       };
       await writeFile(paths.launchFile, JSON.stringify(details));
@@ -169,10 +167,8 @@ export class VmmSandboxer implements Sandboxer {
       throw internal(`the VM exited while booting; console:\n${await consoleTail(paths)}`);
     });
     try {
-      const health = await withSpan('guest.wait_ready', { attributes: { 'hypervisor.accelerator': accelerator, 'guest.deadline_ms': deadlineSeconds * 1000 } }, () =>
+      vm.ready = await withSpan('guest.wait_ready', { attributes: { 'hypervisor.accelerator': accelerator, 'guest.deadline_ms': deadlineSeconds * 1000 } }, () =>
         Promise.race([vm.agent.waitForReady(deadlineSeconds * 1000), died]));
-      vm.ociRuntime = health.ociRuntime || undefined;
-      vm.agentJitless = health.jitless;
     } catch (error) {
       await this.kill(vm);
       if (errorMessage(error).includes('console:')) throw error;
