@@ -232,6 +232,8 @@ function healthProblem(health: AgentHealth): string | undefined {
   if (typeof health.agentVersion !== 'string' || health.agentVersion.length > 128) return `agent version of ${health.agentVersion.length} characters`;
   // Recorded on SandboxStarted and printed by kts: a guest must not get a newline, escape or 1 MB string in.
   if (!/^[A-Za-z0-9 ._+~-]{0,64}$/.test(health.ociRuntime)) return `OCI runtime ${JSON.stringify(health.ociRuntime.slice(0, 80))}`;
+  // Recorded on SandboxStarted as guest.agent_jit: only ever a boolean, whatever the guest sends.
+  if (typeof health.jitless !== 'boolean') return `jitless ${JSON.stringify(health.jitless)}`;
   if (health.pod && (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(health.pod.sandboxId) || !isPid(health.pod.pid) || typeof health.pod.alive !== 'boolean')) return `pod ${JSON.stringify(health.pod)}`;
   return undefined;
 }
