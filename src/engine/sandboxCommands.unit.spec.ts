@@ -22,6 +22,13 @@ describe('create sandbox', () => {
     spec.thenError('already_exists', /already exists as pod p1/);
   });
 
+  it('given nothing, when a pod with a NUL or an over-long hostname is created, then INVALID_ARGUMENT naming the hostname, and nothing recorded', async () => {
+    for (const hostname of ['pod\u0000x', 'h'.repeat(65)]) {
+      const spec = await given().when((engine) => engine.createSandbox({ ...input('p1'), hostname }, META));
+      spec.thenError('invalid_argument', /hostname .* must be at most 64 bytes without control characters/);
+    }
+  });
+
   it('given nothing, when a kind no backend serves is created, then INVALID_ARGUMENT', async () => {
     const spec = await given().when((engine) => engine.createSandbox({ ...input('p1'), kind: 'vmm' }, META));
     spec.thenError('invalid_argument', /sandbox kind "vmm" is not served/);
